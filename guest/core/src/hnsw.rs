@@ -1,0 +1,516 @@
+//! Our HNSW (Malkov & Yashunin): incremental insert, delete by tombstone, byte snapshots,
+//! contiguous vectors, a reused visited set and no per-query allocation beyond the result.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::codec::{Reader, Writer};
+use crate::distance::distance;
+use crate::index::{Scored, VectorIndex};
+use crate::{EngineError, IndexKind, Metric};
+
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Copy, PartialEq)]
+struct Near(f32, u32);
+impl Eq for Near {}
+impl PartialOrd for Near {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Near {
+    /// Max-heap on distance: the top is the farthest.
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Far(std::cmp::Reverse<Near>);
+
+/// Generation-stamped visited marks, reused across searches.
+#[derive(Default)]
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+    /// Marks `i`; true if it was not marked yet.
+    #[inline]
+    fn insert(&mut self, i: u32) -> bool {
+        let m = &mut self.marks[i as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+pub struct Hnsw {
+    dim: usize,
+    metric: Metric,
+    m: usize,
+    m0: usize,
+    ef_construction: usize,
+    level_mult: f64,
+    vectors: Vec<f32>,
+    levels: Vec<u8>,
+    /// Layer 0 links: per slot a block of `m0 + 1` words, `[count, n1, .., n_m0]`.
+    layer0: Vec<u32>,
+    /// Upper layers: per slot, `level` blocks of `m + 1` words.
+    upper: Vec<Vec<u32>>,
+    deleted: Vec<bool>,
+    entry: Option<u32>,
+    max_level: u8,
+    rng: u64,
+    visited: Visited,
+    candidates: BinaryHeap<Far>,
+    results: BinaryHeap<Near>,
+}
+
+impl Hnsw {
+    pub fn new(dim: usize, metric: Metric, m: usize, ef_construction: usize) -> Self {
+        let m = m.max(2);
+        Self {
+            dim,
+            metric,
+            m,
+            m0: 2 * m,
+            ef_construction: ef_construction.max(m),
+            level_mult: 1.0 / (m as f64).ln(),
+            vectors: Vec::new(),
+            levels: Vec::new(),
+            layer0: Vec::new(),
+            upper: Vec::new(),
+            deleted: Vec::new(),
+            entry: None,
+            max_level: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            visited: Visited::default(),
+            candidates: BinaryHeap::new(),
+            results: BinaryHeap::new(),
+        }
+    }
+
+    #[inline]
+    fn vec(&self, i: u32) -> &[f32] {
+        let s = i as usize * self.dim;
+        &self.vectors[s..s + self.dim]
+    }
+
+    #[inline]
+    fn dist_to(&self, q: &[f32], i: u32) -> f32 {
+        distance(self.metric, q, self.vec(i))
+    }
+
+    #[inline]
+    fn links(&self, i: u32, level: u8) -> &[u32] {
+        if level == 0 {
+            let s = i as usize * (self.m0 + 1);
+            let n = self.layer0[s] as usize;
+            &self.layer0[s + 1..s + 1 + n]
+        } else {
+            let s = (level as usize - 1) * (self.m + 1);
+            let block = &self.upper[i as usize];
+            let n = block[s] as usize;
+            &block[s + 1..s + 1 + n]
+        }
+    }
+
+    fn set_links(&mut self, i: u32, level: u8, links: &[u32]) {
+        let (block, cap) = if level == 0 {
+            let s = i as usize * (self.m0 + 1);
+            (&mut self.layer0[s..s + self.m0 + 1], self.m0)
+        } else {
+            let s = (level as usize - 1) * (self.m + 1);
+            (&mut self.upper[i as usize][s..s + self.m + 1], self.m)
+        };
+        let n = links.len().min(cap);
+        block[0] = n as u32;
+        block[1..1 + n].copy_from_slice(&links[..n]);
+    }
+
+    fn random_level(&mut self) -> u8 {
+        // splitmix64: deterministic, so a rebuilt index has the same shape.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let u = ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        ((-u.ln() * self.level_mult) as u32).min(16) as u8
+    }
+
+    /// Greedy descent on one upper layer: move to any closer neighbour until none is closer.
+    fn greedy(&self, q: &[f32], mut cur: u32, mut cur_d: f32, level: u8) -> (u32, f32) {
+        loop {
+            let mut changed = false;
+            for &n in self.links(cur, level) {
+                let d = self.dist_to(q, n);
+                if d < cur_d {
+                    cur_d = d;
+                    cur = n;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return (cur, cur_d);
+            }
+        }
+    }
+
+    /// Beam search on one layer. Leaves the `ef` closest accepted nodes in `self.results`.
+    fn search_layer(
+        &mut self,
+        q: &[f32],
+        entry: (u32, f32),
+        ef: usize,
+        level: u8,
+        accept: &dyn Fn(u32) -> bool,
+    ) {
+        self.visited.reset(self.levels.len());
+        self.candidates.clear();
+        self.results.clear();
+        self.visited.insert(entry.0);
+        self.candidates.push(Far(std::cmp::Reverse(Near(entry.1, entry.0))));
+        if accept(entry.0) {
+            self.results.push(Near(entry.1, entry.0));
+        }
+        while let Some(Far(std::cmp::Reverse(Near(d, c)))) = self.candidates.pop() {
+            if self.results.len() >= ef && self.results.peek().is_some_and(|w| d > w.0) {
+                break;
+            }
+            // Index loop rather than iterator: `links` borrows self, the body mutates scratch.
+            let count = self.links(c, level).len();
+            for j in 0..count {
+                let n = self.links(c, level)[j];
+                if !self.visited.insert(n) {
+                    continue;
+                }
+                let dn = self.dist_to(q, n);
+                let worst = self.results.peek().map_or(f32::INFINITY, |w| w.0);
+                if self.results.len() < ef || dn < worst {
+                    self.candidates.push(Far(std::cmp::Reverse(Near(dn, n))));
+                    if accept(n) {
+                        self.results.push(Near(dn, n));
+                        if self.results.len() > ef {
+                            self.results.pop();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Descends from the entry point to `level + 1`, returning the closest node found.
+    fn descend(&self, q: &[f32], to_level: u8) -> Option<(u32, f32)> {
+        let entry = self.entry?;
+        let mut cur = (entry, self.dist_to(q, entry));
+        let mut level = self.max_level;
+        while level > to_level {
+            cur = self.greedy(q, cur.0, cur.1, level);
+            level -= 1;
+        }
+        Some(cur)
+    }
+
+    /// hnswlib's neighbour heuristic: keep a candidate only if it is closer to the base than to
+    /// every neighbour kept so far. `cands` is sorted closest first.
+    fn select(&self, cands: &[Near], max: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
+        for c in cands {
+            if kept.len() >= max {
+                break;
+            }
+            let cv = self.vec(c.1);
+            if kept
+                .iter()
+                .all(|&k| distance(self.metric, cv, self.vec(k)) > c.0)
+            {
+                kept.push(c.1);
+            }
+        }
+        kept
+    }
+
+    fn connect(&mut self, node: u32, neighbour: u32, level: u8) {
+        let cap = if level == 0 { self.m0 } else { self.m };
+        let current = self.links(neighbour, level);
+        if current.len() < cap {
+            let mut next = current.to_vec();
+            next.push(node);
+            self.set_links(neighbour, level, &next);
+            return;
+        }
+        let base = self.vec(neighbour);
+        let mut cands: Vec<Near> = current
+            .iter()
+            .chain(std::iter::once(&node))
+            .map(|&c| Near(distance(self.metric, base, self.vec(c)), c))
+            .collect();
+        cands.sort();
+        let kept = self.select(&cands, cap);
+        self.set_links(neighbour, level, &kept);
+    }
+
+    fn read_inner(r: &mut Reader<'_>) -> Result<Self, EngineError> {
+        let bad = |what: &str| EngineError::State(format!("hnsw snapshot: {what}"));
+        if r.u32("hnsw format")? != FORMAT {
+            return Err(bad("unknown format version"));
+        }
+        let dim = r.u32("dimension")? as usize;
+        let metric = match r.u8("metric")? {
+            0 => Metric::Cosine,
+            1 => Metric::Dot,
+            2 => Metric::Euclidean,
+            _ => return Err(bad("unknown metric")),
+        };
+        let m = r.u32("m")? as usize;
+        let ef_construction = r.u32("ef_construction")? as usize;
+        let mut h = Hnsw::new(dim, metric, m, ef_construction);
+        h.rng = r.u64("rng")?;
+        let entry = r.u32("entry")?;
+        h.max_level = r.u8("max level")?;
+        h.vectors = r.f32s("vectors")?;
+        h.levels = r.bytes("levels")?.to_vec();
+        h.layer0 = r.u32s("layer 0")?;
+        h.deleted = r.bytes("deleted")?.iter().map(|b| *b != 0).collect();
+        let n = h.levels.len();
+        for i in 0..n {
+            let block = if h.levels[i] > 0 { r.u32s("upper links")? } else { Vec::new() };
+            if block.len() != h.levels[i] as usize * (h.m + 1) {
+                return Err(bad("upper links do not match levels"));
+            }
+            h.upper.push(block);
+        }
+        if h.vectors.len() != n * dim || h.layer0.len() != n * (h.m0 + 1) || h.deleted.len() != n {
+            return Err(bad("array sizes disagree"));
+        }
+        h.entry = (entry != u32::MAX).then_some(entry);
+        // Every link must point at a slot that exists, or a search would index out of bounds.
+        let n32 = n as u32;
+        let links_ok = (0..n32).all(|i| {
+            (0..=h.levels[i as usize]).all(|l| {
+                let s = if l == 0 { i as usize * (h.m0 + 1) } else { (l as usize - 1) * (h.m + 1) };
+                let block = if l == 0 { &h.layer0[s..] } else { &h.upper[i as usize][s..] };
+                let cap = if l == 0 { h.m0 } else { h.m };
+                let c = block[0] as usize;
+                c <= cap && block[1..1 + c].iter().all(|&x| x < n32)
+            })
+        });
+        if !links_ok || h.entry.is_some_and(|e| e >= n32) {
+            return Err(bad("a link points outside the index"));
+        }
+        Ok(h)
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, EngineError> {
+        Self::read_inner(r)
+    }
+}
+
+impl VectorIndex for Hnsw {
+    fn kind(&self) -> IndexKind {
+        IndexKind::Hnsw
+    }
+
+    fn insert(&mut self, slot: u32, v: &[f32]) -> Result<(), EngineError> {
+        if slot as usize != self.levels.len() {
+            return Err(EngineError::State(format!(
+                "hnsw: slot {slot} inserted out of order (next is {})",
+                self.levels.len()
+            )));
+        }
+        if v.len() != self.dim {
+            return Err(EngineError::invalid("hnsw: vector has the wrong dimension"));
+        }
+        let level = self.random_level();
+        self.vectors.extend_from_slice(v);
+        self.levels.push(level);
+        self.layer0.resize(self.layer0.len() + self.m0 + 1, 0);
+        self.upper.push(vec![0; level as usize * (self.m + 1)]);
+        self.deleted.push(false);
+
+        let Some(mut ep) = self.descend(v, level) else {
+            self.entry = Some(slot);
+            self.max_level = level;
+            return Ok(());
+        };
+        let top = level.min(self.max_level);
+        for l in (0..=top).rev() {
+            self.search_layer(v, ep, self.ef_construction, l, &|_| true);
+            let mut found: Vec<Near> = self.results.drain().collect();
+            found.sort();
+            if let Some(best) = found.first() {
+                ep = (best.1, best.0);
+            }
+            let cap = if l == 0 { self.m0 } else { self.m };
+            let chosen = self.select(&found, self.m.min(cap));
+            self.set_links(slot, l, &chosen);
+            for n in chosen {
+                self.connect(slot, n, l);
+            }
+        }
+        if level > self.max_level {
+            self.max_level = level;
+            self.entry = Some(slot);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, slot: u32) {
+        if let Some(d) = self.deleted.get_mut(slot as usize) {
+            *d = true;
+        }
+    }
+
+    fn search(
+        &mut self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        let Some(ep) = self.descend(q, 0) else {
+            return Vec::new();
+        };
+        let deleted = std::mem::take(&mut self.deleted);
+        self.search_layer(q, ep, ef.max(k), 0, &|s| !deleted[s as usize] && accept(s));
+        self.deleted = deleted;
+        let mut out: Vec<Scored> = self.results.drain().map(|n| (n.1, n.0)).collect();
+        out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        out.truncate(k);
+        out
+    }
+
+    fn vector(&self, slot: u32) -> Option<&[f32]> {
+        let i = slot as usize;
+        (i < self.levels.len() && !self.deleted[i]).then(|| self.vec(slot))
+    }
+
+    fn slots(&self) -> u32 {
+        self.levels.len() as u32
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.vectors.capacity() * 4
+            + self.layer0.capacity() * 4
+            + self.upper.iter().map(|u| u.capacity() * 4 + 24).sum::<usize>()
+            + self.levels.capacity()
+            + self.deleted.capacity()
+            + self.visited.marks.capacity() * 4
+    }
+
+    fn write(&self, w: &mut Writer) -> Result<(), EngineError> {
+        w.u32(FORMAT);
+        w.u32(self.dim as u32);
+        w.u8(match self.metric {
+            Metric::Cosine => 0,
+            Metric::Dot => 1,
+            Metric::Euclidean => 2,
+        });
+        w.u32(self.m as u32);
+        w.u32(self.ef_construction as u32);
+        w.u64(self.rng);
+        w.u32(self.entry.unwrap_or(u32::MAX));
+        w.u8(self.max_level);
+        w.f32s(&self.vectors);
+        w.bytes(&self.levels);
+        w.u32s(&self.layer0);
+        let deleted: Vec<u8> = self.deleted.iter().map(|d| *d as u8).collect();
+        w.bytes(&deleted);
+        for block in &self.upper {
+            if !block.is_empty() {
+                w.u32s(block);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                (0..dim)
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn exact(data: &[Vec<f32>], q: &[f32], k: usize, skip: &[u32]) -> Vec<u32> {
+        let mut all: Vec<(f32, u32)> = data
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(&(*i as u32)))
+            .map(|(i, v)| (distance(Metric::Euclidean, q, v), i as u32))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        all.into_iter().take(k).map(|x| x.1).collect()
+    }
+
+    #[test]
+    fn recall_on_random_data_is_high_and_deletes_are_never_returned() {
+        let data = points(2000, 24, 7);
+        let mut h = Hnsw::new(24, Metric::Euclidean, 16, 100);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        let deleted: Vec<u32> = (0..2000).step_by(10).collect();
+        for &d in &deleted {
+            h.remove(d);
+        }
+        let queries = points(50, 24, 99);
+        let mut hits = 0;
+        for q in &queries {
+            let got: Vec<u32> = h.search(q, 10, 64, &|_| true).into_iter().map(|x| x.0).collect();
+            assert!(got.iter().all(|g| !deleted.contains(g)), "deleted slot returned");
+            let want = exact(&data, q, 10, &deleted);
+            hits += got.iter().filter(|g| want.contains(g)).count();
+        }
+        let recall = hits as f64 / 500.0;
+        assert!(recall > 0.9, "recall {recall}");
+    }
+
+    #[test]
+    fn snapshot_round_trip_answers_identically() {
+        let data = points(500, 8, 3);
+        let mut h = Hnsw::new(8, Metric::Dot, 8, 50);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        h.remove(3);
+        let mut w = Writer::default();
+        h.write(&mut w).expect("write");
+        let mut back = Hnsw::read(&mut Reader::new(&w.buf)).expect("read");
+        for q in points(20, 8, 5) {
+            assert_eq!(h.search(&q, 5, 40, &|_| true), back.search(&q, 5, 40, &|_| true));
+        }
+        // Corrupt a link count: reading must fail instead of trusting it.
+        let mut bad = w.buf.clone();
+        let cut = bad.len() / 2;
+        bad.truncate(cut);
+        assert!(Hnsw::read(&mut Reader::new(&bad)).is_err());
+    }
+}

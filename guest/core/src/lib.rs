@@ -1,0 +1,116 @@
+//! The index and query logic of one shard of a Vektagraf collection.
+//!
+//! This crate does no I/O: the engine component (`guest/engine`) wraps it behind the WIT
+//! `shard` interface, and the host benchmarks it natively to measure what Wasm costs.
+//!
+//! - [`distance`]: SIMD-friendly distance kernels.
+//! - [`index`]: the [`index::VectorIndex`] trait, with our [`hnsw::Hnsw`] and hora behind it.
+//! - [`filter`]: property filter expressions (JSON) and their evaluation.
+//! - [`traverse`]: breadth-first graph traversal over an [`traverse::EdgeSource`].
+//! - [`shard`]: the state of one shard (objects, properties, index) and its queries.
+//! - [`codec`]: the little-endian byte reader/writer used by snapshots.
+
+pub mod codec;
+pub mod distance;
+pub mod filter;
+pub mod hnsw;
+pub mod hora_index;
+pub mod index;
+pub mod shard;
+pub mod traverse;
+
+/// How vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Cosine,
+    Dot,
+    Euclidean,
+}
+
+/// Which vector index a collection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Hnsw,
+    Hora,
+}
+
+/// A collection's parameters, as far as one shard needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionConfig {
+    pub name: String,
+    pub dimension: u32,
+    pub metric: Metric,
+    pub index: IndexKind,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub ef_search: u32,
+    pub shards: u32,
+}
+
+/// An object as the engine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub id: String,
+    /// A JSON object, as text.
+    pub properties: String,
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    Upsert(Object),
+    Delete(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+}
+
+/// Errors of the engine core. Each says what was wrong; none leaves a shard half-changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request is wrong; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The shard is in no state to answer (not initialised, unreadable snapshot).
+    #[error("{0}")]
+    State(String),
+    /// The index cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl EngineError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+/// Checks a vector for a collection: length, finiteness and (for cosine) a non-zero norm.
+/// The host runs the same rules before anything is written; the engine checks again because a
+/// NaN reaching an index corrupts it silently.
+pub fn validate_vector(config: &CollectionConfig, id: &str, v: &[f32]) -> Result<(), EngineError> {
+    if v.len() != config.dimension as usize {
+        return Err(EngineError::invalid(format!(
+            "object `{id}`: vector has {} dimensions, collection `{}` expects {}",
+            v.len(),
+            config.name,
+            config.dimension
+        )));
+    }
+    if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
+        return Err(EngineError::invalid(format!(
+            "object `{id}`: vector component {pos} is {} (only finite numbers are allowed)",
+            v[pos]
+        )));
+    }
+    if config.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+        return Err(EngineError::invalid(format!(
+            "object `{id}`: zero vector has no direction, so cosine similarity is undefined"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! One shard of one collection: its objects' properties, the vector index over their vectors,
+//! and the queries that combine them. Every method either does all it was asked or, on
+//! [`EngineError::Invalid`], nothing.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::codec::{seal, unseal, Reader, Writer};
+use crate::distance::{distance, score};
+use crate::filter::Filter;
+use crate::hnsw::Hnsw;
+use crate::hora_index::HoraIndex;
+use crate::index::{Scored, VectorIndex};
+use crate::traverse::{bfs, EdgeSource, Step, TraverseRequest};
+use crate::{validate_vector, CollectionConfig, EngineError, Hit, IndexKind, Metric, Mutation};
+
+const MAGIC: &[u8; 8] = b"VKGSHARD";
+const FORMAT: u32 = 1;
+/// Rebuild the index once this share of its slots are tombstones (and there are enough of them
+/// to be worth it): deleted nodes still cost search time.
+const REBUILD_DEAD_RATIO: f64 = 0.25;
+const REBUILD_MIN_DEAD: u32 = 256;
+/// Filters matching at most this many objects are answered by exact search: cheaper than a
+/// graph walk that must skip almost everything, and always complete.
+const EXACT_FILTER_MAX: usize = 2048;
+
+struct Obj {
+    props: Map<String, Value>,
+    slot: Option<u32>,
+}
+
+/// A k-NN query against one shard.
+pub struct SearchRequest<'a> {
+    /// `count` rows of the collection's dimension.
+    pub vectors: &'a [f32],
+    pub k: usize,
+    /// 0: the collection's `ef_search`.
+    pub ef: usize,
+    pub filter: Option<&'a str>,
+}
+
+/// Counters for `stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    pub objects: u64,
+    pub vectors: u64,
+    pub deleted_slots: u64,
+    pub memory_bytes: u64,
+    pub index: IndexKind,
+}
+
+pub struct Shard {
+    config: CollectionConfig,
+    shard_no: u32,
+    index: Box<dyn VectorIndex>,
+    objects: HashMap<String, Obj>,
+    /// Owner of each index slot; `None` once the slot is a tombstone.
+    slot_owner: Vec<Option<String>>,
+    dead: u32,
+}
+
+fn new_index(c: &CollectionConfig) -> Box<dyn VectorIndex> {
+    let (dim, m, efc) = (c.dimension as usize, c.m as usize, c.ef_construction as usize);
+    match c.index {
+        IndexKind::Hnsw => Box::new(Hnsw::new(dim, c.metric, m, efc)),
+        IndexKind::Hora => Box::new(HoraIndex::new(dim, c.metric, m, efc)),
+    }
+}
+
+/// Normalises a copy for cosine; other metrics use the vector as it is.
+fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
+    let mut out = v.to_vec();
+    if metric == Metric::Cosine {
+        let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
+        out.iter_mut().for_each(|x| *x /= norm);
+    }
+    out
+}
+
+fn parse_props(id: &str, text: &str) -> Result<Map<String, Value>, EngineError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(EngineError::invalid(format!(
+            "object `{id}`: properties must be a JSON object, found `{other}`"
+        ))),
+        Err(e) => Err(EngineError::invalid(format!(
+            "object `{id}`: properties are not valid JSON: {e}"
+        ))),
+    }
+}
+
+impl Shard {
+    pub fn new(config: CollectionConfig, shard_no: u32) -> Result<Self, EngineError> {
+        if config.dimension == 0 || config.m < 2 || config.m > 64 || config.ef_construction == 0 {
+            return Err(EngineError::invalid(format!(
+                "collection `{}`: dimension must be > 0, m in 2..=64, ef_construction > 0",
+                config.name
+            )));
+        }
+        Ok(Self {
+            index: new_index(&config),
+            config,
+            shard_no,
+            objects: HashMap::new(),
+            slot_owner: Vec::new(),
+            dead: 0,
+        })
+    }
+
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    /// Applies a batch in order. Validates the whole batch first, so an invalid batch changes
+    /// nothing. Returns how many mutations were applied.
+    pub fn apply(&mut self, batch: Vec<Mutation>) -> Result<u32, EngineError> {
+        let mut parsed = Vec::with_capacity(batch.len());
+        for m in batch {
+            parsed.push(match m {
+                Mutation::Upsert(o) => {
+                    let props = parse_props(&o.id, &o.properties)?;
+                    if let Some(v) = &o.vector {
+                        validate_vector(&self.config, &o.id, v)?;
+                    }
+                    let v = o.vector.as_deref().map(|v| prepared(self.config.metric, v));
+                    (o.id, Some((props, v)))
+                }
+                Mutation::Delete(id) => (id, None),
+            });
+        }
+        let n = parsed.len() as u32;
+        for (id, change) in parsed {
+            match change {
+                Some((props, vector)) => self.upsert(id, props, vector)?,
+                None => {
+                    if let Some(old) = self.objects.remove(&id) {
+                        self.retire(old.slot);
+                    }
+                }
+            }
+        }
+        self.index.flush()?;
+        if self.dead >= REBUILD_MIN_DEAD
+            && f64::from(self.dead) > REBUILD_DEAD_RATIO * f64::from(self.index.slots())
+        {
+            self.rebuild()?;
+        }
+        Ok(n)
+    }
+
+    fn upsert(
+        &mut self,
+        id: String,
+        props: Map<String, Value>,
+        vector: Option<Vec<f32>>,
+    ) -> Result<(), EngineError> {
+        let old_slot = self.objects.get(&id).and_then(|o| o.slot);
+        let same = match (old_slot.and_then(|s| self.index.vector(s)), &vector) {
+            (Some(old), Some(new)) => old == new.as_slice(),
+            (None, None) => true,
+            _ => false,
+        };
+        let slot = if same {
+            old_slot
+        } else {
+            self.retire(old_slot);
+            match vector {
+                Some(v) => Some(self.add_vector(&id, &v)?),
+                None => None,
+            }
+        };
+        self.objects.insert(id, Obj { props, slot });
+        Ok(())
+    }
+
+    fn add_vector(&mut self, id: &str, v: &[f32]) -> Result<u32, EngineError> {
+        let slot = self.index.slots();
+        self.index.insert(slot, v)?;
+        self.slot_owner.push(Some(id.to_owned()));
+        Ok(slot)
+    }
+
+    fn retire(&mut self, slot: Option<u32>) {
+        if let Some(s) = slot {
+            self.index.remove(s);
+            self.slot_owner[s as usize] = None;
+            self.dead += 1;
+        }
+    }
+
+    /// Re-inserts the live vectors into a fresh index, dropping tombstones.
+    fn rebuild(&mut self) -> Result<(), EngineError> {
+        let mut fresh = new_index(&self.config);
+        let mut owners = Vec::with_capacity(self.objects.len());
+        for (old, owner) in self.slot_owner.iter().enumerate() {
+            let (Some(id), Some(v)) = (owner, self.index.vector(old as u32)) else {
+                continue;
+            };
+            let slot = owners.len() as u32;
+            fresh.insert(slot, v)?;
+            owners.push(Some(id.clone()));
+            if let Some(o) = self.objects.get_mut(id) {
+                o.slot = Some(slot);
+            }
+        }
+        fresh.flush()?;
+        self.index = fresh;
+        self.slot_owner = owners;
+        self.dead = 0;
+        Ok(())
+    }
+
+    fn props_of_slot(&self, slot: u32) -> Option<&Map<String, Value>> {
+        let id = self.slot_owner.get(slot as usize)?.as_ref()?;
+        Some(&self.objects.get(id)?.props)
+    }
+
+    /// k-NN for each query row, best first.
+    pub fn search(&mut self, req: &SearchRequest<'_>) -> Result<Vec<Vec<Hit>>, EngineError> {
+        let dim = self.config.dimension as usize;
+        if req.vectors.len() % dim != 0 {
+            return Err(EngineError::invalid(format!(
+                "query vectors have {} values, not a multiple of the dimension {dim}",
+                req.vectors.len()
+            )));
+        }
+        let filter = req.filter.map(Filter::parse).transpose()?;
+        // One pass over the shard per request (not per query row) decides who matches.
+        let allowed: Option<Vec<bool>> = filter.as_ref().map(|f| {
+            (0..self.index.slots())
+                .map(|s| self.props_of_slot(s).is_some_and(|p| f.matches(p)))
+                .collect()
+        });
+        let matching = match &allowed {
+            Some(a) => a.iter().filter(|x| **x).count(),
+            None => self.slot_owner.len() - self.dead as usize,
+        };
+        let ef = if req.ef == 0 { self.config.ef_search as usize } else { req.ef };
+        let mut out = Vec::with_capacity(req.vectors.len() / dim);
+        for (row, q) in req.vectors.chunks_exact(dim).enumerate() {
+            validate_vector(&self.config, &format!("query row {row}"), q)?;
+            let q = prepared(self.config.metric, q);
+            let want = req.k.min(matching);
+            let accept = |s: u32| allowed.as_ref().is_none_or(|a| a[s as usize]);
+            let mut found: Vec<Scored> = Vec::new();
+            if allowed.is_none() || matching > EXACT_FILTER_MAX {
+                found = self.index.search(&q, req.k, ef, &accept);
+            }
+            if found.len() < want {
+                found = self.exact(&q, req.k, &accept);
+            }
+            out.push(
+                found
+                    .into_iter()
+                    .filter_map(|(s, d)| {
+                        let id = self.slot_owner.get(s as usize)?.clone()?;
+                        Some(Hit { id, score: score(self.config.metric, d) })
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    fn exact(&self, q: &[f32], k: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Scored> {
+        let mut all: Vec<Scored> = (0..self.index.slots())
+            .filter(|&s| accept(s))
+            .filter_map(|s| self.index.vector(s).map(|v| (s, distance(self.config.metric, q, v))))
+            .collect();
+        let by = |a: &Scored, b: &Scored| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+        if all.len() > k {
+            all.select_nth_unstable_by(k, by);
+            all.truncate(k);
+        }
+        all.sort_by(by);
+        all
+    }
+
+    /// Ids of objects matching `expression`, in id order, at most `limit`.
+    pub fn filter(&self, expression: &str, limit: usize) -> Result<Vec<String>, EngineError> {
+        let f = Filter::parse(expression)?;
+        let mut ids: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| f.matches(&o.props))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    pub fn traverse(&self, source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
+        bfs(source, req)
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let props: usize = self
+            .objects
+            .iter()
+            .map(|(id, o)| id.len() + 64 + o.props.len() * 48)
+            .sum();
+        ShardStats {
+            objects: self.objects.len() as u64,
+            vectors: (self.slot_owner.len() - self.dead as usize) as u64,
+            deleted_slots: u64::from(self.dead),
+            memory_bytes: (self.index.memory_bytes() + props) as u64,
+            index: self.index.kind(),
+        }
+    }
+
+    /// The shard as bytes: magic, format, config, objects, index, CRC-32 (docs/storage.md).
+    pub fn snapshot(&self) -> Result<Vec<u8>, EngineError> {
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(MAGIC);
+        w.u32(FORMAT);
+        write_config(&mut w, &self.config, self.shard_no);
+        let mut ids: Vec<&String> = self.objects.keys().collect();
+        ids.sort();
+        w.u64(ids.len() as u64);
+        for id in ids {
+            let o = &self.objects[id];
+            w.str(id);
+            w.str(&Value::Object(o.props.clone()).to_string());
+            w.u32(o.slot.unwrap_or(u32::MAX));
+        }
+        self.index.write(&mut w)?;
+        Ok(seal(w))
+    }
+
+    /// Replaces this shard's state with a snapshot of a shard with the same configuration.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        let body = unseal(bytes)?;
+        if body.len() < 8 || &body[..8] != MAGIC {
+            return Err(EngineError::State("not a shard snapshot (bad magic)".into()));
+        }
+        let mut r = Reader::new(&body[8..]);
+        let format = r.u32("format")?;
+        if format != FORMAT {
+            return Err(EngineError::State(format!(
+                "shard snapshot format {format} is not supported (this engine reads {FORMAT})"
+            )));
+        }
+        let (config, shard_no) = read_config(&mut r)?;
+        if config != self.config || shard_no != self.shard_no {
+            return Err(EngineError::State(format!(
+                "snapshot is of collection `{}` shard {shard_no} with other parameters",
+                config.name
+            )));
+        }
+        let n = r.u64("object count")?;
+        let mut objects = HashMap::new();
+        let mut slots = Vec::new();
+        for _ in 0..n {
+            let id = r.string("object id")?;
+            let props = parse_props(&id, &r.string("properties")?)
+                .map_err(|e| EngineError::State(format!("snapshot: {e}")))?;
+            let slot = r.u32("slot")?;
+            let slot = (slot != u32::MAX).then_some(slot);
+            if let Some(s) = slot {
+                slots.push((s, id.clone()));
+            }
+            objects.insert(id, Obj { props, slot });
+        }
+        let index = crate::index::read(config.index, &mut r)?;
+        if !r.is_empty() {
+            return Err(EngineError::State("snapshot has trailing bytes".into()));
+        }
+        let mut owners: Vec<Option<String>> = vec![None; index.slots() as usize];
+        for (s, id) in slots {
+            match owners.get_mut(s as usize) {
+                Some(o @ None) if index.vector(s).is_some() => *o = Some(id),
+                _ => return Err(EngineError::State(format!("snapshot: slot {s} of `{id}` is invalid"))),
+            }
+        }
+        self.dead = owners.iter().filter(|o| o.is_none()).count() as u32;
+        self.objects = objects;
+        self.slot_owner = owners;
+        self.index = index;
+        Ok(())
+    }
+}
+
+fn write_config(w: &mut Writer, c: &CollectionConfig, shard_no: u32) {
+    w.str(&c.name);
+    w.u32(c.dimension);
+    w.u8(c.metric as u8);
+    w.u8(c.index as u8);
+    w.u32(c.m);
+    w.u32(c.ef_construction);
+    w.u32(c.ef_search);
+    w.u32(c.shards);
+    w.u32(shard_no);
+}
+
+fn read_config(r: &mut Reader<'_>) -> Result<(CollectionConfig, u32), EngineError> {
+    let bad = |what: &str| EngineError::State(format!("snapshot: unknown {what}"));
+    let name = r.string("collection name")?;
+    let dimension = r.u32("dimension")?;
+    let metric = match r.u8("metric")? {
+        0 => Metric::Cosine,
+        1 => Metric::Dot,
+        2 => Metric::Euclidean,
+        _ => return Err(bad("metric")),
+    };
+    let index = match r.u8("index kind")? {
+        0 => IndexKind::Hnsw,
+        1 => IndexKind::Hora,
+        _ => return Err(bad("index kind")),
+    };
+    let config = CollectionConfig {
+        name,
+        dimension,
+        metric,
+        index,
+        m: r.u32("m")?,
+        ef_construction: r.u32("ef_construction")?,
+        ef_search: r.u32("ef_search")?,
+        shards: r.u32("shards")?,
+    };
+    Ok((config, r.u32("shard number")?))
+}

@@ -1,0 +1,265 @@
+//! The public data model: collections, objects, edges, queries and their answers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    Dot,
+    Euclidean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// Our HNSW: delete, update, byte snapshots (fast restart).
+    Hnsw,
+    /// The hora crate's HNSW: rebuilt from storage on every open.
+    Hora,
+}
+
+macro_rules! text_enum {
+    ($t:ty, $what:literal, $($name:literal => $v:expr),*) => {
+        impl FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($name => Ok($v),)*
+                    other => Err(Error::invalid(format!(
+                        concat!("unknown ", $what, " `{}` (expected one of: {})"),
+                        other,
+                        [$($name),*].join(", ")
+                    ))),
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = match self { $(x if *x == $v => $name,)* _ => "?" };
+                f.write_str(name)
+            }
+        }
+    };
+}
+text_enum!(Metric, "metric", "cosine" => Metric::Cosine, "dot" => Metric::Dot, "euclidean" => Metric::Euclidean);
+text_enum!(IndexKind, "index", "hnsw" => IndexKind::Hnsw, "hora" => IndexKind::Hora);
+text_enum!(Direction, "direction", "out" => Direction::Out, "in" => Direction::In, "both" => Direction::Both);
+
+/// A collection's parameters. Created once; creating it again with the same parameters is a
+/// no-op, with others an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dimension: u32,
+    pub metric: Metric,
+    pub index: IndexKind,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub ef_search: u32,
+    pub shards: u32,
+}
+
+impl CollectionSpec {
+    /// Defaults: cosine, our HNSW with M=16, ef_construction=200, ef_search=64, one shard.
+    pub fn new(name: impl Into<String>, dimension: u32) -> Self {
+        Self {
+            name: name.into(),
+            dimension,
+            metric: Metric::Cosine,
+            index: IndexKind::Hnsw,
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            shards: 1,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::invalid(format!("collection `{}`: {what}", self.name)));
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad("name must be 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`".into());
+        }
+        if !(1..=65_536).contains(&self.dimension) {
+            return bad(format!("dimension {} is not in 1..=65536", self.dimension));
+        }
+        if !(2..=64).contains(&self.m) {
+            return bad(format!("m {} is not in 2..=64", self.m));
+        }
+        if !(1..=4096).contains(&self.ef_construction) || !(1..=4096).contains(&self.ef_search) {
+            return bad("ef_construction and ef_search must be in 1..=4096".into());
+        }
+        if !(1..=64).contains(&self.shards) {
+            return bad(format!("shards {} is not in 1..=64", self.shards));
+        }
+        Ok(())
+    }
+}
+
+/// An object's address: collection and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeKey {
+    pub collection: String,
+    pub id: String,
+}
+
+impl NodeKey {
+    pub fn new(collection: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { collection: collection.into(), id: id.into() }
+    }
+}
+
+/// One change in a write batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Creates or replaces an object. `properties` must be a JSON object.
+    Upsert { key: NodeKey, properties: Value, vector: Option<Vec<f32>> },
+    /// Deletes an object and every edge that touches it. Deleting a missing object is a no-op.
+    Delete { key: NodeKey },
+    /// Creates or replaces the edge `from -label-> to`. Both ends must exist (or be upserted
+    /// earlier in the same batch).
+    Link { from: NodeKey, label: String, to: NodeKey, properties: Value },
+    Unlink { from: NodeKey, label: String, to: NodeKey },
+}
+
+/// A batch of writes, committed atomically and durably.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub writes: Vec<Write>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn upsert(&mut self, collection: &str, id: &str, properties: Value, vector: Option<Vec<f32>>) -> &mut Self {
+        self.writes.push(Write::Upsert { key: NodeKey::new(collection, id), properties, vector });
+        self
+    }
+    pub fn delete(&mut self, collection: &str, id: &str) -> &mut Self {
+        self.writes.push(Write::Delete { key: NodeKey::new(collection, id) });
+        self
+    }
+    pub fn link(&mut self, from: NodeKey, label: &str, to: NodeKey, properties: Value) -> &mut Self {
+        self.writes.push(Write::Link { from, label: label.into(), to, properties });
+        self
+    }
+    pub fn unlink(&mut self, from: NodeKey, label: &str, to: NodeKey) -> &mut Self {
+        self.writes.push(Write::Unlink { from, label: label.into(), to });
+        self
+    }
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// Where a committed batch sits in the operation log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    pub origin: u64,
+    pub seq: u64,
+    pub hlc: u64,
+}
+
+/// A stored object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Object {
+    pub id: String,
+    pub properties: Value,
+    pub vector: Option<Vec<f32>>,
+    /// The write that produced this version.
+    pub version: Receipt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: String,
+    /// Similarity for cosine and dot (higher is better), distance for euclidean (lower is better).
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOptions {
+    pub k: usize,
+    /// Search breadth; `None` uses the collection's `ef_search`.
+    pub ef: Option<u32>,
+    /// A filter expression (docs/query.md); results are exactly the k best that match.
+    pub filter: Option<Value>,
+}
+
+impl SearchOptions {
+    pub fn k(k: usize) -> Self {
+        Self { k, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Out,
+    In,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraverseOptions {
+    pub label: Option<String>,
+    pub direction: Direction,
+    pub depth: u32,
+    pub limit: u32,
+}
+
+impl Default for TraverseOptions {
+    fn default() -> Self {
+        Self { label: None, direction: Direction::Out, depth: 1, limit: 1000 }
+    }
+}
+
+/// One node reached by a traversal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub node: NodeKey,
+    pub depth: u32,
+    /// The label followed and the node it was followed from (none for the start).
+    pub via: Option<(String, NodeKey)>,
+}
+
+/// An edge as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Edge {
+    pub from: NodeKey,
+    pub label: String,
+    pub to: NodeKey,
+    pub properties: Value,
+}
+
+/// A hybrid answer: a k-NN hit and what its edges lead to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HybridHit {
+    pub hit: Hit,
+    pub neighbours: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectionStats {
+    pub spec: CollectionSpec,
+    pub objects: u64,
+    pub vectors: u64,
+    pub deleted_slots: u64,
+    pub engine_memory_bytes: u64,
+    /// Log position the newest index snapshot covers (0: none).
+    pub snapshot_seq: u64,
+}

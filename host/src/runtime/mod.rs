@@ -1,0 +1,216 @@
+//! The wasmtime side: one compiled engine component, one `Store` per shard, limits on every
+//! call. A trap (panic, out of memory, deadline) surfaces as [`CallError::Trap`]; the instance
+//! is then unusable and the caller replaces it (see `db::recovery`).
+
+mod bindings;
+mod host;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use edge_config::EngineLimits;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine as WasmEngine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionSpec, IndexKind, Metric};
+use crate::store::Store as DataStore;
+pub use bindings::wit;
+use bindings::{Engine as EngineWorld, EnginePre};
+pub use host::HostState;
+
+/// The engine component built from `guest/` by build.rs.
+pub static DEFAULT_ENGINE: &[u8] = include_bytes!(env!("VEKTAGRAF_ENGINE_WASM"));
+
+/// How often the epoch advances; deadlines are whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why an engine call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The engine answered with an error: the request was refused, the instance is fine.
+    Engine(wit::EngineError),
+    /// The instance trapped (panic, memory cap, deadline). It must be replaced.
+    Trap(String),
+}
+
+impl CallError {
+    pub fn message(&self) -> String {
+        match self {
+            CallError::Engine(wit::EngineError::Invalid(m))
+            | CallError::Engine(wit::EngineError::State(m))
+            | CallError::Engine(wit::EngineError::Unsupported(m))
+            | CallError::Trap(m) => m.clone(),
+        }
+    }
+}
+
+pub type CallResult<T> = std::result::Result<T, CallError>;
+
+/// The compiled engine and what every instance shares.
+pub struct Runtime {
+    engine: WasmEngine,
+    pre: EnginePre<HostState>,
+    limits: EngineLimits,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Compiles `component` (the bytes of an engine component) once.
+    pub fn new(component: &[u8], limits: EngineLimits) -> Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
+        let component = Component::new(&engine, component)
+            .map_err(|e| Error::Engine(format!("compiling the engine component: {e}")))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
+        EngineWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(format!("linking the host interface: {e}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Engine(format!("the engine component does not fit the host: {e}")))?;
+        let pre = EnginePre::new(pre).map_err(|e| Error::Engine(format!("engine world: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("vektagraf-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::io("starting the epoch thread", e))?
+        };
+        Ok(Runtime { engine, pre, limits, stop, ticker: Some(ticker) })
+    }
+
+    /// A fresh instance initialised as shard `shard` of `spec`.
+    pub fn instantiate(&self, spec: &CollectionSpec, shard: u32, store: Arc<DataStore>) -> Result<ShardInstance> {
+        let label = format!("{}/{}", spec.name, shard);
+        let state = HostState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_limit_bytes as usize)
+                .trap_on_grow_failure(true)
+                .build(),
+            store,
+            label: label.clone(),
+        };
+        let mut s = Store::new(&self.engine, state);
+        s.limiter(|st| &mut st.limits);
+        s.set_epoch_deadline(ticks(self.limits.apply_timeout));
+        let bindings = self
+            .pre
+            .instantiate(&mut s)
+            .map_err(|e| Error::Engine(format!("instantiating {label}: {e}")))?;
+        let mut inst = ShardInstance { store: s, bindings, limits: self.limits.clone(), label };
+        inst.init(spec, shard).map_err(|e| Error::Engine(format!("initialising shard: {}", e.message())))?;
+        Ok(inst)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn to_wit_spec(spec: &CollectionSpec) -> wit::CollectionConfig {
+    wit::CollectionConfig {
+        name: spec.name.clone(),
+        dimension: spec.dimension,
+        metric: match spec.metric {
+            Metric::Cosine => wit::Metric::Cosine,
+            Metric::Dot => wit::Metric::Dot,
+            Metric::Euclidean => wit::Metric::Euclidean,
+        },
+        index: match spec.index {
+            IndexKind::Hnsw => wit::IndexKind::Hnsw,
+            IndexKind::Hora => wit::IndexKind::Hora,
+        },
+        m: spec.m,
+        ef_construction: spec.ef_construction,
+        ef_search: spec.ef_search,
+        shards: spec.shards,
+    }
+}
+
+/// One engine instance: one shard of one collection. Single-threaded; callers hold a lock.
+pub struct ShardInstance {
+    store: Store<HostState>,
+    bindings: EngineWorld,
+    limits: EngineLimits,
+    label: String,
+}
+
+/// Runs one export with a deadline and sorts its failure into refusal or trap.
+macro_rules! call {
+    ($self:ident, $timeout:expr, $method:ident $(, $arg:expr)*) => {{
+        $self.store.set_epoch_deadline(ticks($timeout));
+        let api = $self.bindings.vektagraf_engine_shard();
+        match api.$method(&mut $self.store $(, $arg)*) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Engine(e)),
+            Err(trap) => Err(CallError::Trap(format!("{trap:#}"))),
+        }
+    }};
+}
+
+impl ShardInstance {
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn init(&mut self, spec: &CollectionSpec, shard: u32) -> CallResult<()> {
+        let cfg = to_wit_spec(spec);
+        call!(self, self.limits.apply_timeout, call_init, &cfg, shard)
+    }
+
+    pub fn apply(&mut self, batch: &[wit::Mutation]) -> CallResult<u32> {
+        call!(self, self.limits.apply_timeout, call_apply, batch)
+    }
+
+    pub fn search(&mut self, req: &wit::SearchRequest) -> CallResult<Vec<Vec<wit::Hit>>> {
+        call!(self, self.limits.query_timeout, call_search, req)
+    }
+
+    pub fn filter(&mut self, expression: &str, limit: u32) -> CallResult<Vec<String>> {
+        call!(self, self.limits.query_timeout, call_filter, expression, limit)
+    }
+
+    pub fn traverse(&mut self, req: &wit::TraverseRequest) -> CallResult<Vec<wit::Step>> {
+        call!(self, self.limits.query_timeout, call_traverse, req)
+    }
+
+    pub fn snapshot(&mut self) -> CallResult<Vec<u8>> {
+        call!(self, self.limits.apply_timeout, call_snapshot)
+    }
+
+    pub fn restore(&mut self, bytes: &[u8]) -> CallResult<()> {
+        call!(self, self.limits.apply_timeout, call_restore, bytes)
+    }
+
+    pub fn stats(&mut self) -> CallResult<wit::ShardStats> {
+        self.store.set_epoch_deadline(ticks(self.limits.query_timeout));
+        self.bindings
+            .vektagraf_engine_shard()
+            .call_stats(&mut self.store)
+            .map_err(|trap| CallError::Trap(format!("{trap:#}")))
+    }
+}

@@ -1,0 +1,391 @@
+//! Durable state in redb: the source of truth. Table layouts are in docs/storage.md.
+//!
+//! Every write batch is one [`WriteTxn`] that changes state *and* appends to the operation log;
+//! the engine's in-memory indexes are derived from these tables and can always be rebuilt.
+
+pub mod keys;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database as Redb, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionSpec, Direction, Edge, NodeKey};
+use records::{decode, encode, LogEntry, StoredEdge, StoredObject};
+
+/// Bumped when a table's layout changes; a directory of a newer format is refused.
+pub const FORMAT_VERSION: u64 = 1;
+pub const DB_FILE: &str = "vektagraf.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const COLLECTIONS: TableDefinition<&str, &str> = TableDefinition::new("collections");
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const EDGES_OUT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges_out");
+const EDGES_IN: TableDefinition<&[u8], ()> = TableDefinition::new("edges_in");
+const OPLOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("oplog");
+const APPLIED: TableDefinition<u64, u64> = TableDefinition::new("applied");
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshots");
+
+/// Version vector: origin node -> highest sequence number applied.
+pub type VersionVector = BTreeMap<u64, u64>;
+
+/// An index snapshot of one shard and the log position it covers.
+pub struct ShardSnapshot {
+    pub covered: VersionVector,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Store {
+    db: Redb,
+    path: PathBuf,
+    node_id: u64,
+}
+
+fn random_node_id() -> u64 {
+    // No RNG crate needed for a one-off id: hash the time, the pid and a stack address.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+impl Store {
+    /// Opens (or creates) the database file in `dir`, refusing a newer format.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join(DB_FILE);
+        let db = Redb::create(&path).map_err(|e| Error::Format {
+            path: path.clone(),
+            reason: format!("cannot open as a Vektagraf database: {e}"),
+        })?;
+        let txn = db.begin_write()?;
+        let node_id;
+        {
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get("format_version")?.map(|v| v.value());
+            match format {
+                Some(v) if v > FORMAT_VERSION => {
+                    return Err(Error::Format {
+                        path,
+                        reason: format!(
+                            "written in storage format {v} by a newer Vektagraf; this build reads up to {FORMAT_VERSION}"
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION)?;
+                }
+            }
+            let existing = meta.get("node_id")?.map(|v| v.value());
+            node_id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = random_node_id();
+                    meta.insert("node_id", id)?;
+                    id
+                }
+            };
+            // Create every table so readers never meet a missing one.
+            txn.open_table(COLLECTIONS)?;
+            txn.open_table(OBJECTS)?;
+            txn.open_table(EDGES_OUT)?;
+            txn.open_table(EDGES_IN)?;
+            txn.open_table(OPLOG)?;
+            txn.open_table(APPLIED)?;
+            txn.open_table(SNAPSHOTS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db, path, node_id })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))
+    }
+
+    pub fn collections(&self) -> Result<Vec<CollectionSpec>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (name, spec) = row?;
+            out.push(serde_json::from_str(spec.value()).map_err(|e| {
+                Error::Storage(format!("collection `{}` record is damaged: {e}", name.value()))
+            })?);
+        }
+        Ok(out)
+    }
+
+    pub fn applied(&self) -> Result<VersionVector> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPLIED)?;
+        let mut vv = VersionVector::new();
+        for row in table.iter()? {
+            let (o, s) = row?;
+            vv.insert(o.value(), s.value());
+        }
+        Ok(vv)
+    }
+
+    pub fn get_object(&self, collection: &str, id: &str) -> Result<Option<StoredObject>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let found = table.get(keys::node(collection, id).as_slice())?;
+        found.map(|v| decode("object", v.value())).transpose()
+    }
+
+    /// Up to `limit` objects of a collection with ids after `after`, in key order.
+    pub fn scan_objects(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredObject)>> {
+        let prefix = keys::collection_prefix(collection);
+        let start = match after {
+            Some(id) => {
+                let mut k = keys::node(collection, id);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let end = keys::prefix_end(&prefix);
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for row in table.range(start.as_slice()..end.as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            let id = match keys::parts(k.value()).as_deref() {
+                Some([_, id]) => (*id).to_owned(),
+                _ => return Err(Error::Storage("an object key is damaged".into())),
+            };
+            out.push((id, decode("object", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Edges of `node` in one direction (`Out` or `In`), optionally of one label, in key order.
+    pub fn edges(&self, node: &NodeKey, label: Option<&str>, dir: Direction) -> Result<Vec<Edge>> {
+        let mut prefix = keys::node(&node.collection, &node.id);
+        if let Some(l) = label {
+            keys::part(&mut prefix, l);
+        }
+        let end = keys::prefix_end(&prefix);
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        let split = |k: &[u8]| -> Result<(String, NodeKey)> {
+            match keys::parts(k).as_deref() {
+                Some([_, _, label, c, id]) => Ok(((*label).to_owned(), NodeKey::new(*c, *id))),
+                _ => Err(Error::Storage("an edge key is damaged".into())),
+            }
+        };
+        match dir {
+            Direction::Out | Direction::Both => {
+                let table = txn.open_table(EDGES_OUT)?;
+                for row in table.range(prefix.as_slice()..end.as_slice())? {
+                    let (k, v) = row?;
+                    let (label, to) = split(k.value())?;
+                    let e: StoredEdge = decode("edge", v.value())?;
+                    out.push(Edge { from: node.clone(), label, to, properties: parse_json(&e.properties)? });
+                }
+            }
+            Direction::In => {}
+        }
+        if matches!(dir, Direction::In | Direction::Both) {
+            let table = txn.open_table(EDGES_IN)?;
+            let props = txn.open_table(EDGES_OUT)?;
+            for row in table.range(prefix.as_slice()..end.as_slice())? {
+                let (k, _) = row?;
+                let (label, from) = split(k.value())?;
+                let stored = props.get(keys::edge(&from, &label, node).as_slice())?;
+                let properties = match stored {
+                    Some(v) => parse_json(&decode::<StoredEdge>("edge", v.value())?.properties)?,
+                    None => serde_json::Value::Null,
+                };
+                out.push(Edge { from, label, to: node.clone(), properties });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Log entries after `covered`, for every origin, in (origin, seq) order.
+    pub fn log_after(&self, covered: &VersionVector) -> Result<Vec<(u64, u64, LogEntry)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OPLOG)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (origin, seq) = k.value();
+            if seq > covered.get(&origin).copied().unwrap_or(0) {
+                out.push((origin, seq, decode("log entry", v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn log_len(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(OPLOG)?.len()?)
+    }
+
+    pub fn get_snapshot(&self, collection: &str, shard: u32) -> Result<Option<ShardSnapshot>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let Some(v) = table.get(keys::shard(collection, shard).as_slice())? else {
+            return Ok(None);
+        };
+        decode_snapshot(v.value()).map(Some)
+    }
+
+    /// Stores snapshots of several shards in one durable transaction.
+    pub fn put_snapshots(&self, snaps: &[(String, u32, ShardSnapshot)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS)?;
+            for (c, s, snap) in snaps {
+                table.insert(keys::shard(c, *s).as_slice(), encode_snapshot(snap).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        Ok(WriteTxn { txn: self.db.begin_write()? })
+    }
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
+}
+
+/// Snapshot value: `u8 version, u32 n, n x (u64 origin, u64 seq), engine bytes` (all LE).
+fn encode_snapshot(s: &ShardSnapshot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + s.covered.len() * 16 + s.bytes.len());
+    out.push(records::RECORD_VERSION);
+    out.extend_from_slice(&(s.covered.len() as u32).to_le_bytes());
+    for (o, q) in &s.covered {
+        out.extend_from_slice(&o.to_le_bytes());
+        out.extend_from_slice(&q.to_le_bytes());
+    }
+    out.extend_from_slice(&s.bytes);
+    out
+}
+
+fn decode_snapshot(v: &[u8]) -> Result<ShardSnapshot> {
+    let bad = || Error::Storage("index snapshot record is damaged".into());
+    let (&version, rest) = v.split_first().ok_or_else(bad)?;
+    if version != records::RECORD_VERSION {
+        return Err(bad());
+    }
+    let (n, mut rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let mut covered = VersionVector::new();
+    for _ in 0..u32::from_le_bytes(*n) {
+        let (o, r) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (q, r) = r.split_first_chunk::<8>().ok_or_else(bad)?;
+        covered.insert(u64::from_le_bytes(*o), u64::from_le_bytes(*q));
+        rest = r;
+    }
+    Ok(ShardSnapshot { covered, bytes: rest.to_vec() })
+}
+
+/// One write transaction: state and log change together or not at all.
+pub struct WriteTxn {
+    txn: redb::WriteTransaction,
+}
+
+impl WriteTxn {
+    pub fn put_collection(&mut self, spec: &CollectionSpec) -> Result<()> {
+        let json = serde_json::to_string(spec).map_err(|e| Error::Storage(e.to_string()))?;
+        self.txn.open_table(COLLECTIONS)?.insert(spec.name.as_str(), json.as_str())?;
+        Ok(())
+    }
+
+    pub fn object_exists(&self, node: &NodeKey) -> Result<bool> {
+        let table = self.txn.open_table(OBJECTS)?;
+        let found = table.get(keys::node(&node.collection, &node.id).as_slice())?.is_some();
+        Ok(found)
+    }
+
+    pub fn put_object(&mut self, node: &NodeKey, obj: &StoredObject) -> Result<()> {
+        let mut table = self.txn.open_table(OBJECTS)?;
+        table.insert(keys::node(&node.collection, &node.id).as_slice(), encode(obj)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes an object and every edge touching it. Returns whether it existed.
+    pub fn delete_object(&mut self, node: &NodeKey) -> Result<bool> {
+        let key = keys::node(&node.collection, &node.id);
+        let existed = self.txn.open_table(OBJECTS)?.remove(key.as_slice())?.is_some();
+        let end = keys::prefix_end(&key);
+        let mut out_keys = Vec::new();
+        let mut in_keys = Vec::new();
+        {
+            let outs = self.txn.open_table(EDGES_OUT)?;
+            for row in outs.range(key.as_slice()..end.as_slice())? {
+                out_keys.push(row?.0.value().to_vec());
+            }
+            let ins = self.txn.open_table(EDGES_IN)?;
+            for row in ins.range(key.as_slice()..end.as_slice())? {
+                in_keys.push(row?.0.value().to_vec());
+            }
+        }
+        for k in out_keys {
+            if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
+                self.unlink(node, label, &NodeKey::new(*c, *id))?;
+            }
+        }
+        for k in in_keys {
+            if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
+                self.unlink(&NodeKey::new(*c, *id), label, node)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    pub fn link(&mut self, from: &NodeKey, label: &str, to: &NodeKey, e: &StoredEdge) -> Result<()> {
+        self.txn.open_table(EDGES_OUT)?.insert(keys::edge(from, label, to).as_slice(), encode(e)?.as_slice())?;
+        self.txn.open_table(EDGES_IN)?.insert(keys::edge(to, label, from).as_slice(), ())?;
+        Ok(())
+    }
+
+    pub fn unlink(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
+        self.txn.open_table(EDGES_OUT)?.remove(keys::edge(from, label, to).as_slice())?;
+        self.txn.open_table(EDGES_IN)?.remove(keys::edge(to, label, from).as_slice())?;
+        Ok(())
+    }
+
+    pub fn append_log(&mut self, origin: u64, seq: u64, entry: &LogEntry) -> Result<()> {
+        self.txn.open_table(OPLOG)?.insert((origin, seq), encode(entry)?.as_slice())?;
+        self.txn.open_table(APPLIED)?.insert(origin, seq)?;
+        Ok(())
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: u64) -> Result<()> {
+        self.txn.open_table(META)?.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Commits durably: when this returns, the batch survives a crash.
+    pub fn commit(self) -> Result<()> {
+        self.txn.commit()?;
+        Ok(())
+    }
+}
