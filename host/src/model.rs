@@ -50,7 +50,6 @@ macro_rules! text_enum {
 }
 text_enum!(Metric, "metric", "cosine" => Metric::Cosine, "dot" => Metric::Dot, "euclidean" => Metric::Euclidean);
 text_enum!(IndexKind, "index", "hnsw" => IndexKind::Hnsw, "hora" => IndexKind::Hora);
-text_enum!(Direction, "direction", "out" => Direction::Out, "in" => Direction::In, "both" => Direction::Both);
 
 /// A collection's parameters. Created once; creating it again with the same parameters is a
 /// no-op, with others an error.
@@ -212,6 +211,16 @@ pub enum Direction {
     Out,
     In,
     Both,
+}
+
+/// Parses `out`, `in` or `both`.
+pub fn parse_direction(s: &str) -> Result<Direction> {
+    match s {
+        "out" => Ok(Direction::Out),
+        "in" => Ok(Direction::In),
+        "both" => Ok(Direction::Both),
+        other => Err(Error::invalid(format!("unknown direction `{other}` (expected one of: out, in, both)"))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,86 @@
+//! A collection at run time: its spec and one engine instance per shard.
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionSpec, Metric};
+use crate::runtime::{wit, ShardInstance};
+
+/// A shard's instance, or why it has none.
+pub(crate) enum Slot {
+    Ready(ShardInstance),
+    Broken(String),
+}
+
+pub(crate) struct Collection {
+    pub spec: CollectionSpec,
+    shards: Vec<Mutex<Slot>>,
+}
+
+/// FNV-1a: stable across builds and platforms, so an object always lands on the same shard.
+pub(crate) fn shard_of(id: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}
+
+impl Collection {
+    pub fn new(spec: CollectionSpec, slots: Vec<Slot>) -> Self {
+        Self { spec, shards: slots.into_iter().map(Mutex::new).collect() }
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    pub fn lock(&self, shard: u32) -> Result<MutexGuard<'_, Slot>> {
+        let m = self.shards.get(shard as usize).ok_or_else(|| Error::Engine(format!("no shard {shard}")))?;
+        // A panic while holding the lock can only come from host code between calls; the slot
+        // itself is still consistent (calls are atomic), so keep serving.
+        Ok(m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `a` ranks before `b` for this collection's metric.
+    pub fn better(&self, a: f32, b: f32) -> std::cmp::Ordering {
+        match self.spec.metric {
+            Metric::Cosine | Metric::Dot => b.total_cmp(&a),
+            Metric::Euclidean => a.total_cmp(&b),
+        }
+    }
+
+    /// Merges per-shard answers into the overall best `k`.
+    pub fn merge(&self, parts: Vec<Vec<Vec<wit::Hit>>>, rows: usize, k: usize) -> Vec<Vec<wit::Hit>> {
+        let mut out: Vec<Vec<wit::Hit>> = (0..rows).map(|_| Vec::new()).collect();
+        for part in parts {
+            for (row, hits) in part.into_iter().enumerate() {
+                if let Some(o) = out.get_mut(row) {
+                    o.extend(hits);
+                }
+            }
+        }
+        for hits in &mut out {
+            hits.sort_by(|a, b| self.better(a.score, b.score).then_with(|| a.id.cmp(&b.id)));
+            hits.truncate(k);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_assignment_is_stable_and_spreads() {
+        assert_eq!(shard_of("libc6", 4), shard_of("libc6", 4));
+        let mut counts = [0; 4];
+        for i in 0..4000 {
+            counts[shard_of(&format!("pkg-{i}"), 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
+        assert_eq!(shard_of("anything", 1), 0);
+    }
+}

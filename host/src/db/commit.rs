@@ -1,0 +1,480 @@
+//! The committer: one thread that owns every write. It folds concurrent batches into one
+//! durable redb transaction (group commit). For each batch it validates, applies the change to
+//! the engine shards, then stages it in the transaction with its log entry; the engine goes
+//! first so a batch that makes the engine fail (trap, memory cap) is refused before anything
+//! is stored. If the commit itself fails, the touched shards are rebuilt from storage.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{Batch, CollectionSpec, NodeKey, Receipt, Write};
+use crate::replication::hlc::{system_wall_ms, Hlc};
+use crate::runtime::{wit, CallError};
+use crate::store::records::{LogEntry, LogNode, LogWrite, StoredEdge, StoredObject};
+use crate::store::{ShardSnapshot, WriteTxn};
+
+use super::collection::{shard_of, Collection, Slot};
+use super::validate::{check_id, check_label, check_vector, properties_text};
+use super::{recovery, Inner};
+
+pub(crate) enum Job {
+    Write(Batch, SyncSender<Result<Receipt>>),
+    CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
+    Checkpoint(SyncSender<Result<()>>),
+}
+
+type ShardKey = (String, u32);
+
+/// Engine changes of the current group, per shard, in order: what a rebuilt shard must get
+/// again until the group is committed.
+#[derive(Default)]
+struct Pending {
+    by_shard: BTreeMap<ShardKey, Vec<Vec<wit::Mutation>>>,
+}
+
+pub(crate) struct Committer {
+    inner: Arc<Inner>,
+    origin: u64,
+    next_seq: u64,
+    hlc: Hlc,
+    /// Collections whose engine state is newer than their stored snapshots, with how many
+    /// mutations they took since.
+    dirty: HashMap<String, u64>,
+}
+
+fn node(k: &NodeKey) -> LogNode {
+    LogNode { collection: k.collection.clone(), id: k.id.clone() }
+}
+
+impl Committer {
+    pub fn new(inner: Arc<Inner>, dirty: HashMap<String, u64>) -> Result<Self> {
+        let origin = inner.store.node_id();
+        let next_seq = inner.store.applied()?.get(&origin).copied().unwrap_or(0) + 1;
+        let hlc = Hlc::resume(inner.store.meta("hlc")?.unwrap_or(0));
+        Ok(Self { inner, origin, next_seq, hlc, dirty })
+    }
+
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < self.inner.config.group_commit_max {
+                match jobs.try_recv() {
+                    Ok(j) => group.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.process(group);
+        }
+    }
+
+    fn process(&mut self, group: Vec<Job>) {
+        let inner = self.inner.clone();
+        let _gate = inner.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = Vec::new();
+        for job in group {
+            match job {
+                Job::Write(b, reply) => writes.push((b, reply)),
+                Job::CreateCollection(spec, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.create_collection(spec));
+                }
+                Job::Checkpoint(reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.checkpoint(false));
+                }
+            }
+        }
+        self.commit_writes(writes);
+    }
+
+    fn stamp(&mut self) -> (u64, u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (seq, self.hlc.now(system_wall_ms()))
+    }
+
+    fn create_collection(&mut self, spec: CollectionSpec) -> Result<bool> {
+        if let Ok(existing) = self.inner.collection(&spec.name) {
+            if existing.spec == spec {
+                return Ok(false);
+            }
+            return Err(Error::CollectionConflict {
+                name: spec.name.clone(),
+                existing: serde_json::to_string(&existing.spec).unwrap_or_default(),
+            });
+        }
+        let json = serde_json::to_string(&spec).map_err(|e| Error::Storage(e.to_string()))?;
+        let mut txn = self.inner.store.begin_write()?;
+        let (seq, hlc) = self.stamp();
+        txn.put_collection(&spec)?;
+        txn.append_log(self.origin, seq, &LogEntry { hlc, writes: vec![LogWrite::CreateCollection { spec: json }] })?;
+        txn.set_meta("hlc", hlc)?;
+        txn.commit()?;
+        self.inner.load_collection(spec)?;
+        Ok(true)
+    }
+
+    fn commit_writes(&mut self, group: Vec<(Batch, SyncSender<Result<Receipt>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut txn = match self.inner.store.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, reply) in group {
+                    let _ = reply.send(Err(Error::Storage(msg.clone())));
+                }
+                return;
+            }
+        };
+        let mut pending = Pending::default();
+        let mut overlay: HashMap<NodeKey, bool> = HashMap::new();
+        let mut accepted = Vec::new();
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let seq_before = self.next_seq;
+        let mut fatal: Option<Error> = None;
+        for (batch, reply) in group {
+            if fatal.is_some() {
+                let _ = reply.send(Err(Error::Storage("an earlier batch of the same commit failed".into())));
+                continue;
+            }
+            match self.stage(&mut txn, &mut overlay, &mut pending, &batch) {
+                Ok(receipt) => {
+                    for w in &batch.writes {
+                        if let Write::Upsert { key, .. } | Write::Delete { key } = w {
+                            *counts.entry(key.collection.clone()).or_default() += 1;
+                        }
+                    }
+                    accepted.push((reply, receipt));
+                }
+                Err(Staged::Rejected(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                Err(Staged::Fatal(e)) => {
+                    let _ = reply.send(Err(Error::Storage(e.to_string())));
+                    fatal = Some(e);
+                }
+            }
+        }
+        let result = match fatal {
+            Some(e) => Err(e),
+            None => txn.commit(),
+        };
+        match result {
+            Ok(()) => {
+                for (reply, receipt) in accepted {
+                    let _ = reply.send(Ok(receipt));
+                }
+                for (c, n) in counts {
+                    *self.dirty.entry(c).or_default() += n;
+                }
+                self.snapshot_if_due();
+            }
+            Err(e) => {
+                // Nothing of this group is stored: give the sequence numbers back and bring
+                // the shards back to what storage holds.
+                self.next_seq = seq_before;
+                let touched: Vec<ShardKey> = pending.by_shard.keys().cloned().collect();
+                for (c, s) in touched {
+                    self.recover(&c, s, &Pending::default());
+                }
+                let msg = e.to_string();
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(Error::Storage(format!("commit failed: {msg}"))));
+                }
+            }
+        }
+    }
+
+    /// Validates one batch, applies it to the engine and stages it in `txn`.
+    fn stage(
+        &mut self,
+        txn: &mut WriteTxn,
+        overlay: &mut HashMap<NodeKey, bool>,
+        pending: &mut Pending,
+        batch: &Batch,
+    ) -> std::result::Result<Receipt, Staged> {
+        let mut local: HashMap<NodeKey, bool> = HashMap::new();
+        let mut plan: BTreeMap<ShardKey, Vec<wit::Mutation>> = BTreeMap::new();
+        let mut collections: HashMap<String, Arc<Collection>> = HashMap::new();
+        let mut get = |name: &str| -> Result<Arc<Collection>> {
+            if let Some(c) = collections.get(name) {
+                return Ok(c.clone());
+            }
+            let c = self.inner.collection(name)?;
+            collections.insert(name.to_owned(), c.clone());
+            Ok(c)
+        };
+        let exists = |k: &NodeKey, local: &HashMap<NodeKey, bool>| -> Result<bool> {
+            match local.get(k).or_else(|| overlay.get(k)) {
+                Some(e) => Ok(*e),
+                None => txn.object_exists(k),
+            }
+        };
+        let mut log = Vec::with_capacity(batch.writes.len());
+        for w in &batch.writes {
+            match w {
+                Write::Upsert { key, properties, vector } => {
+                    let c = get(&key.collection).map_err(Staged::Rejected)?;
+                    check_id(key).map_err(Staged::Rejected)?;
+                    let props = properties_text(&format!("object `{}`", key.id), properties).map_err(Staged::Rejected)?;
+                    if let Some(v) = vector {
+                        check_vector(&c.spec, &key.id, v).map_err(Staged::Rejected)?;
+                    }
+                    plan.entry((key.collection.clone(), shard_of(&key.id, c.spec.shards)))
+                        .or_default()
+                        .push(wit::Mutation::Upsert(wit::Object {
+                            id: key.id.clone(),
+                            properties: props.clone(),
+                            vector: vector.clone(),
+                        }));
+                    local.insert(key.clone(), true);
+                    log.push(LogWrite::Upsert { node: node(key), properties: props, vector: vector.clone() });
+                }
+                Write::Delete { key } => {
+                    let c = get(&key.collection).map_err(Staged::Rejected)?;
+                    plan.entry((key.collection.clone(), shard_of(&key.id, c.spec.shards)))
+                        .or_default()
+                        .push(wit::Mutation::Delete(key.id.clone()));
+                    local.insert(key.clone(), false);
+                    log.push(LogWrite::Delete { node: node(key) });
+                }
+                Write::Link { from, label, to, properties } => {
+                    get(&from.collection).map_err(Staged::Rejected)?;
+                    get(&to.collection).map_err(Staged::Rejected)?;
+                    check_label(label).map_err(Staged::Rejected)?;
+                    for end in [from, to] {
+                        if !exists(end, &local).map_err(Staged::Fatal)? {
+                            return Err(Staged::Rejected(Error::invalid(format!(
+                                "edge `{}` -{label}-> `{}`: object `{}` does not exist in collection `{}` (edges need both ends)",
+                                from.id, to.id, end.id, end.collection
+                            ))));
+                        }
+                    }
+                    let props = properties_text(&format!("edge `{}` -{label}-> `{}`", from.id, to.id), properties)
+                        .map_err(Staged::Rejected)?;
+                    log.push(LogWrite::Link { from: node(from), label: label.clone(), to: node(to), properties: props });
+                }
+                Write::Unlink { from, label, to } => {
+                    get(&from.collection).map_err(Staged::Rejected)?;
+                    get(&to.collection).map_err(Staged::Rejected)?;
+                    log.push(LogWrite::Unlink { from: node(from), label: label.clone(), to: node(to) });
+                }
+            }
+        }
+        self.apply_to_engine(&collections, &plan, pending).map_err(Staged::Rejected)?;
+
+        let (seq, hlc) = self.stamp();
+        let receipt = Receipt { origin: self.origin, seq, hlc };
+        let stored = (|| -> Result<()> {
+            for w in &log {
+                match w {
+                    LogWrite::Upsert { node, properties, vector } => txn.put_object(
+                        &NodeKey::new(&node.collection, &node.id),
+                        &StoredObject { properties: properties.clone(), vector: vector.clone(), hlc, origin: self.origin, seq },
+                    )?,
+                    LogWrite::Delete { node } => {
+                        txn.delete_object(&NodeKey::new(&node.collection, &node.id))?;
+                    }
+                    LogWrite::Link { from, label, to, properties } => txn.link(
+                        &NodeKey::new(&from.collection, &from.id),
+                        label,
+                        &NodeKey::new(&to.collection, &to.id),
+                        &StoredEdge { properties: properties.clone(), hlc, origin: self.origin, seq },
+                    )?,
+                    LogWrite::Unlink { from, label, to } => txn.unlink(
+                        &NodeKey::new(&from.collection, &from.id),
+                        label,
+                        &NodeKey::new(&to.collection, &to.id),
+                    )?,
+                    LogWrite::CreateCollection { .. } => {}
+                }
+            }
+            txn.append_log(self.origin, seq, &LogEntry { hlc, writes: log.clone() })?;
+            txn.set_meta("hlc", hlc)
+        })();
+        if let Err(e) = stored {
+            return Err(Staged::Fatal(e));
+        }
+        overlay.extend(local);
+        for (k, muts) in plan {
+            pending.by_shard.entry(k).or_default().push(muts);
+        }
+        Ok(receipt)
+    }
+
+    /// Applies a batch's engine changes shard by shard (in parallel). If any shard refuses or
+    /// traps, the shards that took it are rebuilt, so the engine is as before the batch.
+    fn apply_to_engine(
+        &mut self,
+        collections: &HashMap<String, Arc<Collection>>,
+        plan: &BTreeMap<ShardKey, Vec<wit::Mutation>>,
+        pending: &Pending,
+    ) -> Result<()> {
+        let results: Vec<(ShardKey, Result<(), (Error, bool)>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plan
+                .iter()
+                .map(|((c, s), muts)| {
+                    let coll = collections[c].clone();
+                    let key = (c.clone(), *s);
+                    let work = move || apply_one(&coll, key.1, muts);
+                    if plan.len() == 1 {
+                        Err(work())
+                    } else {
+                        Ok(scope.spawn(work))
+                    }
+                })
+                .collect();
+            plan.keys()
+                .cloned()
+                .zip(handles)
+                .map(|(k, h)| {
+                    let r = match h {
+                        Err(r) => r,
+                        Ok(h) => h.join().unwrap_or_else(|_| Err((Error::Engine("engine thread panicked".into()), true))),
+                    };
+                    (k, r)
+                })
+                .collect()
+        });
+        let failed = results.iter().find_map(|(_, r)| r.as_ref().err().map(|(e, _)| e.to_string()));
+        let Some(first_error) = failed else { return Ok(()) };
+        let mut error = None;
+        for ((c, s), r) in results {
+            match r {
+                // Took the batch although another shard did not: undo by rebuilding.
+                Ok(()) => self.recover(&c, s, pending),
+                Err((e, needs_rebuild)) => {
+                    if needs_rebuild {
+                        self.recover(&c, s, pending);
+                    }
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        Err(error.unwrap_or(Error::Engine(first_error)))
+    }
+
+    /// Rebuilds a shard from storage plus the current group's pending changes.
+    fn recover(&self, collection: &str, shard: u32, pending: &Pending) {
+        let Ok(coll) = self.inner.collection(collection) else { return };
+        let mut slot = match coll.lock(shard) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        *slot = recover_slot(&self.inner, &coll.spec, shard, pending.by_shard.get(&(collection.to_owned(), shard)));
+    }
+
+    fn snapshot_if_due(&mut self) {
+        let every = self.inner.config.snapshot_every_ops;
+        if every > 0 && self.dirty.values().any(|n| *n >= every) {
+            if let Err(e) = self.checkpoint(true) {
+                tracing::warn!(error = %e, "writing index snapshots failed");
+            }
+        }
+    }
+
+    /// Snapshots dirty collections (only those past the threshold when `due_only`).
+    fn checkpoint(&mut self, due_only: bool) -> Result<()> {
+        let every = self.inner.config.snapshot_every_ops;
+        let names: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|(_, n)| !due_only || **n >= every)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let covered = self.inner.store.applied()?;
+        let mut snaps = Vec::new();
+        for name in &names {
+            let coll = self.inner.collection(name)?;
+            for s in 0..coll.shard_count() {
+                let mut slot = coll.lock(s)?;
+                let Slot::Ready(inst) = &mut *slot else { continue };
+                match inst.snapshot() {
+                    Ok(bytes) => snaps.push((name.clone(), s, ShardSnapshot { covered: covered.clone(), bytes })),
+                    Err(CallError::Engine(wit::EngineError::Unsupported(_))) => {}
+                    Err(CallError::Engine(e)) => tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused"),
+                    Err(CallError::Trap(t)) => {
+                        tracing::warn!(shard = inst.label(), trap = %t, "snapshot trapped; rebuilding shard");
+                        *slot = recover_slot(&self.inner, &coll.spec, s, None);
+                    }
+                }
+            }
+        }
+        self.inner.store.put_snapshots(&snaps)?;
+        for n in names {
+            self.dirty.remove(&n);
+        }
+        Ok(())
+    }
+}
+
+enum Staged {
+    /// The batch is refused; the transaction and engine are as before it.
+    Rejected(Error),
+    /// Storage failed mid-batch: the whole group must be abandoned.
+    Fatal(Error),
+}
+
+/// Applies one shard's part of a batch. The flag says whether the shard must be rebuilt.
+fn apply_one(coll: &Collection, shard: u32, muts: &[wit::Mutation]) -> Result<(), (Error, bool)> {
+    let mut slot = coll.lock(shard).map_err(|e| (e, false))?;
+    let inst = match &mut *slot {
+        Slot::Ready(i) => i,
+        Slot::Broken(reason) => {
+            return Err((
+                Error::Unavailable { collection: coll.spec.name.clone(), shard, reason: reason.clone() },
+                false,
+            ))
+        }
+    };
+    match inst.apply(muts) {
+        Ok(_) => Ok(()),
+        Err(CallError::Engine(wit::EngineError::Invalid(m))) => Err((Error::Invalid(m), false)),
+        Err(CallError::Engine(e)) => Err((Error::Engine(format!("{e:?}")), true)),
+        Err(CallError::Trap(reason)) => Err((
+            Error::EngineTrap { collection: coll.spec.name.clone(), shard, reason },
+            true,
+        )),
+    }
+}
+
+/// A fresh slot for a shard: loaded from storage, then given the pending changes again.
+pub(super) fn recover_slot(
+    inner: &Inner,
+    spec: &CollectionSpec,
+    shard: u32,
+    pending: Option<&Vec<Vec<wit::Mutation>>>,
+) -> Slot {
+    let loaded = recovery::load_shard(&inner.runtime, &inner.store, spec, shard).and_then(|(mut inst, _)| {
+        for muts in pending.into_iter().flatten() {
+            inst.apply(muts).map_err(|e| Error::Engine(e.message()))?;
+        }
+        Ok(inst)
+    });
+    match loaded {
+        Ok(inst) => {
+            tracing::info!(collection = %spec.name, shard, "shard rebuilt from storage");
+            Slot::Ready(inst)
+        }
+        Err(e) => {
+            tracing::error!(collection = %spec.name, shard, error = %e, "shard could not be rebuilt");
+            Slot::Broken(e.to_string())
+        }
+    }
+}
+
+/// Collections that a fresh open left newer than their snapshots.
+pub(crate) fn dirty_after_open(reports: &[(String, Vec<recovery::LoadReport>)]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let mut seen = HashSet::new();
+    for (name, rs) in reports {
+        if rs.iter().any(|r| r.replayed > 0 || r.rebuilt > 0) && seen.insert(name.clone()) {
+            out.insert(name.clone(), rs.iter().map(|r| r.replayed + r.rebuilt).sum());
+        }
+    }
+    out
+}

@@ -1,0 +1,193 @@
+//! The embedded database: `Database::open(dir, config)`. Writes go through one committer thread
+//! (group commit, [`commit`]); reads go straight to the engine shards and to storage.
+
+mod collection;
+mod commit;
+mod query;
+pub mod recovery;
+mod validate;
+pub use validate::check_vector;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use edge_config::DatabaseConfig;
+
+use crate::error::{Error, Result};
+use crate::model::{Batch, CollectionSpec, Direction, Edge, NodeKey, Object, Receipt};
+use crate::runtime::{Runtime, DEFAULT_ENGINE};
+use crate::store::Store;
+use collection::{Collection, Slot};
+use commit::{Committer, Job};
+pub use recovery::LoadReport;
+
+/// State shared by the API and the committer.
+pub(crate) struct Inner {
+    store: Arc<Store>,
+    runtime: Runtime,
+    config: DatabaseConfig,
+    collections: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Held by the committer for each group, and by a reader that must rebuild a shard, so a
+    /// rebuild never drops engine changes of a group that is still being committed.
+    commit_gate: Mutex<()>,
+}
+
+impl Inner {
+    fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCollection(name.to_owned()))
+    }
+
+    /// Loads every shard of a collection (in parallel) and registers it.
+    fn load_collection(&self, spec: CollectionSpec) -> Result<Vec<LoadReport>> {
+        use rayon::prelude::*;
+        let loaded: Vec<(Slot, LoadReport)> = (0..spec.shards)
+            .into_par_iter()
+            .map(|s| match recovery::load_shard(&self.runtime, &self.store, &spec, s) {
+                Ok((inst, report)) => (Slot::Ready(inst), report),
+                Err(e) => {
+                    tracing::error!(collection = %spec.name, shard = s, error = %e, "shard failed to load");
+                    (Slot::Broken(e.to_string()), LoadReport::default())
+                }
+            })
+            .collect();
+        let (slots, reports): (Vec<_>, Vec<_>) = loaded.into_iter().unzip();
+        let name = spec.name.clone();
+        self.collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Arc::new(Collection::new(spec, slots)));
+        Ok(reports)
+    }
+}
+
+/// An open database directory. Cheap to share between threads (`&Database` is enough).
+pub struct Database {
+    inner: Arc<Inner>,
+    jobs: Option<SyncSender<Job>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Database {
+    /// Opens (or creates) a database in `dir` with the built-in engine.
+    pub fn open(dir: impl AsRef<Path>, config: DatabaseConfig) -> Result<Database> {
+        Self::open_with_engine(dir.as_ref(), config, DEFAULT_ENGINE)
+    }
+
+    /// Opens with another engine component (same WIT world).
+    pub fn open_with_engine(dir: &Path, config: DatabaseConfig, engine: &[u8]) -> Result<Database> {
+        let store = Arc::new(Store::open(dir)?);
+        let runtime = Runtime::new(engine, config.engine.clone())?;
+        let inner = Arc::new(Inner {
+            store,
+            runtime,
+            config,
+            collections: RwLock::new(HashMap::new()),
+            commit_gate: Mutex::new(()),
+        });
+        let mut reports = Vec::new();
+        for spec in inner.store.collections()? {
+            let name = spec.name.clone();
+            let r = inner.load_collection(spec)?;
+            tracing::info!(collection = %name, reports = ?r, "collection loaded");
+            reports.push((name, r));
+        }
+        let committer = Committer::new(inner.clone(), commit::dirty_after_open(&reports))?;
+        let (tx, rx) = sync_channel(1024);
+        let handle = std::thread::Builder::new()
+            .name("vektagraf-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| Error::io("starting the commit thread", e))?;
+        Ok(Database { inner, jobs: Some(tx), committer: Some(handle) })
+    }
+
+    fn submit<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Job) -> Result<T> {
+        let (tx, rx) = sync_channel(1);
+        self.jobs.as_ref().ok_or(Error::Closed)?.send(make(tx)).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Creates a collection. Returns false if it already existed with the same spec; an error if
+    /// it exists with another.
+    pub fn create_collection(&self, spec: CollectionSpec) -> Result<bool> {
+        spec.validate()?;
+        self.submit(|reply| Job::CreateCollection(spec, reply))
+    }
+
+    pub fn collections(&self) -> Vec<CollectionSpec> {
+        let map = self.inner.collections.read().unwrap_or_else(|p| p.into_inner());
+        let mut specs: Vec<CollectionSpec> = map.values().map(|c| c.spec.clone()).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    pub fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
+        Ok(self.inner.collection(name)?.spec.clone())
+    }
+
+    /// Commits a batch atomically and durably. Invalid batches write nothing.
+    pub fn write(&self, batch: Batch) -> Result<Receipt> {
+        if batch.is_empty() {
+            return Err(Error::invalid("empty batch"));
+        }
+        self.submit(|reply| Job::Write(batch, reply))
+    }
+
+    /// Writes index snapshots of every shard changed since its last one, so the next open
+    /// restores instead of rebuilding.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.submit(Job::Checkpoint)
+    }
+
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
+        self.inner.collection(collection)?;
+        let Some(o) = self.inner.store.get_object(collection, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Object {
+            id: id.to_owned(),
+            properties: serde_json::from_str(&o.properties)
+                .map_err(|e| Error::Storage(format!("properties of `{id}` are damaged: {e}")))?,
+            vector: o.vector,
+            version: Receipt { origin: o.origin, seq: o.seq, hlc: o.hlc },
+        }))
+    }
+
+    /// Stored edges of an object.
+    pub fn edges(&self, node: &NodeKey, label: Option<&str>, direction: Direction) -> Result<Vec<Edge>> {
+        self.inner.collection(&node.collection)?;
+        self.inner.store.edges(node, label, direction)
+    }
+
+    /// The node id of this database (origin of its log entries).
+    pub fn node_id(&self) -> u64 {
+        self.inner.store.node_id()
+    }
+
+    /// Checkpoints and stops the committer.
+    pub fn close(mut self) -> Result<()> {
+        let result = self.checkpoint();
+        self.shutdown();
+        result
+    }
+
+    fn shutdown(&mut self) {
+        self.jobs.take();
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

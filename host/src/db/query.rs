@@ -1,0 +1,194 @@
+//! Reads through the engine: k-NN (fanned out to the shards and merged), filters, traversal,
+//! hybrid queries and stats.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::collection::{Collection, Slot};
+use super::commit::recover_slot;
+use super::{Database, Inner};
+use crate::error::{Error, Result};
+use crate::model::{CollectionStats, Direction, Hit, HybridHit, NodeKey, SearchOptions, Step, TraverseOptions};
+use crate::runtime::{wit, CallError, CallResult, ShardInstance};
+
+/// Runs `f` on one shard. A trap rebuilds the shard (after any commit in flight) and reports
+/// the failure; the process and the other shards carry on.
+fn on_shard<T>(
+    inner: &Inner,
+    coll: &Collection,
+    shard: u32,
+    f: impl FnOnce(&mut ShardInstance) -> CallResult<T>,
+) -> Result<T> {
+    let mut slot = coll.lock(shard)?;
+    let inst = match &mut *slot {
+        Slot::Ready(i) => i,
+        Slot::Broken(reason) => {
+            return Err(Error::Unavailable { collection: coll.spec.name.clone(), shard, reason: reason.clone() })
+        }
+    };
+    match f(inst) {
+        Ok(v) => Ok(v),
+        Err(CallError::Engine(wit::EngineError::Invalid(m))) => Err(Error::Invalid(m)),
+        Err(CallError::Engine(e)) => Err(Error::Engine(format!("{e:?}"))),
+        Err(CallError::Trap(reason)) => {
+            tracing::warn!(collection = %coll.spec.name, shard, %reason, "engine trapped; rebuilding shard");
+            drop(slot);
+            let _gate = inner.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = coll.lock(shard)?;
+            *slot = recover_slot(inner, &coll.spec, shard, None);
+            Err(Error::EngineTrap { collection: coll.spec.name.clone(), shard, reason })
+        }
+    }
+}
+
+/// Runs `f` on every shard, in parallel when there are several.
+fn fan_out<T: Send>(
+    inner: &Inner,
+    coll: &Collection,
+    f: impl Fn(&mut ShardInstance) -> CallResult<T> + Sync,
+) -> Result<Vec<T>> {
+    let n = coll.shard_count();
+    if n == 1 {
+        return Ok(vec![on_shard(inner, coll, 0, &f)?]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..n).map(|s| { let f = &f; scope.spawn(move || on_shard(inner, coll, s, f)) }).collect();
+        let mut out = vec![on_shard(inner, coll, 0, &f)?];
+        for h in handles {
+            out.push(h.join().map_err(|_| Error::Engine("query thread panicked".into()))??);
+        }
+        Ok(out)
+    })
+}
+
+fn to_hits(rows: Vec<Vec<wit::Hit>>) -> Vec<Vec<Hit>> {
+    rows.into_iter()
+        .map(|r| r.into_iter().map(|h| Hit { id: h.id, score: h.score }).collect())
+        .collect()
+}
+
+fn node_of(n: wit::NodeRef) -> NodeKey {
+    NodeKey::new(n.collection, n.id)
+}
+
+impl Database {
+    fn coll(&self, name: &str) -> Result<Arc<Collection>> {
+        self.inner.collection(name)
+    }
+
+    /// The k nearest objects to `vector`, best first.
+    pub fn search(&self, collection: &str, vector: &[f32], opts: &SearchOptions) -> Result<Vec<Hit>> {
+        Ok(self.search_batch(collection, vector, opts)?.pop().unwrap_or_default())
+    }
+
+    /// k-NN for each row of `vectors` (row-major, the collection's dimension), in one call per
+    /// shard.
+    pub fn search_batch(&self, collection: &str, vectors: &[f32], opts: &SearchOptions) -> Result<Vec<Vec<Hit>>> {
+        let coll = self.coll(collection)?;
+        let dim = coll.spec.dimension as usize;
+        if vectors.is_empty() || vectors.len() % dim != 0 {
+            return Err(Error::invalid(format!(
+                "query has {} values; collection `{collection}` needs rows of {dim}",
+                vectors.len()
+            )));
+        }
+        if opts.k == 0 || opts.k > 10_000 {
+            return Err(Error::invalid(format!("k must be in 1..=10000, got {}", opts.k)));
+        }
+        for (row, q) in vectors.chunks_exact(dim).enumerate() {
+            super::validate::check_vector(&coll.spec, &format!("query row {row}"), q)?;
+        }
+        let req = wit::SearchRequest {
+            vectors: vectors.to_vec(),
+            count: (vectors.len() / dim) as u32,
+            k: opts.k as u32,
+            ef: opts.ef.unwrap_or(0),
+            filter: opts.filter.as_ref().map(Value::to_string),
+        };
+        let parts = fan_out(&self.inner, &coll, |inst| inst.search(&req))?;
+        Ok(to_hits(coll.merge(parts, vectors.len() / dim, opts.k)))
+    }
+
+    /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
+    pub fn filter(&self, collection: &str, expression: &Value, limit: usize) -> Result<Vec<String>> {
+        let coll = self.coll(collection)?;
+        let text = expression.to_string();
+        let limit32 = u32::try_from(limit).unwrap_or(u32::MAX);
+        let mut ids: Vec<String> = fan_out(&self.inner, &coll, |inst| inst.filter(&text, limit32))?
+            .into_iter()
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// Breadth-first traversal from `start` along stored edges.
+    pub fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
+        let coll = self.coll(&start.collection)?;
+        if self.inner.store.get_object(&start.collection, &start.id)?.is_none() {
+            return Err(Error::invalid(format!(
+                "object `{}` does not exist in collection `{}`",
+                start.id, start.collection
+            )));
+        }
+        let req = wit::TraverseRequest {
+            start: wit::NodeRef { collection: start.collection.clone(), id: start.id.clone() },
+            label: opts.label.clone(),
+            direction: match opts.direction {
+                Direction::Out => wit::Direction::Out,
+                Direction::In => wit::Direction::In,
+                Direction::Both => wit::Direction::Both,
+            },
+            depth: opts.depth,
+            limit: opts.limit,
+        };
+        // Edges come from storage, so any shard's instance can walk them.
+        let steps = on_shard(&self.inner, &coll, 0, |inst| inst.traverse(&req))?;
+        Ok(steps
+            .into_iter()
+            .map(|s| Step {
+                node: node_of(s.node),
+                depth: s.depth,
+                via: s.via.map(|e| (e.label, node_of(e.other))),
+            })
+            .collect())
+    }
+
+    /// k-NN, then each hit expanded along its edges.
+    pub fn hybrid(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        search: &SearchOptions,
+        expand: &TraverseOptions,
+    ) -> Result<Vec<HybridHit>> {
+        let hits = self.search(collection, vector, search)?;
+        hits.into_iter()
+            .map(|hit| {
+                let mut steps = self.traverse(&NodeKey::new(collection, &hit.id), expand)?;
+                steps.retain(|s| s.depth > 0);
+                Ok(HybridHit { hit, neighbours: steps })
+            })
+            .collect()
+    }
+
+    pub fn stats(&self, collection: &str) -> Result<CollectionStats> {
+        let coll = self.coll(collection)?;
+        let parts = fan_out(&self.inner, &coll, |inst| inst.stats())?;
+        let snapshot_seq = (0..coll.shard_count())
+            .filter_map(|s| self.inner.store.get_snapshot(collection, s).ok().flatten())
+            .map(|snap| snap.covered.get(&self.node_id()).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        Ok(CollectionStats {
+            spec: coll.spec.clone(),
+            objects: parts.iter().map(|p| p.objects).sum(),
+            vectors: parts.iter().map(|p| p.vectors).sum(),
+            deleted_slots: parts.iter().map(|p| p.deleted_slots).sum(),
+            engine_memory_bytes: parts.iter().map(|p| p.memory_bytes).sum(),
+            snapshot_seq,
+        })
+    }
+}

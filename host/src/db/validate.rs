@@ -1,0 +1,60 @@
+//! Checks a write must pass before anything is stored: each names what was wrong.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionSpec, Metric, NodeKey};
+
+const MAX_ID_BYTES: usize = 1024;
+const MAX_LABEL_BYTES: usize = 256;
+
+pub(crate) fn check_id(key: &NodeKey) -> Result<()> {
+    if key.id.is_empty() || key.id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "collection `{}`: object id must be 1 to {MAX_ID_BYTES} bytes, got {}",
+            key.collection,
+            key.id.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_label(label: &str) -> Result<()> {
+    if label.is_empty() || label.len() > MAX_LABEL_BYTES {
+        return Err(Error::invalid(format!("edge label must be 1 to {MAX_LABEL_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Properties are a JSON object (possibly empty); returns its text.
+pub(crate) fn properties_text(what: &str, v: &Value) -> Result<String> {
+    match v {
+        Value::Object(_) => Ok(v.to_string()),
+        Value::Null => Ok("{}".into()),
+        other => Err(Error::invalid(format!("{what}: properties must be a JSON object, found `{other}`"))),
+    }
+}
+
+/// Length, finiteness and, for cosine, a direction.
+pub fn check_vector(spec: &CollectionSpec, id: &str, v: &[f32]) -> Result<()> {
+    if v.len() != spec.dimension as usize {
+        return Err(Error::invalid(format!(
+            "object `{id}`: vector has {} dimensions, collection `{}` expects {}",
+            v.len(),
+            spec.name,
+            spec.dimension
+        )));
+    }
+    if let Some((pos, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "object `{id}`: vector component {pos} is {x}; only finite numbers are allowed"
+        )));
+    }
+    if spec.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+        return Err(Error::invalid(format!(
+            "object `{id}`: a zero vector has no direction, so collection `{}` (cosine) cannot index it",
+            spec.name
+        )));
+    }
+    Ok(())
+}
