@@ -73,6 +73,7 @@ pub struct Database {
     inner: Arc<Inner>,
     jobs: Option<SyncSender<Job>>,
     committer: Option<JoinHandle<()>>,
+    startup: Vec<(String, Vec<LoadReport>)>,
 }
 
 impl Database {
@@ -105,7 +106,7 @@ impl Database {
             .name("vektagraf-commit".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| Error::io("starting the commit thread", e))?;
-        Ok(Database { inner, jobs: Some(tx), committer: Some(handle) })
+        Ok(Database { inner, jobs: Some(tx), committer: Some(handle), startup: reports })
     }
 
     fn submit<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Job) -> Result<T> {
@@ -164,6 +165,12 @@ impl Database {
     pub fn edges(&self, node: &NodeKey, label: Option<&str>, direction: Direction) -> Result<Vec<Edge>> {
         self.inner.collection(&node.collection)?;
         self.inner.store.edges(node, label, direction)
+    }
+
+    /// How each collection's shards were brought up by `open` (snapshot restored, objects
+    /// replayed or rebuilt).
+    pub fn startup(&self) -> &[(String, Vec<LoadReport>)] {
+        &self.startup
     }
 
     /// The node id of this database (origin of its log entries).
