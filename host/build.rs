@@ -14,7 +14,14 @@ fn main() {
     let out = PathBuf::from(env("OUT_DIR"));
     let target_dir = out.join("guest-target");
 
-    for p in ["wit", "guest/Cargo.toml", "guest/Cargo.lock", "guest/.cargo", "guest/core", "guest/engine"] {
+    for p in [
+        "wit",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "guest/.cargo",
+        "guest/core",
+        "guest/engine",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     ensure_target(&guest);
@@ -22,18 +29,36 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest) // so guest/.cargo/config.toml (simd128) applies
-        .args(["build", "--release", "--locked", "-p", "vektagraf-engine", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vektagraf-engine",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's flags are for the host target, not for the guest.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("could not run cargo to build the guest");
+    let status = cmd
+        .status()
+        .expect("could not run cargo to build the guest");
     if !status.success() {
         panic!("building the engine component (guest/) for {TARGET} failed; see the output above");
     }
-    let wasm = target_dir.join(TARGET).join("release").join("vektagraf_engine.wasm");
+    let wasm = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("vektagraf_engine.wasm");
     if !wasm.exists() {
         panic!("the guest build did not produce {}", wasm.display());
     }
@@ -52,7 +77,10 @@ fn ensure_target(guest: &Path) {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET) => {}
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) => {}
         Ok(_) => {
             let ok = Command::new("rustup")
                 .current_dir(guest)

@@ -31,7 +31,11 @@ pub enum ConfigError {
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
     #[error("{file}: `{key}`: {reason}")]
-    Invalid { file: String, key: String, reason: String },
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
 }
 
 /// Limits applied to every engine instance.
@@ -69,7 +73,10 @@ impl DatabaseConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Self::from_toml(&file, &text)
     }
 
@@ -89,20 +96,36 @@ mod tests {
 
     #[test]
     fn empty_file_gives_defaults_and_keys_override() {
-        assert_eq!(DatabaseConfig::from_toml("a.toml", "").expect("empty"), DatabaseConfig::default());
-        let c = DatabaseConfig::from_toml("a.toml", "[engine]\nmemory_limit_mib = 64\n").expect("valid");
+        assert_eq!(
+            DatabaseConfig::from_toml("a.toml", "").expect("empty"),
+            DatabaseConfig::default()
+        );
+        let c = DatabaseConfig::from_toml("a.toml", "[engine]\nmemory_limit_mib = 64\n")
+            .expect("valid");
         assert_eq!(c.engine.memory_limit_bytes, 64 << 20);
-        assert_eq!(c.snapshot_every_ops, DatabaseConfig::default().snapshot_every_ops);
+        assert_eq!(
+            c.snapshot_every_ops,
+            DatabaseConfig::default().snapshot_every_ops
+        );
     }
 
     #[test]
     fn errors_name_file_key_and_reason() {
-        let e = DatabaseConfig::from_toml("node.toml", "[engine]\nmemory_limit_mib = 8192\n").expect_err("too big");
+        let e = DatabaseConfig::from_toml("node.toml", "[engine]\nmemory_limit_mib = 8192\n")
+            .expect_err("too big");
         assert_eq!(e.to_string(), "node.toml: `engine.memory_limit_mib`: must be between 16 and 4096 (Wasm32 addresses at most 4 GiB)");
-        let e = DatabaseConfig::from_toml("node.toml", "[engine]\nmemory_limt_mib = 1\n").expect_err("typo");
+        let e = DatabaseConfig::from_toml("node.toml", "[engine]\nmemory_limt_mib = 1\n")
+            .expect_err("typo");
         let msg = e.to_string();
-        assert!(msg.starts_with("node.toml: ") && msg.contains("unknown field `memory_limt_mib`"), "{msg}");
-        let e = DatabaseConfig::from_toml("node.toml", "[storage]\ngroup_commit_max = 0\n").expect_err("zero");
-        assert_eq!(e.to_string(), "node.toml: `storage.group_commit_max`: must be at least 1");
+        assert!(
+            msg.starts_with("node.toml: ") && msg.contains("unknown field `memory_limt_mib`"),
+            "{msg}"
+        );
+        let e = DatabaseConfig::from_toml("node.toml", "[storage]\ngroup_commit_max = 0\n")
+            .expect_err("zero");
+        assert_eq!(
+            e.to_string(),
+            "node.toml: `storage.group_commit_max`: must be at least 1"
+        );
     }
 }

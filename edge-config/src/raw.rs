@@ -48,8 +48,16 @@ impl RawConfig {
             c.engine.memory_limit_bytes = mib << 20;
         }
         for (key, value, slot) in [
-            ("engine.query_timeout_ms", self.engine.query_timeout_ms, &mut c.engine.query_timeout),
-            ("engine.apply_timeout_ms", self.engine.apply_timeout_ms, &mut c.engine.apply_timeout),
+            (
+                "engine.query_timeout_ms",
+                self.engine.query_timeout_ms,
+                &mut c.engine.query_timeout,
+            ),
+            (
+                "engine.apply_timeout_ms",
+                self.engine.apply_timeout_ms,
+                &mut c.engine.apply_timeout,
+            ),
         ] {
             if let Some(ms) = value {
                 if ms < 10 {

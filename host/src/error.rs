@@ -20,10 +20,18 @@ pub enum Error {
     /// The engine trapped, ran out of memory or time. The shard was recovered and the call had
     /// no effect.
     #[error("engine failed on collection `{collection}` shard {shard}: {reason}")]
-    EngineTrap { collection: String, shard: u32, reason: String },
+    EngineTrap {
+        collection: String,
+        shard: u32,
+        reason: String,
+    },
     /// A shard could not be recovered; its collection answers with this until reopened.
     #[error("collection `{collection}` shard {shard} is unavailable: {reason}")]
-    Unavailable { collection: String, shard: u32, reason: String },
+    Unavailable {
+        collection: String,
+        shard: u32,
+        reason: String,
+    },
     #[error("engine: {0}")]
     Engine(String),
     #[error("the database is closed")]
@@ -43,7 +51,10 @@ impl Error {
         Self::Invalid(msg.into())
     }
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -82,10 +82,18 @@ impl CollectionSpec {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::invalid(format!("collection `{}`: {what}", self.name)));
+        let bad = |what: String| {
+            Err(Error::invalid(format!(
+                "collection `{}`: {what}",
+                self.name
+            )))
+        };
         if self.name.is_empty()
             || self.name.len() > 64
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return bad("name must be 1 to 64 characters of A-Z, a-z, 0-9, `_` or `-`".into());
         }
@@ -114,7 +122,10 @@ pub struct NodeKey {
 
 impl NodeKey {
     pub fn new(collection: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { collection: collection.into(), id: id.into() }
+        Self {
+            collection: collection.into(),
+            id: id.into(),
+        }
     }
 }
 
@@ -122,13 +133,26 @@ impl NodeKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Creates or replaces an object. `properties` must be a JSON object.
-    Upsert { key: NodeKey, properties: Value, vector: Option<Vec<f32>> },
+    Upsert {
+        key: NodeKey,
+        properties: Value,
+        vector: Option<Vec<f32>>,
+    },
     /// Deletes an object and every edge that touches it. Deleting a missing object is a no-op.
     Delete { key: NodeKey },
     /// Creates or replaces the edge `from -label-> to`. Both ends must exist (or be upserted
     /// earlier in the same batch).
-    Link { from: NodeKey, label: String, to: NodeKey, properties: Value },
-    Unlink { from: NodeKey, label: String, to: NodeKey },
+    Link {
+        from: NodeKey,
+        label: String,
+        to: NodeKey,
+        properties: Value,
+    },
+    Unlink {
+        from: NodeKey,
+        label: String,
+        to: NodeKey,
+    },
 }
 
 /// A batch of writes, committed atomically and durably.
@@ -141,20 +165,47 @@ impl Batch {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn upsert(&mut self, collection: &str, id: &str, properties: Value, vector: Option<Vec<f32>>) -> &mut Self {
-        self.writes.push(Write::Upsert { key: NodeKey::new(collection, id), properties, vector });
+    pub fn upsert(
+        &mut self,
+        collection: &str,
+        id: &str,
+        properties: Value,
+        vector: Option<Vec<f32>>,
+    ) -> &mut Self {
+        self.writes.push(Write::Upsert {
+            key: NodeKey::new(collection, id),
+            properties,
+            vector,
+        });
         self
     }
     pub fn delete(&mut self, collection: &str, id: &str) -> &mut Self {
-        self.writes.push(Write::Delete { key: NodeKey::new(collection, id) });
+        self.writes.push(Write::Delete {
+            key: NodeKey::new(collection, id),
+        });
         self
     }
-    pub fn link(&mut self, from: NodeKey, label: &str, to: NodeKey, properties: Value) -> &mut Self {
-        self.writes.push(Write::Link { from, label: label.into(), to, properties });
+    pub fn link(
+        &mut self,
+        from: NodeKey,
+        label: &str,
+        to: NodeKey,
+        properties: Value,
+    ) -> &mut Self {
+        self.writes.push(Write::Link {
+            from,
+            label: label.into(),
+            to,
+            properties,
+        });
         self
     }
     pub fn unlink(&mut self, from: NodeKey, label: &str, to: NodeKey) -> &mut Self {
-        self.writes.push(Write::Unlink { from, label: label.into(), to });
+        self.writes.push(Write::Unlink {
+            from,
+            label: label.into(),
+            to,
+        });
         self
     }
     pub fn len(&self) -> usize {
@@ -201,7 +252,10 @@ pub struct SearchOptions {
 
 impl SearchOptions {
     pub fn k(k: usize) -> Self {
-        Self { k, ..Self::default() }
+        Self {
+            k,
+            ..Self::default()
+        }
     }
 }
 
@@ -219,7 +273,9 @@ pub fn parse_direction(s: &str) -> Result<Direction> {
         "out" => Ok(Direction::Out),
         "in" => Ok(Direction::In),
         "both" => Ok(Direction::Both),
-        other => Err(Error::invalid(format!("unknown direction `{other}` (expected one of: out, in, both)"))),
+        other => Err(Error::invalid(format!(
+            "unknown direction `{other}` (expected one of: out, in, both)"
+        ))),
     }
 }
 
@@ -233,7 +289,12 @@ pub struct TraverseOptions {
 
 impl Default for TraverseOptions {
     fn default() -> Self {
-        Self { label: None, direction: Direction::Out, depth: 1, limit: 1000 }
+        Self {
+            label: None,
+            direction: Direction::Out,
+            depth: 1,
+            limit: 1000,
+        }
     }
 }
 

@@ -13,7 +13,9 @@ const DIM: usize = 16;
 const ROWS: usize = 40_000;
 
 fn row(i: usize) -> Vec<f32> {
-    (0..DIM).map(|j| ((i * 131 + j * 17) % 251) as f32 / 251.0 - 0.5 + (j == i % DIM) as u8 as f32).collect()
+    (0..DIM)
+        .map(|j| ((i * 131 + j * 17) % 251) as f32 / 251.0 - 0.5 + (j == i % DIM) as u8 as f32)
+        .collect()
 }
 
 #[test]
@@ -25,14 +27,25 @@ fn kill_9_during_import_loses_no_acknowledged_batch() -> Result<()> {
     std::fs::write(&vectors, bytes)?;
     let bin = env!("CARGO_BIN_EXE_vektagraf");
     let ok = Command::new(bin)
-        .args(["--data"]).arg(&data)
-        .args(["collection", "create", "c", "--dim", "16", "--metric", "euclidean"])
+        .args(["--data"])
+        .arg(&data)
+        .args([
+            "collection",
+            "create",
+            "c",
+            "--dim",
+            "16",
+            "--metric",
+            "euclidean",
+        ])
         .status()?;
     assert!(ok.success());
 
     let mut child = Command::new(bin)
-        .args(["--json", "--data"]).arg(&data)
-        .args(["import", "c", "--batch", "200", "--vectors"]).arg(&vectors)
+        .args(["--json", "--data"])
+        .arg(&data)
+        .args(["import", "c", "--batch", "200", "--vectors"])
+        .arg(&vectors)
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
@@ -48,14 +61,28 @@ fn kill_9_during_import_loses_no_acknowledged_batch() -> Result<()> {
         }
     }
     child.wait()?;
-    assert!(acked >= 3000 && acked < ROWS as u64, "killed mid-import after {acked}");
+    assert!(
+        acked >= 3000 && acked < ROWS as u64,
+        "killed mid-import after {acked}"
+    );
 
     let db = Database::open(&data, DatabaseConfig::default())?;
     let stats = db.stats("c")?;
-    assert!(stats.objects >= acked, "acknowledged {acked}, found {}", stats.objects);
-    assert_eq!(stats.objects % 200, 0, "batches are atomic: {}", stats.objects);
+    assert!(
+        stats.objects >= acked,
+        "acknowledged {acked}, found {}",
+        stats.objects
+    );
+    assert_eq!(
+        stats.objects % 200,
+        0,
+        "batches are atomic: {}",
+        stats.objects
+    );
     for i in (0..acked as usize).step_by(97) {
-        let o = db.get("c", &i.to_string())?.with_context(|| format!("acknowledged row {i} is missing"))?;
+        let o = db
+            .get("c", &i.to_string())?
+            .with_context(|| format!("acknowledged row {i} is missing"))?;
         assert_eq!(o.vector, Some(row(i)));
         let hits = db.search("c", &row(i), &SearchOptions::k(1))?;
         assert_eq!(hits[0].id, i.to_string(), "row {i} must find itself");

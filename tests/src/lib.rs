@@ -13,14 +13,25 @@ pub const DIM: usize = 384;
 /// `../shared/data/debian-pkgs` beside the checkout (CI and developers have it there), or
 /// `VEKTAGRAF_DATASET`.
 pub fn dataset_dir() -> PathBuf {
-    std::env::var_os("VEKTAGRAF_DATASET").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/debian-pkgs")
-    })
+    std::env::var_os("VEKTAGRAF_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/debian-pkgs")
+        })
 }
 
 fn read_f32(path: &PathBuf, max_rows: usize) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {} (the shared dataset must sit beside the checkout)", path.display()))?;
-    Ok(bytes.chunks_exact(4).take(max_rows * DIM).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading {} (the shared dataset must sit beside the checkout)",
+            path.display()
+        )
+    })?;
+    Ok(bytes
+        .chunks_exact(4)
+        .take(max_rows * DIM)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// The first `rows` base vectors with their metadata, and the first `queries` query vectors.
@@ -47,7 +58,11 @@ pub fn load_sample(rows: usize, queries: usize) -> Result<Sample> {
             Ok((id, v))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Sample { base, meta, queries })
+    Ok(Sample {
+        base,
+        meta,
+        queries,
+    })
 }
 
 /// Exact top-k by inner product: row indices, best first (ties to the smaller index).
@@ -79,7 +94,12 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
         let mut b = Batch::new();
         for (i, (id, props)) in chunk.iter().enumerate() {
             let row = chunk_no * 1000 + i;
-            b.upsert(name, id, props.clone(), Some(sample.base[row * DIM..(row + 1) * DIM].to_vec()));
+            b.upsert(
+                name,
+                id,
+                props.clone(),
+                Some(sample.base[row * DIM..(row + 1) * DIM].to_vec()),
+            );
         }
         db.write(b)?;
     }

@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use serde_json::json;
-use vektagraf::model::{Batch, CollectionSpec, Direction, IndexKind, Metric, NodeKey, SearchOptions, TraverseOptions};
+use vektagraf::model::{
+    Batch, CollectionSpec, Direction, IndexKind, Metric, NodeKey, SearchOptions, TraverseOptions,
+};
 use vektagraf::{Database, DatabaseConfig, Error};
 
 fn spec(name: &str, metric: Metric) -> CollectionSpec {
@@ -18,8 +20,18 @@ fn seed(db: &Database) -> Result<()> {
     b.upsert("c", "a", json!({"n": 1}), Some(vec![1.0, 0.0, 0.0]))
         .upsert("c", "b", json!({"n": 2}), Some(vec![0.9, 0.1, 0.0]))
         .upsert("c", "z", json!({"n": 3}), Some(vec![0.0, 0.0, 1.0]))
-        .link(NodeKey::new("c", "a"), "likes", NodeKey::new("c", "b"), json!({"w": 1}))
-        .link(NodeKey::new("c", "b"), "likes", NodeKey::new("c", "z"), json!({}));
+        .link(
+            NodeKey::new("c", "a"),
+            "likes",
+            NodeKey::new("c", "b"),
+            json!({"w": 1}),
+        )
+        .link(
+            NodeKey::new("c", "b"),
+            "likes",
+            NodeKey::new("c", "z"),
+            json!({}),
+        );
     db.write(b)?;
     Ok(())
 }
@@ -39,13 +51,19 @@ fn bad_input_is_refused_by_name_and_writes_nothing() -> Result<()> {
     let before = db.stats("c")?;
     let one = |id: &str, v: Vec<f32>| {
         let mut b = Batch::new();
-        b.upsert("c", "ok-first", json!({}), Some(vec![0.5, 0.5, 0.0])).upsert("c", id, json!({}), Some(v));
+        b.upsert("c", "ok-first", json!({}), Some(vec![0.5, 0.5, 0.0]))
+            .upsert("c", id, json!({}), Some(v));
         b
     };
-    assert!(err_text(db.write(one("short", vec![1.0, 2.0]))).contains("vector has 2 dimensions, collection `c` expects 3"));
+    assert!(err_text(db.write(one("short", vec![1.0, 2.0])))
+        .contains("vector has 2 dimensions, collection `c` expects 3"));
     assert!(err_text(db.write(one("nan", vec![1.0, f32::NAN, 0.0]))).contains("component 1 is NaN"));
-    assert!(err_text(db.write(one("inf", vec![f32::INFINITY, 0.0, 0.0]))).contains("only finite numbers"));
-    assert!(err_text(db.write(one("zero", vec![0.0, 0.0, 0.0]))).contains("zero vector has no direction"));
+    assert!(
+        err_text(db.write(one("inf", vec![f32::INFINITY, 0.0, 0.0])))
+            .contains("only finite numbers")
+    );
+    assert!(err_text(db.write(one("zero", vec![0.0, 0.0, 0.0])))
+        .contains("zero vector has no direction"));
     let mut b = Batch::new();
     b.upsert("nope", "x", json!({}), None);
     assert!(matches!(db.write(b), Err(Error::UnknownCollection(c)) if c == "nope"));
@@ -53,16 +71,28 @@ fn bad_input_is_refused_by_name_and_writes_nothing() -> Result<()> {
     b.upsert("c", "p", json!([1, 2]), None);
     assert!(err_text(db.write(b)).contains("properties must be a JSON object"));
     let mut b = Batch::new();
-    b.upsert("c", "ok-first", json!({}), None).link(NodeKey::new("c", "a"), "likes", NodeKey::new("c", "ghost"), json!({}));
+    b.upsert("c", "ok-first", json!({}), None).link(
+        NodeKey::new("c", "a"),
+        "likes",
+        NodeKey::new("c", "ghost"),
+        json!({}),
+    );
     assert!(err_text(db.write(b)).contains("object `ghost` does not exist in collection `c`"));
     // None of the refused batches left anything behind, not even their valid first write.
     assert_eq!(db.get("c", "ok-first")?, None);
     assert_eq!(db.stats("c")?.objects, before.objects);
-    assert_eq!(db.edges(&NodeKey::new("c", "a"), None, Direction::Out)?.len(), 1);
+    assert_eq!(
+        db.edges(&NodeKey::new("c", "a"), None, Direction::Out)?
+            .len(),
+        1
+    );
 
     // A collection created twice: same spec is fine, other parameters are refused.
     assert!(!db.create_collection(spec("c", Metric::Cosine))?);
-    assert!(matches!(db.create_collection(spec("c", Metric::Dot)), Err(Error::CollectionConflict { .. })));
+    assert!(matches!(
+        db.create_collection(spec("c", Metric::Dot)),
+        Err(Error::CollectionConflict { .. })
+    ));
     let mut bad = spec("bad name!", Metric::Dot);
     assert!(err_text(db.create_collection(bad.clone())).contains("name must be"));
     bad.name = "fine".into();
@@ -71,9 +101,18 @@ fn bad_input_is_refused_by_name_and_writes_nothing() -> Result<()> {
 
     // Bad queries name what is wrong.
     assert!(err_text(db.search("c", &[1.0, 0.0], &SearchOptions::k(1))).contains("needs rows of 3"));
-    let f = SearchOptions { k: 1, ef: None, filter: Some(json!({"n": {"$gtt": 1}})) };
-    assert!(err_text(db.search("c", &[1.0, 0.0, 0.0], &f)).contains("unknown operator `$gtt` on `n`"));
-    assert!(matches!(db.search("nope", &[1.0], &SearchOptions::k(1)), Err(Error::UnknownCollection(_))));
+    let f = SearchOptions {
+        k: 1,
+        ef: None,
+        filter: Some(json!({"n": {"$gtt": 1}})),
+    };
+    assert!(
+        err_text(db.search("c", &[1.0, 0.0, 0.0], &f)).contains("unknown operator `$gtt` on `n`")
+    );
+    assert!(matches!(
+        db.search("nope", &[1.0], &SearchOptions::k(1)),
+        Err(Error::UnknownCollection(_))
+    ));
     db.close()?;
     Ok(())
 }
@@ -92,21 +131,36 @@ fn data_edges_and_answers_survive_reopen_from_snapshot_and_from_log() -> Result<
     {
         let db = Database::open(dir.path(), DatabaseConfig::default())?;
         let report = &db.startup()[0].1[0];
-        assert!(report.restored_snapshot && report.rebuilt == 0, "{report:?}");
+        assert!(
+            report.restored_snapshot && report.rebuilt == 0,
+            "{report:?}"
+        );
         assert_eq!(db.search("c", &q, &SearchOptions::k(3))?, first);
         // Writes after the snapshot, then a drop without close: the next open replays them.
         let mut b = Batch::new();
-        b.upsert("c", "a2", json!({"n": 9}), Some(vec![1.0, 0.06, 0.0])).delete("c", "b");
+        b.upsert("c", "a2", json!({"n": 9}), Some(vec![1.0, 0.06, 0.0]))
+            .delete("c", "b");
         db.write(b)?;
     }
     let db = Database::open(dir.path(), DatabaseConfig::default())?;
     let report = &db.startup()[0].1[0];
-    assert!(report.restored_snapshot && report.replayed == 2, "{report:?}");
-    let ids: Vec<String> = db.search("c", &q, &SearchOptions::k(3))?.into_iter().map(|h| h.id).collect();
+    assert!(
+        report.restored_snapshot && report.replayed == 2,
+        "{report:?}"
+    );
+    let ids: Vec<String> = db
+        .search("c", &q, &SearchOptions::k(3))?
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
     assert_eq!(ids, vec!["a2", "a", "z"]);
     // Deleting `b` removed both of its edges, in both directions.
-    assert!(db.edges(&NodeKey::new("c", "a"), None, Direction::Out)?.is_empty());
-    assert!(db.edges(&NodeKey::new("c", "z"), None, Direction::In)?.is_empty());
+    assert!(db
+        .edges(&NodeKey::new("c", "a"), None, Direction::Out)?
+        .is_empty());
+    assert!(db
+        .edges(&NodeKey::new("c", "z"), None, Direction::In)?
+        .is_empty());
     let o = db.get("c", "a")?.expect("a is stored");
     assert_eq!(o.properties, json!({"n": 1}));
     assert_eq!(o.vector, Some(vec![1.0, 0.0, 0.0]));
@@ -118,18 +172,59 @@ fn traversal_filters_and_hybrid_answer_from_stored_edges() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path(), DatabaseConfig::default())?;
     seed(&db)?;
-    let steps = db.traverse(&NodeKey::new("c", "a"), &TraverseOptions { depth: 2, ..Default::default() })?;
-    let ids: Vec<(&str, u32)> = steps.iter().map(|s| (s.node.id.as_str(), s.depth)).collect();
+    let steps = db.traverse(
+        &NodeKey::new("c", "a"),
+        &TraverseOptions {
+            depth: 2,
+            ..Default::default()
+        },
+    )?;
+    let ids: Vec<(&str, u32)> = steps
+        .iter()
+        .map(|s| (s.node.id.as_str(), s.depth))
+        .collect();
     assert_eq!(ids, vec![("a", 0), ("b", 1), ("z", 2)]);
-    let back = db.traverse(&NodeKey::new("c", "z"), &TraverseOptions { direction: Direction::In, depth: 5, ..Default::default() })?;
-    assert_eq!(back.iter().map(|s| s.node.id.as_str()).collect::<Vec<_>>(), vec!["z", "b", "a"]);
-    assert_eq!(db.filter("c", &json!({"n": {"$gte": 2}}), 10)?, vec!["b", "z"]);
-    let f = SearchOptions { k: 2, ef: None, filter: Some(json!({"n": {"$ne": 1}})) };
-    let ids: Vec<String> = db.search("c", &[1.0, 0.0, 0.0], &f)?.into_iter().map(|h| h.id).collect();
+    let back = db.traverse(
+        &NodeKey::new("c", "z"),
+        &TraverseOptions {
+            direction: Direction::In,
+            depth: 5,
+            ..Default::default()
+        },
+    )?;
+    assert_eq!(
+        back.iter().map(|s| s.node.id.as_str()).collect::<Vec<_>>(),
+        vec!["z", "b", "a"]
+    );
+    assert_eq!(
+        db.filter("c", &json!({"n": {"$gte": 2}}), 10)?,
+        vec!["b", "z"]
+    );
+    let f = SearchOptions {
+        k: 2,
+        ef: None,
+        filter: Some(json!({"n": {"$ne": 1}})),
+    };
+    let ids: Vec<String> = db
+        .search("c", &[1.0, 0.0, 0.0], &f)?
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
     assert_eq!(ids, vec!["b", "z"]);
-    let h = db.hybrid("c", &[1.0, 0.0, 0.0], &SearchOptions::k(1), &TraverseOptions::default())?;
+    let h = db.hybrid(
+        "c",
+        &[1.0, 0.0, 0.0],
+        &SearchOptions::k(1),
+        &TraverseOptions::default(),
+    )?;
     assert_eq!(h[0].hit.id, "a");
-    assert_eq!(h[0].neighbours.iter().map(|s| s.node.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    assert_eq!(
+        h[0].neighbours
+            .iter()
+            .map(|s| s.node.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
+    );
     Ok(())
 }
 
@@ -145,7 +240,12 @@ fn hora_collections_answer_and_rebuild_from_storage_on_open() -> Result<()> {
         let mut b = Batch::new();
         for i in 0..200 {
             let x = i as f32 / 200.0;
-            b.upsert("h", &format!("p{i}"), json!({}), Some(vec![x, 1.0 - x, (i % 7) as f32]));
+            b.upsert(
+                "h",
+                &format!("p{i}"),
+                json!({}),
+                Some(vec![x, 1.0 - x, (i % 7) as f32]),
+            );
         }
         b.delete("h", "p199");
         db.write(b)?;
@@ -156,7 +256,10 @@ fn hora_collections_answer_and_rebuild_from_storage_on_open() -> Result<()> {
     };
     let db = Database::open(dir.path(), DatabaseConfig::default())?;
     let report = &db.startup()[0].1[0];
-    assert!(!report.restored_snapshot && report.rebuilt == 199, "{report:?}");
+    assert!(
+        !report.restored_snapshot && report.rebuilt == 199,
+        "{report:?}"
+    );
     assert_eq!(db.search("h", &q, &SearchOptions::k(5))?, first);
     Ok(())
 }

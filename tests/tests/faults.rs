@@ -10,7 +10,11 @@ use vektagraf::model::{Batch, CollectionSpec, Metric, SearchOptions};
 use vektagraf::{Database, DatabaseConfig, Error};
 
 fn vectors(n: usize, dim: usize, salt: usize) -> impl Iterator<Item = Vec<f32>> {
-    (0..n).map(move |i| (0..dim).map(|j| (((i + salt) * 31 + j * 7) % 97) as f32 / 97.0 + 0.01).collect())
+    (0..n).map(move |i| {
+        (0..dim)
+            .map(|j| (((i + salt) * 31 + j * 7) % 97) as f32 / 97.0 + 0.01)
+            .collect()
+    })
 }
 
 #[test]
@@ -36,12 +40,22 @@ fn exhausting_the_memory_cap_fails_the_batch_and_the_shard_keeps_serving() -> Re
         huge.upsert("big", &format!("h{i}"), json!({}), Some(v));
     }
     match db.write(huge) {
-        Err(Error::EngineTrap { collection, shard, .. }) => assert_eq!((collection.as_str(), shard), ("big", 0)),
+        Err(Error::EngineTrap {
+            collection, shard, ..
+        }) => assert_eq!((collection.as_str(), shard), ("big", 0)),
         other => panic!("expected an engine trap, got {other:?}"),
     }
-    assert_eq!(db.get("big", "h0")?, None, "a failed batch must write nothing");
+    assert_eq!(
+        db.get("big", "h0")?,
+        None,
+        "a failed batch must write nothing"
+    );
     assert_eq!(db.stats("big")?.objects, 300);
-    assert_eq!(db.search("big", &q, &SearchOptions::k(5))?, before, "the rebuilt shard answers as before");
+    assert_eq!(
+        db.search("big", &q, &SearchOptions::k(5))?,
+        before,
+        "the rebuilt shard answers as before"
+    );
     let mut small = Batch::new();
     small.upsert("big", "after", json!({}), vectors(1, 1024, 9).next());
     db.write(small)?;
@@ -70,7 +84,15 @@ fn a_call_past_its_deadline_is_interrupted_and_the_database_recovers() -> Result
     let err = db.write(slow).expect_err("deadline");
     assert!(matches!(err, Error::EngineTrap { .. }), "{err}");
     assert_eq!(db.stats("slow")?.objects, 1);
-    assert_eq!(db.search("slow", &vectors(1, 64, 0).next().unwrap_or_default(), &SearchOptions::k(1))?[0].id, "first");
+    assert_eq!(
+        db.search(
+            "slow",
+            &vectors(1, 64, 0).next().unwrap_or_default(),
+            &SearchOptions::k(1)
+        )?[0]
+            .id,
+        "first"
+    );
     Ok(())
 }
 
@@ -81,17 +103,28 @@ fn a_data_directory_of_a_newer_format_is_refused() -> Result<()> {
     {
         let db = redb::Database::open(dir.path().join(vektagraf::store::DB_FILE))?;
         let txn = db.begin_write()?;
-        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))?.insert("format_version", 99)?;
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))?
+            .insert("format_version", 99)?;
         txn.commit()?;
     }
     match Database::open(dir.path(), DatabaseConfig::default()) {
-        Err(e @ Error::Format { .. }) => assert!(e.to_string().contains("storage format 99 by a newer Vektagraf"), "{e}"),
+        Err(e @ Error::Format { .. }) => assert!(
+            e.to_string()
+                .contains("storage format 99 by a newer Vektagraf"),
+            "{e}"
+        ),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a newer format must be refused"),
     }
     let garbage = tempfile::tempdir()?;
-    std::fs::write(garbage.path().join(vektagraf::store::DB_FILE), b"not a database at all")?;
-    assert!(matches!(Database::open(garbage.path(), DatabaseConfig::default()), Err(Error::Format { .. })));
+    std::fs::write(
+        garbage.path().join(vektagraf::store::DB_FILE),
+        b"not a database at all",
+    )?;
+    assert!(matches!(
+        Database::open(garbage.path(), DatabaseConfig::default()),
+        Err(Error::Format { .. })
+    ));
     Ok(())
 }
 
@@ -100,7 +133,10 @@ fn a_damaged_engine_component_is_refused_at_open() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let bytes = &vektagraf::runtime::DEFAULT_ENGINE[..1000];
     match Database::open_with_engine(dir.path(), DatabaseConfig::default(), bytes) {
-        Err(e) => assert!(e.to_string().contains("compiling the engine component"), "{e}"),
+        Err(e) => assert!(
+            e.to_string().contains("compiling the engine component"),
+            "{e}"
+        ),
         Ok(_) => panic!("a truncated component must be refused"),
     }
     Ok(())

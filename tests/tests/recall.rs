@@ -12,7 +12,10 @@ fn recall(shards: u32) -> Result<f64> {
     let answers = db.search_batch("pkgs", &sample.queries, &SearchOptions::k(10))?;
     let mut hits = 0;
     for (q, got) in sample.queries.chunks_exact(DIM).zip(&answers) {
-        let want: Vec<&str> = exact_top_k(&sample.base, q, 10, |_| true).into_iter().map(|i| sample.meta[i].0.as_str()).collect();
+        let want: Vec<&str> = exact_top_k(&sample.base, q, 10, |_| true)
+            .into_iter()
+            .map(|i| sample.meta[i].0.as_str())
+            .collect();
         assert_eq!(got.len(), 10);
         hits += got.iter().filter(|h| want.contains(&h.id.as_str())).count();
     }

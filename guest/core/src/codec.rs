@@ -80,7 +80,9 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let n = usize::try_from(n).map_err(|_| truncated(what))?;
         // A length that cannot fit in what is left is corruption, not an allocation to attempt.
-        if n.checked_mul(elem).is_none_or(|b| b > self.buf.len() - self.pos) {
+        if n.checked_mul(elem)
+            .is_none_or(|b| b > self.buf.len() - self.pos)
+        {
             return Err(truncated(what));
         }
         Ok(n)

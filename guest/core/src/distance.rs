@@ -106,7 +106,16 @@ mod tests {
 
     #[test]
     fn scores_order_like_distances() {
-        assert_eq!(score(Metric::Dot, distance(Metric::Dot, &[1.0, 2.0], &[3.0, 4.0])), 11.0);
-        assert_eq!(score(Metric::Euclidean, distance(Metric::Euclidean, &[0.0, 0.0], &[3.0, 4.0])), 5.0);
+        assert_eq!(
+            score(Metric::Dot, distance(Metric::Dot, &[1.0, 2.0], &[3.0, 4.0])),
+            11.0
+        );
+        assert_eq!(
+            score(
+                Metric::Euclidean,
+                distance(Metric::Euclidean, &[0.0, 0.0], &[3.0, 4.0])
+            ),
+            5.0
+        );
     }
 }

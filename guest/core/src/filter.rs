@@ -22,9 +22,20 @@ pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
-    Cmp { path: Vec<String>, op: Op, value: Value },
-    In { path: Vec<String>, values: Vec<Value>, negate: bool },
-    Exists { path: Vec<String>, exists: bool },
+    Cmp {
+        path: Vec<String>,
+        op: Op,
+        value: Value,
+    },
+    In {
+        path: Vec<String>,
+        values: Vec<Value>,
+        negate: bool,
+    },
+    Exists {
+        path: Vec<String>,
+        exists: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +55,8 @@ fn err(msg: String) -> EngineError {
 impl Filter {
     /// Parses a filter from JSON text.
     pub fn parse(text: &str) -> Result<Filter, EngineError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
         Self::from_value(&v)
     }
 
@@ -59,7 +71,10 @@ impl Filter {
                     let items = val
                         .as_array()
                         .ok_or_else(|| err(format!("`{key}` takes an array of filters")))?;
-                    let subs = items.iter().map(Self::from_value).collect::<Result<_, _>>()?;
+                    let subs = items
+                        .iter()
+                        .map(Self::from_value)
+                        .collect::<Result<_, _>>()?;
                     if key == "$and" {
                         Filter::And(subs)
                     } else {
@@ -84,12 +99,20 @@ impl Filter {
             Some(o) if o.keys().any(|k| k.starts_with('$')) => o,
             // A plain value (or an object without operators) is an equality test.
             _ => {
-                return Ok(Filter::Cmp { path, op: Op::Eq, value: val.clone() });
+                return Ok(Filter::Cmp {
+                    path,
+                    op: Op::Eq,
+                    value: val.clone(),
+                });
             }
         };
         let mut parts = Vec::with_capacity(ops.len());
         for (op, arg) in ops {
-            let cmp = |op| Filter::Cmp { path: path.clone(), op, value: arg.clone() };
+            let cmp = |op| Filter::Cmp {
+                path: path.clone(),
+                op,
+                value: arg.clone(),
+            };
             parts.push(match op.as_str() {
                 "$eq" => cmp(Op::Eq),
                 "$ne" => cmp(Op::Ne),
@@ -116,9 +139,9 @@ impl Filter {
                 },
                 "$exists" => Filter::Exists {
                     path: path.clone(),
-                    exists: arg
-                        .as_bool()
-                        .ok_or_else(|| err(format!("`$exists` on `{field}` takes true or false")))?,
+                    exists: arg.as_bool().ok_or_else(|| {
+                        err(format!("`$exists` on `{field}` takes true or false"))
+                    })?,
                 },
                 other => return Err(err(format!("unknown operator `{other}` on `{field}`"))),
             });
@@ -141,17 +164,21 @@ impl Filter {
                 match op {
                     Op::Eq => found.is_some_and(|v| equal(v, value)),
                     Op::Ne => !found.is_some_and(|v| equal(v, value)),
-                    Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
-                        found.and_then(|v| compare(v, value)).is_some_and(|o| match op {
+                    Op::Gt | Op::Gte | Op::Lt | Op::Lte => found
+                        .and_then(|v| compare(v, value))
+                        .is_some_and(|o| match op {
                             Op::Gt => o == Ordering::Greater,
                             Op::Gte => o != Ordering::Less,
                             Op::Lt => o == Ordering::Less,
                             _ => o != Ordering::Greater,
-                        })
-                    }
+                        }),
                 }
             }
-            Filter::In { path, values, negate } => {
+            Filter::In {
+                path,
+                values,
+                negate,
+            } => {
                 let hit = lookup(props, path).is_some_and(|v| values.iter().any(|x| equal(v, x)));
                 hit != *negate
             }

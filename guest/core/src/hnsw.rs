@@ -185,7 +185,8 @@ impl Hnsw {
         self.candidates.clear();
         self.results.clear();
         self.visited.insert(entry.0);
-        self.candidates.push(Far(std::cmp::Reverse(Near(entry.1, entry.0))));
+        self.candidates
+            .push(Far(std::cmp::Reverse(Near(entry.1, entry.0))));
         if accept(entry.0) {
             self.results.push(Near(entry.1, entry.0));
         }
@@ -290,7 +291,11 @@ impl Hnsw {
         h.deleted = r.bytes("deleted")?.iter().map(|b| *b != 0).collect();
         let n = h.levels.len();
         for i in 0..n {
-            let block = if h.levels[i] > 0 { r.u32s("upper links")? } else { Vec::new() };
+            let block = if h.levels[i] > 0 {
+                r.u32s("upper links")?
+            } else {
+                Vec::new()
+            };
             if block.len() != h.levels[i] as usize * (h.m + 1) {
                 return Err(bad("upper links do not match levels"));
             }
@@ -304,8 +309,16 @@ impl Hnsw {
         let n32 = n as u32;
         let links_ok = (0..n32).all(|i| {
             (0..=h.levels[i as usize]).all(|l| {
-                let s = if l == 0 { i as usize * (h.m0 + 1) } else { (l as usize - 1) * (h.m + 1) };
-                let block = if l == 0 { &h.layer0[s..] } else { &h.upper[i as usize][s..] };
+                let s = if l == 0 {
+                    i as usize * (h.m0 + 1)
+                } else {
+                    (l as usize - 1) * (h.m + 1)
+                };
+                let block = if l == 0 {
+                    &h.layer0[s..]
+                } else {
+                    &h.upper[i as usize][s..]
+                };
                 let cap = if l == 0 { h.m0 } else { h.m };
                 let c = block[0] as usize;
                 c <= cap && block[1..1 + c].iter().all(|&x| x < n32)
@@ -408,7 +421,11 @@ impl VectorIndex for Hnsw {
     fn memory_bytes(&self) -> usize {
         self.vectors.capacity() * 4
             + self.layer0.capacity() * 4
-            + self.upper.iter().map(|u| u.capacity() * 4 + 24).sum::<usize>()
+            + self
+                .upper
+                .iter()
+                .map(|u| u.capacity() * 4 + 24)
+                .sum::<usize>()
             + self.levels.capacity()
             + self.deleted.capacity()
             + self.visited.marks.capacity() * 4
@@ -451,7 +468,9 @@ mod tests {
             .map(|_| {
                 (0..dim)
                     .map(|_| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
                     })
                     .collect()
@@ -484,8 +503,15 @@ mod tests {
         let queries = points(50, 24, 99);
         let mut hits = 0;
         for q in &queries {
-            let got: Vec<u32> = h.search(q, 10, 64, &|_| true).into_iter().map(|x| x.0).collect();
-            assert!(got.iter().all(|g| !deleted.contains(g)), "deleted slot returned");
+            let got: Vec<u32> = h
+                .search(q, 10, 64, &|_| true)
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            assert!(
+                got.iter().all(|g| !deleted.contains(g)),
+                "deleted slot returned"
+            );
             let want = exact(&data, q, 10, &deleted);
             hits += got.iter().filter(|g| want.contains(g)).count();
         }
@@ -505,7 +531,10 @@ mod tests {
         h.write(&mut w).expect("write");
         let mut back = Hnsw::read(&mut Reader::new(&w.buf)).expect("read");
         for q in points(20, 8, 5) {
-            assert_eq!(h.search(&q, 5, 40, &|_| true), back.search(&q, 5, 40, &|_| true));
+            assert_eq!(
+                h.search(&q, 5, 40, &|_| true),
+                back.search(&q, 5, 40, &|_| true)
+            );
         }
         // Corrupt a link count: reading must fail instead of trusting it.
         let mut bad = w.buf.clone();

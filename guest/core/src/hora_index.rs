@@ -57,7 +57,9 @@ impl VectorIndex for HoraIndex {
 
     fn insert(&mut self, slot: u32, v: &[f32]) -> Result<(), EngineError> {
         if slot as usize != self.deleted.len() || v.len() != self.dim {
-            return Err(EngineError::State(format!("hora: bad insert of slot {slot}")));
+            return Err(EngineError::State(format!(
+                "hora: bad insert of slot {slot}"
+            )));
         }
         self.inner
             .add(v, slot)

@@ -18,8 +18,13 @@ pub trait VectorIndex {
     /// Marks a slot as gone. It may still route searches but is never returned.
     fn remove(&mut self, slot: u32);
     /// The `k` nearest accepted slots, closest first, exploring `ef` candidates.
-    fn search(&mut self, query: &[f32], k: usize, ef: usize, accept: &dyn Fn(u32) -> bool)
-        -> Vec<Scored>;
+    fn search(
+        &mut self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored>;
     /// The stored vector of a live slot (for exact search and rebuilds).
     fn vector(&self, slot: u32) -> Option<&[f32]>;
     /// Slots handed out so far, deleted ones included.

@@ -61,7 +61,11 @@ pub struct Shard {
 }
 
 fn new_index(c: &CollectionConfig) -> Box<dyn VectorIndex> {
-    let (dim, m, efc) = (c.dimension as usize, c.m as usize, c.ef_construction as usize);
+    let (dim, m, efc) = (
+        c.dimension as usize,
+        c.m as usize,
+        c.ef_construction as usize,
+    );
     match c.index {
         IndexKind::Hnsw => Box::new(Hnsw::new(dim, c.metric, m, efc)),
         IndexKind::Hora => Box::new(HoraIndex::new(dim, c.metric, m, efc)),
@@ -219,7 +223,7 @@ impl Shard {
     /// k-NN for each query row, best first.
     pub fn search(&mut self, req: &SearchRequest<'_>) -> Result<Vec<Vec<Hit>>, EngineError> {
         let dim = self.config.dimension as usize;
-        if req.vectors.len() % dim != 0 {
+        if !req.vectors.len().is_multiple_of(dim) {
             return Err(EngineError::invalid(format!(
                 "query vectors have {} values, not a multiple of the dimension {dim}",
                 req.vectors.len()
@@ -236,7 +240,11 @@ impl Shard {
             Some(a) => a.iter().filter(|x| **x).count(),
             None => self.slot_owner.len() - self.dead as usize,
         };
-        let ef = if req.ef == 0 { self.config.ef_search as usize } else { req.ef };
+        let ef = if req.ef == 0 {
+            self.config.ef_search as usize
+        } else {
+            req.ef
+        };
         let mut out = Vec::with_capacity(req.vectors.len() / dim);
         for (row, q) in req.vectors.chunks_exact(dim).enumerate() {
             validate_vector(&self.config, &format!("query row {row}"), q)?;
@@ -255,7 +263,10 @@ impl Shard {
                     .into_iter()
                     .filter_map(|(s, d)| {
                         let id = self.slot_owner.get(s as usize)?.clone()?;
-                        Some(Hit { id, score: score(self.config.metric, d) })
+                        Some(Hit {
+                            id,
+                            score: score(self.config.metric, d),
+                        })
                     })
                     .collect(),
             );
@@ -266,7 +277,11 @@ impl Shard {
     fn exact(&self, q: &[f32], k: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Scored> {
         let mut all: Vec<Scored> = (0..self.index.slots())
             .filter(|&s| accept(s))
-            .filter_map(|s| self.index.vector(s).map(|v| (s, distance(self.config.metric, q, v))))
+            .filter_map(|s| {
+                self.index
+                    .vector(s)
+                    .map(|v| (s, distance(self.config.metric, q, v)))
+            })
             .collect();
         let by = |a: &Scored, b: &Scored| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
         if all.len() > k {
@@ -333,7 +348,9 @@ impl Shard {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
         let body = unseal(bytes)?;
         if body.len() < 8 || &body[..8] != MAGIC {
-            return Err(EngineError::State("not a shard snapshot (bad magic)".into()));
+            return Err(EngineError::State(
+                "not a shard snapshot (bad magic)".into(),
+            ));
         }
         let mut r = Reader::new(&body[8..]);
         let format = r.u32("format")?;
@@ -371,7 +388,11 @@ impl Shard {
         for (s, id) in slots {
             match owners.get_mut(s as usize) {
                 Some(o @ None) if index.vector(s).is_some() => *o = Some(id),
-                _ => return Err(EngineError::State(format!("snapshot: slot {s} of `{id}` is invalid"))),
+                _ => {
+                    return Err(EngineError::State(format!(
+                        "snapshot: slot {s} of `{id}` is invalid"
+                    )))
+                }
             }
         }
         self.dead = owners.iter().filter(|o| o.is_none()).count() as u32;

@@ -48,7 +48,11 @@ pub trait EdgeSource {
 /// most `limit` further nodes, in visiting order.
 pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
     let mut seen: HashSet<NodeRef> = HashSet::from([req.start.clone()]);
-    let mut out = vec![Step { node: req.start.clone(), depth: 0, via: None }];
+    let mut out = vec![Step {
+        node: req.start.clone(),
+        depth: 0,
+        via: None,
+    }];
     let mut queue = VecDeque::from([(req.start.clone(), 0u32)]);
     let dirs: &[Direction] = match req.direction {
         Direction::Both => &[Direction::Out, Direction::In],
@@ -68,7 +72,10 @@ pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
                     out.push(Step {
                         node: e.other.clone(),
                         depth: depth + 1,
-                        via: Some(EdgeRef { label: e.label, other: node.clone() }),
+                        via: Some(EdgeRef {
+                            label: e.label,
+                            other: node.clone(),
+                        }),
                     });
                     queue.push_back((e.other, depth + 1));
                 }

@@ -22,7 +22,9 @@ thread_local! {
     static SHARD: RefCell<Option<Shard>> = const { RefCell::new(None) };
 }
 
-fn with_shard<T>(f: impl FnOnce(&mut Shard) -> Result<T, core::EngineError>) -> Result<T, wit::EngineError> {
+fn with_shard<T>(
+    f: impl FnOnce(&mut Shard) -> Result<T, core::EngineError>,
+) -> Result<T, wit::EngineError> {
     SHARD.with(|cell| match cell.borrow_mut().as_mut() {
         Some(shard) => f(shard).map_err(to_wit_error),
         None => Err(wit::EngineError::State("shard is not initialised".into())),
@@ -58,18 +60,29 @@ fn config_from_wit(c: wit::CollectionConfig) -> core::CollectionConfig {
 }
 
 fn node_to_wit(n: &tr::NodeRef) -> wit::NodeRef {
-    wit::NodeRef { collection: n.collection.clone(), id: n.id.clone() }
+    wit::NodeRef {
+        collection: n.collection.clone(),
+        id: n.id.clone(),
+    }
 }
 
 fn node_from_wit(n: wit::NodeRef) -> tr::NodeRef {
-    tr::NodeRef { collection: n.collection, id: n.id }
+    tr::NodeRef {
+        collection: n.collection,
+        id: n.id,
+    }
 }
 
 /// Edges come from the host's storage through the `host.edges` import.
 struct HostEdges;
 
 impl EdgeSource for HostEdges {
-    fn edges(&mut self, node: &tr::NodeRef, label: Option<&str>, d: tr::Direction) -> Vec<tr::EdgeRef> {
+    fn edges(
+        &mut self,
+        node: &tr::NodeRef,
+        label: Option<&str>,
+        d: tr::Direction,
+    ) -> Vec<tr::EdgeRef> {
         let dir = match d {
             tr::Direction::Out => wit::Direction::Out,
             tr::Direction::In => wit::Direction::In,
@@ -77,7 +90,10 @@ impl EdgeSource for HostEdges {
         };
         host::edges(&node_to_wit(node), label, dir)
             .into_iter()
-            .map(|e| tr::EdgeRef { label: e.label, other: node_from_wit(e.other) })
+            .map(|e| tr::EdgeRef {
+                label: e.label,
+                other: node_from_wit(e.other),
+            })
             .collect()
     }
 }
@@ -114,7 +130,14 @@ impl Guest for Engine {
         let rows = with_shard(|s| s.search(&req))?;
         Ok(rows
             .into_iter()
-            .map(|hits| hits.into_iter().map(|h| wit::Hit { id: h.id, score: h.score }).collect())
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|h| wit::Hit {
+                        id: h.id,
+                        score: h.score,
+                    })
+                    .collect()
+            })
             .collect())
     }
 
@@ -140,7 +163,10 @@ impl Guest for Engine {
             .map(|st| wit::Step {
                 node: node_to_wit(&st.node),
                 depth: st.depth,
-                via: st.via.map(|e| wit::EdgeRef { label: e.label, other: node_to_wit(&e.other) }),
+                via: st.via.map(|e| wit::EdgeRef {
+                    label: e.label,
+                    other: node_to_wit(&e.other),
+                }),
             })
             .collect())
     }

@@ -41,14 +41,23 @@ fn describe(db: &Database, id: &str) -> String {
     db.get(COLLECTION, id)
         .ok()
         .flatten()
-        .and_then(|o| o.properties.get("description").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|o| {
+            o.properties
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_default()
 }
 
 pub fn run(json_out: bool) -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let db = Database::open(tmp.path().join("db"), DatabaseConfig::default())?;
-    let progress = if json_out { Progress::Quiet } else { Progress::Bars };
+    let progress = if json_out {
+        Progress::Quiet
+    } else {
+        Progress::Bars
+    };
     if !json_out {
         println!("Vektagraf demo: loading 2,500 Debian packages (384-d MiniLM embeddings + dependency edges) into {}", tmp.path().display());
     }
@@ -56,7 +65,11 @@ pub fn run(json_out: bool) -> Result<()> {
     let stats = db.stats(COLLECTION)?;
     let mut report = json!({"objects": stats.objects, "vectors": stats.vectors, "queries": []});
     if !json_out {
-        println!("loaded {} objects; the engine (a Wasm component) holds {:.1} MiB\n", stats.objects, stats.engine_memory_bytes as f64 / (1 << 20) as f64);
+        println!(
+            "loaded {} objects; the engine (a Wasm component) holds {:.1} MiB\n",
+            stats.objects,
+            stats.engine_memory_bytes as f64 / (1 << 20) as f64
+        );
     }
     let mut record = |title: String, rows: Vec<(String, String)>| {
         if !json_out {
@@ -75,33 +88,80 @@ pub fn run(json_out: bool) -> Result<()> {
         let hits = db.search(COLLECTION, &vector_of(&db, id)?, &SearchOptions::k(6))?;
         record(
             format!("Packages most like `{id}` ({}):", describe(&db, id)),
-            hits.into_iter().filter(|h| h.id != id).map(|h| (format!("{:.3}  {}", h.score, h.id), describe(&db, &h.id))).collect(),
+            hits.into_iter()
+                .filter(|h| h.id != id)
+                .map(|h| (format!("{:.3}  {}", h.score, h.id), describe(&db, &h.id)))
+                .collect(),
         );
     }
 
     let filter = json!({"section": "games", "installed_size": {"$lt": 2000}});
-    let hits = db.search(COLLECTION, &vector_of(&db, "nethack-console")?, &SearchOptions { k: 5, ef: None, filter: Some(filter.clone()) })?;
+    let hits = db.search(
+        COLLECTION,
+        &vector_of(&db, "nethack-console")?,
+        &SearchOptions {
+            k: 5,
+            ef: None,
+            filter: Some(filter.clone()),
+        },
+    )?;
     record(
         format!("Like `nethack-console`, filtered by {filter}:"),
-        hits.into_iter().map(|h| (format!("{:.3}  {}", h.score, h.id), describe(&db, &h.id))).collect(),
+        hits.into_iter()
+            .map(|h| (format!("{:.3}  {}", h.score, h.id), describe(&db, &h.id)))
+            .collect(),
     );
 
-    let steps = db.traverse(&NodeKey::new(COLLECTION, "0ad"), &TraverseOptions { label: Some("depends".into()), direction: Direction::Out, depth: 2, limit: 12 })?;
+    let steps = db.traverse(
+        &NodeKey::new(COLLECTION, "0ad"),
+        &TraverseOptions {
+            label: Some("depends".into()),
+            direction: Direction::Out,
+            depth: 2,
+            limit: 12,
+        },
+    )?;
     record(
         "What `0ad` depends on, two hops deep (graph traversal):".into(),
-        steps.into_iter().skip(1).map(|s| {
-            let via = s.via.map(|(l, from)| format!("{l} of {}", from.id)).unwrap_or_default();
-            (format!("{}{}", "  ".repeat(s.depth as usize - 1), s.node.id), via)
-        }).collect(),
+        steps
+            .into_iter()
+            .skip(1)
+            .map(|s| {
+                let via = s
+                    .via
+                    .map(|(l, from)| format!("{l} of {}", from.id))
+                    .unwrap_or_default();
+                (
+                    format!("{}{}", "  ".repeat(s.depth as usize - 1), s.node.id),
+                    via,
+                )
+            })
+            .collect(),
     );
 
-    let hybrid = db.hybrid(COLLECTION, &vector_of(&db, "fish")?, &SearchOptions::k(3), &TraverseOptions { label: None, direction: Direction::Out, depth: 1, limit: 4 })?;
+    let hybrid = db.hybrid(
+        COLLECTION,
+        &vector_of(&db, "fish")?,
+        &SearchOptions::k(3),
+        &TraverseOptions {
+            label: None,
+            direction: Direction::Out,
+            depth: 1,
+            limit: 4,
+        },
+    )?;
     record(
         "Hybrid: the 3 packages nearest `fish`, each with what it depends on:".into(),
-        hybrid.into_iter().map(|h| {
-            let deps: Vec<String> = h.neighbours.into_iter().map(|s| s.node.id).collect();
-            (format!("{:.3}  {}", h.hit.score, h.hit.id), format!("-> {}", deps.join(", ")))
-        }).collect(),
+        hybrid
+            .into_iter()
+            .map(|h| {
+                let deps: Vec<String> = h.neighbours.into_iter().map(|s| s.node.id).collect();
+                (
+                    format!("{:.3}  {}", h.hit.score, h.hit.id),
+                    format!("-> {}", deps.join(", ")),
+                )
+            })
+            .collect(),
     );
 
     db.close()?;

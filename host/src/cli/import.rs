@@ -46,7 +46,8 @@ fn read_meta(path: &Path, rows: u64) -> Result<Vec<(String, Value)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{name}:{}: malformed JSON", i + 1))?;
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{name}:{}: malformed JSON", i + 1))?;
         let Value::Object(mut props) = v else {
             bail!("{name}:{}: each line must be a JSON object", i + 1);
         };
@@ -54,7 +55,10 @@ fn read_meta(path: &Path, rows: u64) -> Result<Vec<(String, Value)>> {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(Value::Number(n)) => n.to_string(),
             None => out.len().to_string(),
-            Some(other) => bail!("{name}:{}: `id` must be a non-empty string or a number, found `{other}`", i + 1),
+            Some(other) => bail!(
+                "{name}:{}: `id` must be a non-empty string or a number, found `{other}`",
+                i + 1
+            ),
         };
         out.push((id, Value::Object(props)));
     }
@@ -80,7 +84,11 @@ fn read_edges(path: &Path) -> Result<Vec<(String, String, String)>> {
         }
         let f: Vec<&str> = line.split('\t').collect();
         let [from, to, label] = f[..] else {
-            bail!("{name}:{}: expected `from<TAB>to<TAB>label`, found {} field(s)", i + 1, f.len());
+            bail!(
+                "{name}:{}: expected `from<TAB>to<TAB>label`, found {} field(s)",
+                i + 1,
+                f.len()
+            );
         };
         if from.is_empty() || to.is_empty() || label.is_empty() {
             bail!("{name}:{}: empty field", i + 1);
@@ -104,7 +112,13 @@ fn bar(progress: Progress, len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Validates every input, then imports it in batches of `batch` rows.
-pub fn import(db: &Database, collection: &str, files: &ImportFiles, batch: usize, progress: Progress) -> Result<ImportReport> {
+pub fn import(
+    db: &Database,
+    collection: &str,
+    files: &ImportFiles,
+    batch: usize,
+    progress: Progress,
+) -> Result<ImportReport> {
     let spec = db.collection_spec(collection)?;
     let dim = spec.dimension as usize;
     let batch = batch.max(1);
@@ -115,7 +129,9 @@ pub fn import(db: &Database, collection: &str, files: &ImportFiles, batch: usize
     let rows = check.rows();
     let meta = match &files.meta {
         Some(p) => read_meta(p, rows)?,
-        None => (0..rows).map(|i| (i.to_string(), Value::Object(Default::default()))).collect(),
+        None => (0..rows)
+            .map(|i| (i.to_string(), Value::Object(Default::default())))
+            .collect(),
     };
     let mut buf = Vec::with_capacity(batch * dim);
     let mut row = 0usize;
@@ -162,11 +178,15 @@ pub fn import(db: &Database, collection: &str, files: &ImportFiles, batch: usize
             let (id, props) = &meta[done + i];
             b.upsert(collection, id, props.clone(), Some(v.to_vec()));
         }
-        db.write(b).with_context(|| format!("writing rows {done}..{}", done + n))?;
+        db.write(b)
+            .with_context(|| format!("writing rows {done}..{}", done + n))?;
         done += n;
         pb.inc(n as u64);
         if progress == Progress::JsonLines {
-            println!("{}", serde_json::json!({"event": "committed", "objects": done}));
+            println!(
+                "{}",
+                serde_json::json!({"event": "committed", "objects": done})
+            );
         }
     }
     pb.finish_and_clear();
@@ -174,9 +194,20 @@ pub fn import(db: &Database, collection: &str, files: &ImportFiles, batch: usize
     for (i, chunk) in edges.chunks(batch * 4).enumerate() {
         let mut b = Batch::new();
         for (from, to, label) in chunk {
-            b.link(NodeKey::new(collection, from), label, NodeKey::new(collection, to), Value::Null);
+            b.link(
+                NodeKey::new(collection, from),
+                label,
+                NodeKey::new(collection, to),
+                Value::Null,
+            );
         }
-        db.write(b).with_context(|| format!("writing edges {}..{}", i * batch * 4, i * batch * 4 + chunk.len()))?;
+        db.write(b).with_context(|| {
+            format!(
+                "writing edges {}..{}",
+                i * batch * 4,
+                i * batch * 4 + chunk.len()
+            )
+        })?;
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

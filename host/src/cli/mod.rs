@@ -10,13 +10,19 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::model::{CollectionSpec, Direction, IndexKind, Metric, NodeKey, SearchOptions, TraverseOptions};
+use crate::model::{
+    CollectionSpec, Direction, IndexKind, Metric, NodeKey, SearchOptions, TraverseOptions,
+};
 use crate::{Database, DatabaseConfig};
 use import::{ImportFiles, Progress};
 use vectors::VectorFile;
 
 #[derive(Parser)]
-#[command(name = "vektagraf", version, about = "Vektagraf Edge: a vector + graph database with a WebAssembly engine")]
+#[command(
+    name = "vektagraf",
+    version,
+    about = "Vektagraf Edge: a vector + graph database with a WebAssembly engine"
+)]
 pub struct Cli {
     /// Database directory (created if missing).
     #[arg(long, global = true, default_value = "vektagraf-data")]
@@ -130,32 +136,99 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(p) => DatabaseConfig::from_file(p)?,
         None => DatabaseConfig::default(),
     };
-    let db = Database::open(&cli.data, config).with_context(|| format!("opening {}", cli.data.display()))?;
+    let db = Database::open(&cli.data, config)
+        .with_context(|| format!("opening {}", cli.data.display()))?;
     let out = Out { json: cli.json };
     match cli.command {
-        Command::Collection(CollectionCmd::Create { name, dim, metric, index, shards, m, ef_construction, ef_search }) => {
-            let spec = CollectionSpec { name, dimension: dim, metric, index, m, ef_construction, ef_search, shards };
+        Command::Collection(CollectionCmd::Create {
+            name,
+            dim,
+            metric,
+            index,
+            shards,
+            m,
+            ef_construction,
+            ef_search,
+        }) => {
+            let spec = CollectionSpec {
+                name,
+                dimension: dim,
+                metric,
+                index,
+                m,
+                ef_construction,
+                ef_search,
+                shards,
+            };
             let created = db.create_collection(spec.clone())?;
             out.print(&json!({"created": created, "collection": spec}), || {
-                format!("{} collection `{}` ({} dims, {}, {} index, {} shard(s))",
-                    if created { "created" } else { "already have" }, spec.name, spec.dimension, spec.metric, spec.index, spec.shards)
+                format!(
+                    "{} collection `{}` ({} dims, {}, {} index, {} shard(s))",
+                    if created { "created" } else { "already have" },
+                    spec.name,
+                    spec.dimension,
+                    spec.metric,
+                    spec.index,
+                    spec.shards
+                )
             });
         }
         Command::Collection(CollectionCmd::List) => {
             let specs = db.collections();
-            out.print(&json!(specs), || specs.iter().map(|s| format!("{}\t{} dims\t{}\t{}\t{} shard(s)", s.name, s.dimension, s.metric, s.index, s.shards)).collect::<Vec<_>>().join("\n"));
+            out.print(&json!(specs), || {
+                specs
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}\t{} dims\t{}\t{}\t{} shard(s)",
+                            s.name, s.dimension, s.metric, s.index, s.shards
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
-        Command::Import { collection, vectors, meta, edges, batch } => {
-            let progress = if cli.json { Progress::JsonLines } else { Progress::Bars };
-            let report = import::import(&db, &collection, &ImportFiles { vectors, meta, edges }, batch, progress)?;
+        Command::Import {
+            collection,
+            vectors,
+            meta,
+            edges,
+            batch,
+        } => {
+            let progress = if cli.json {
+                Progress::JsonLines
+            } else {
+                Progress::Bars
+            };
+            let report = import::import(
+                &db,
+                &collection,
+                &ImportFiles {
+                    vectors,
+                    meta,
+                    edges,
+                },
+                batch,
+                progress,
+            )?;
             db.checkpoint()?;
-            out.print(&json!(report), || format!("imported {} objects and {} edges into `{}` in {:.1} s ({:.0} objects/s)",
-                report.objects, report.edges, report.collection, report.seconds, report.objects_per_second));
+            out.print(&json!(report), || {
+                format!(
+                    "imported {} objects and {} edges into `{}` in {:.1} s ({:.0} objects/s)",
+                    report.objects,
+                    report.edges,
+                    report.collection,
+                    report.seconds,
+                    report.objects_per_second
+                )
+            });
         }
         Command::Search(args) => search(&db, &out, args)?,
         Command::Get { collection, id } => match db.get(&collection, &id)? {
             Some(o) => out.print(&json!(o), || {
-                let v = o.vector.as_ref().map_or("no vector".into(), |v| format!("vector of {} dims", v.len()));
+                let v = o.vector.as_ref().map_or("no vector".into(), |v| {
+                    format!("vector of {} dims", v.len())
+                });
                 format!("{}\t{}\t{v}", o.id, o.properties)
             }),
             None => bail!("object `{id}` does not exist in collection `{collection}`"),
@@ -167,21 +240,52 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut b = crate::model::Batch::new();
             b.delete(&collection, &id);
             let receipt = db.write(b)?;
-            out.print(&json!({"deleted": id, "receipt": receipt}), || format!("deleted `{id}`"));
+            out.print(&json!({"deleted": id, "receipt": receipt}), || {
+                format!("deleted `{id}`")
+            });
         }
-        Command::Traverse { collection, id, label, direction, depth, limit } => {
-            let steps = db.traverse(&NodeKey::new(&collection, &id), &TraverseOptions { label, direction, depth, limit })?;
-            out.print(&json!(steps), || steps.iter().map(|s| match &s.via {
-                Some((label, from)) => format!("{}{} (via {label} from {})", "  ".repeat(s.depth as usize), s.node.id, from.id),
-                None => s.node.id.clone(),
-            }).collect::<Vec<_>>().join("\n"));
+        Command::Traverse {
+            collection,
+            id,
+            label,
+            direction,
+            depth,
+            limit,
+        } => {
+            let steps = db.traverse(
+                &NodeKey::new(&collection, &id),
+                &TraverseOptions {
+                    label,
+                    direction,
+                    depth,
+                    limit,
+                },
+            )?;
+            out.print(&json!(steps), || {
+                steps
+                    .iter()
+                    .map(|s| match &s.via {
+                        Some((label, from)) => format!(
+                            "{}{} (via {label} from {})",
+                            "  ".repeat(s.depth as usize),
+                            s.node.id,
+                            from.id
+                        ),
+                        None => s.node.id.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         Command::Stats { collection } => {
             let names = match collection {
                 Some(c) => vec![c],
                 None => db.collections().into_iter().map(|s| s.name).collect(),
             };
-            let stats = names.iter().map(|n| db.stats(n)).collect::<crate::Result<Vec<_>>>()?;
+            let stats = names
+                .iter()
+                .map(|n| db.stats(n))
+                .collect::<crate::Result<Vec<_>>>()?;
             out.print(&json!(stats), || stats.iter().map(|s| format!(
                 "{}: {} objects, {} vectors ({} deleted slots), {} dims {}, {} index, {} shard(s), engine memory {:.1} MiB, snapshot at seq {}",
                 s.spec.name, s.objects, s.vectors, s.deleted_slots, s.spec.dimension, s.spec.metric, s.spec.index, s.spec.shards,
@@ -209,11 +313,21 @@ impl Out {
 
 fn search(db: &Database, out: &Out, a: SearchArgs) -> Result<()> {
     let spec = db.collection_spec(&a.collection)?;
-    let filter = a.filter.as_deref().map(serde_json::from_str::<Value>).transpose().context("--filter is not valid JSON")?;
-    let opts = SearchOptions { k: a.k, ef: a.ef, filter };
+    let filter = a
+        .filter
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+        .transpose()
+        .context("--filter is not valid JSON")?;
+    let opts = SearchOptions {
+        k: a.k,
+        ef: a.ef,
+        filter,
+    };
     let rows = match (&a.queries, &a.vector) {
         (Some(path), _) => VectorFile::open(path, spec.dimension as usize)?.read_all()?,
-        (None, Some(v)) => serde_json::from_str::<Vec<f32>>(v).context("--vector must be a JSON array of numbers")?,
+        (None, Some(v)) => serde_json::from_str::<Vec<f32>>(v)
+            .context("--vector must be a JSON array of numbers")?,
         (None, None) => bail!("give --queries FILE or --vector '[...]'"),
     };
     let dim = spec.dimension as usize;
@@ -222,7 +336,11 @@ fn search(db: &Database, out: &Out, a: SearchArgs) -> Result<()> {
             let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
             let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
             out.print(&json!({"ids": ids, "scores": scores}), || {
-                hits.iter().map(|h| format!("{:.4}  {}", h.score, h.id)).collect::<Vec<_>>().join("\n") + "\n"
+                hits.iter()
+                    .map(|h| format!("{:.4}  {}", h.score, h.id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n"
             });
         }
     }

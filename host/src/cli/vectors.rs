@@ -21,7 +21,10 @@ impl VectorFile {
     pub fn open(path: &Path, dim: usize) -> Result<Self> {
         let name = path.display().to_string();
         let file = File::open(path).with_context(|| format!("cannot open vectors file {name}"))?;
-        let size = file.metadata().with_context(|| format!("cannot read {name}"))?.len();
+        let size = file
+            .metadata()
+            .with_context(|| format!("cannot read {name}"))?
+            .len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let (rows, fvecs) = match ext {
@@ -41,7 +44,14 @@ impl VectorFile {
                 (size / row, false)
             }
         };
-        Ok(Self { reader, dim, rows, fvecs, next: 0, path: name })
+        Ok(Self {
+            reader,
+            dim,
+            rows,
+            fvecs,
+            next: 0,
+            path: name,
+        })
     }
 
     pub fn rows(&self) -> u64 {
@@ -55,16 +65,26 @@ impl VectorFile {
         while n < max && self.next < self.rows {
             if self.fvecs {
                 let mut d = [0u8; 4];
-                self.reader.read_exact(&mut d).with_context(|| format!("{}: row {} is truncated", self.path, self.next))?;
+                self.reader
+                    .read_exact(&mut d)
+                    .with_context(|| format!("{}: row {} is truncated", self.path, self.next))?;
                 let d = i32::from_le_bytes(d);
                 if d as i64 != self.dim as i64 {
-                    bail!("{}: row {} has dimension {d}, expected {}", self.path, self.next, self.dim);
+                    bail!(
+                        "{}: row {} has dimension {d}, expected {}",
+                        self.path,
+                        self.next,
+                        self.dim
+                    );
                 }
             }
             self.reader
                 .read_exact(&mut buf)
                 .with_context(|| format!("{}: row {} is truncated", self.path, self.next))?;
-            out.extend(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            out.extend(
+                buf.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
             self.next += 1;
             n += 1;
         }
@@ -82,7 +102,8 @@ impl VectorFile {
 /// Parses a `.npy` header, leaving the reader at the data; returns the row count.
 fn npy_header(r: &mut impl Read, name: &str, dim: usize, size: u64) -> Result<u64> {
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).with_context(|| format!("{name}: too short for a .npy file"))?;
+    r.read_exact(&mut magic)
+        .with_context(|| format!("{name}: too short for a .npy file"))?;
     if &magic[..6] != b"\x93NUMPY" {
         bail!("{name}: not a .npy file (bad magic)");
     }
@@ -96,7 +117,8 @@ fn npy_header(r: &mut impl Read, name: &str, dim: usize, size: u64) -> Result<u6
         u32::from_le_bytes(b) as u64
     };
     let mut header = vec![0u8; header_len as usize];
-    r.read_exact(&mut header).with_context(|| format!("{name}: .npy header is truncated"))?;
+    r.read_exact(&mut header)
+        .with_context(|| format!("{name}: .npy header is truncated"))?;
     let header = String::from_utf8_lossy(&header);
     if !header.contains("'descr': '<f4'") {
         bail!("{name}: .npy dtype must be little-endian float32 ('<f4'); header is {header}");
@@ -110,9 +132,15 @@ fn npy_header(r: &mut impl Read, name: &str, dim: usize, size: u64) -> Result<u6
         .and_then(|s| s.split(')').next())
         .map(|s| s.trim().trim_start_matches('(').to_owned())
         .with_context(|| format!("{name}: .npy header has no shape"))?;
-    let dims: Vec<u64> = shape.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect::<Result<_, _>>()
+    let dims: Vec<u64> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
         .with_context(|| format!("{name}: cannot read .npy shape `{shape}`"))?;
-    let [rows, d] = dims[..] else { bail!("{name}: .npy shape ({shape}) is not 2-D") };
+    let [rows, d] = dims[..] else {
+        bail!("{name}: .npy shape ({shape}) is not 2-D")
+    };
     if d != dim as u64 {
         bail!("{name}: .npy rows have {d} dimensions, the collection has {dim}");
     }
@@ -146,10 +174,17 @@ mod tests {
         npy.extend(&raw);
         std::fs::write(dir.path().join("v.npy"), &npy)?;
         for f in ["v.f32", "v.fvecs", "v.npy"] {
-            assert_eq!(VectorFile::open(&dir.path().join(f), 3)?.read_all()?, rows, "{f}");
+            assert_eq!(
+                VectorFile::open(&dir.path().join(f), 3)?.read_all()?,
+                rows,
+                "{f}"
+            );
         }
         std::fs::write(dir.path().join("t.f32"), &raw[..raw.len() - 2])?;
-        let e = VectorFile::open(&dir.path().join("t.f32"), 3).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = VectorFile::open(&dir.path().join("t.f32"), 3)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("not a whole number of rows"), "{e}");
         assert!(VectorFile::open(&dir.path().join("v.npy"), 4).is_err());
         Ok(())

@@ -8,7 +8,7 @@ use crate::runtime::{wit, ShardInstance};
 
 /// A shard's instance, or why it has none.
 pub(crate) enum Slot {
-    Ready(ShardInstance),
+    Ready(Box<ShardInstance>),
     Broken(String),
 }
 
@@ -29,7 +29,10 @@ pub(crate) fn shard_of(id: &str, shards: u32) -> u32 {
 
 impl Collection {
     pub fn new(spec: CollectionSpec, slots: Vec<Slot>) -> Self {
-        Self { spec, shards: slots.into_iter().map(Mutex::new).collect() }
+        Self {
+            spec,
+            shards: slots.into_iter().map(Mutex::new).collect(),
+        }
     }
 
     pub fn shard_count(&self) -> u32 {
@@ -37,7 +40,10 @@ impl Collection {
     }
 
     pub fn lock(&self, shard: u32) -> Result<MutexGuard<'_, Slot>> {
-        let m = self.shards.get(shard as usize).ok_or_else(|| Error::Engine(format!("no shard {shard}")))?;
+        let m = self
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| Error::Engine(format!("no shard {shard}")))?;
         // A panic while holding the lock can only come from host code between calls; the slot
         // itself is still consistent (calls are atomic), so keep serving.
         Ok(m.lock().unwrap_or_else(|p| p.into_inner()))
@@ -52,7 +58,12 @@ impl Collection {
     }
 
     /// Merges per-shard answers into the overall best `k`.
-    pub fn merge(&self, parts: Vec<Vec<Vec<wit::Hit>>>, rows: usize, k: usize) -> Vec<Vec<wit::Hit>> {
+    pub fn merge(
+        &self,
+        parts: Vec<Vec<Vec<wit::Hit>>>,
+        rows: usize,
+        k: usize,
+    ) -> Vec<Vec<wit::Hit>> {
         let mut out: Vec<Vec<wit::Hit>> = (0..rows).map(|_| Vec::new()).collect();
         for part in parts {
             for (row, hits) in part.into_iter().enumerate() {

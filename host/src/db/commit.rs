@@ -26,6 +26,8 @@ pub(crate) enum Job {
 }
 
 type ShardKey = (String, u32);
+/// A shard's answer to its part of a batch; the flag says whether it must be rebuilt.
+type ShardOutcome = Result<(), (Error, bool)>;
 
 /// Engine changes of the current group, per shard, in order: what a rebuilt shard must get
 /// again until the group is committed.
@@ -45,7 +47,10 @@ pub(crate) struct Committer {
 }
 
 fn node(k: &NodeKey) -> LogNode {
-    LogNode { collection: k.collection.clone(), id: k.id.clone() }
+    LogNode {
+        collection: k.collection.clone(),
+        id: k.id.clone(),
+    }
 }
 
 impl Committer {
@@ -53,7 +58,13 @@ impl Committer {
         let origin = inner.store.node_id();
         let next_seq = inner.store.applied()?.get(&origin).copied().unwrap_or(0) + 1;
         let hlc = Hlc::resume(inner.store.meta("hlc")?.unwrap_or(0));
-        Ok(Self { inner, origin, next_seq, hlc, dirty })
+        Ok(Self {
+            inner,
+            origin,
+            next_seq,
+            hlc,
+            dirty,
+        })
     }
 
     pub fn run(mut self, jobs: Receiver<Job>) {
@@ -109,7 +120,14 @@ impl Committer {
         let mut txn = self.inner.store.begin_write()?;
         let (seq, hlc) = self.stamp();
         txn.put_collection(&spec)?;
-        txn.append_log(self.origin, seq, &LogEntry { hlc, writes: vec![LogWrite::CreateCollection { spec: json }] })?;
+        txn.append_log(
+            self.origin,
+            seq,
+            &LogEntry {
+                hlc,
+                writes: vec![LogWrite::CreateCollection { spec: json }],
+            },
+        )?;
         txn.set_meta("hlc", hlc)?;
         txn.commit()?;
         self.inner.load_collection(spec)?;
@@ -138,7 +156,9 @@ impl Committer {
         let mut fatal: Option<Error> = None;
         for (batch, reply) in group {
             if fatal.is_some() {
-                let _ = reply.send(Err(Error::Storage("an earlier batch of the same commit failed".into())));
+                let _ = reply.send(Err(Error::Storage(
+                    "an earlier batch of the same commit failed".into(),
+                )));
                 continue;
             }
             match self.stage(&mut txn, &mut overlay, &mut pending, &batch) {
@@ -217,10 +237,15 @@ impl Committer {
         let mut log = Vec::with_capacity(batch.writes.len());
         for w in &batch.writes {
             match w {
-                Write::Upsert { key, properties, vector } => {
+                Write::Upsert {
+                    key,
+                    properties,
+                    vector,
+                } => {
                     let c = get(&key.collection).map_err(Staged::Rejected)?;
                     check_id(key).map_err(Staged::Rejected)?;
-                    let props = properties_text(&format!("object `{}`", key.id), properties).map_err(Staged::Rejected)?;
+                    let props = properties_text(&format!("object `{}`", key.id), properties)
+                        .map_err(Staged::Rejected)?;
                     if let Some(v) = vector {
                         check_vector(&c.spec, &key.id, v).map_err(Staged::Rejected)?;
                     }
@@ -232,7 +257,11 @@ impl Committer {
                             vector: vector.clone(),
                         }));
                     local.insert(key.clone(), true);
-                    log.push(LogWrite::Upsert { node: node(key), properties: props, vector: vector.clone() });
+                    log.push(LogWrite::Upsert {
+                        node: node(key),
+                        properties: props,
+                        vector: vector.clone(),
+                    });
                 }
                 Write::Delete { key } => {
                     let c = get(&key.collection).map_err(Staged::Rejected)?;
@@ -242,7 +271,12 @@ impl Committer {
                     local.insert(key.clone(), false);
                     log.push(LogWrite::Delete { node: node(key) });
                 }
-                Write::Link { from, label, to, properties } => {
+                Write::Link {
+                    from,
+                    label,
+                    to,
+                    properties,
+                } => {
                     get(&from.collection).map_err(Staged::Rejected)?;
                     get(&to.collection).map_err(Staged::Rejected)?;
                     check_label(label).map_err(Staged::Rejected)?;
@@ -254,36 +288,73 @@ impl Committer {
                             ))));
                         }
                     }
-                    let props = properties_text(&format!("edge `{}` -{label}-> `{}`", from.id, to.id), properties)
-                        .map_err(Staged::Rejected)?;
-                    log.push(LogWrite::Link { from: node(from), label: label.clone(), to: node(to), properties: props });
+                    let props = properties_text(
+                        &format!("edge `{}` -{label}-> `{}`", from.id, to.id),
+                        properties,
+                    )
+                    .map_err(Staged::Rejected)?;
+                    log.push(LogWrite::Link {
+                        from: node(from),
+                        label: label.clone(),
+                        to: node(to),
+                        properties: props,
+                    });
                 }
                 Write::Unlink { from, label, to } => {
                     get(&from.collection).map_err(Staged::Rejected)?;
                     get(&to.collection).map_err(Staged::Rejected)?;
-                    log.push(LogWrite::Unlink { from: node(from), label: label.clone(), to: node(to) });
+                    log.push(LogWrite::Unlink {
+                        from: node(from),
+                        label: label.clone(),
+                        to: node(to),
+                    });
                 }
             }
         }
-        self.apply_to_engine(&collections, &plan, pending).map_err(Staged::Rejected)?;
+        self.apply_to_engine(&collections, &plan, pending)
+            .map_err(Staged::Rejected)?;
 
         let (seq, hlc) = self.stamp();
-        let receipt = Receipt { origin: self.origin, seq, hlc };
+        let receipt = Receipt {
+            origin: self.origin,
+            seq,
+            hlc,
+        };
         let stored = (|| -> Result<()> {
             for w in &log {
                 match w {
-                    LogWrite::Upsert { node, properties, vector } => txn.put_object(
+                    LogWrite::Upsert {
+                        node,
+                        properties,
+                        vector,
+                    } => txn.put_object(
                         &NodeKey::new(&node.collection, &node.id),
-                        &StoredObject { properties: properties.clone(), vector: vector.clone(), hlc, origin: self.origin, seq },
+                        &StoredObject {
+                            properties: properties.clone(),
+                            vector: vector.clone(),
+                            hlc,
+                            origin: self.origin,
+                            seq,
+                        },
                     )?,
                     LogWrite::Delete { node } => {
                         txn.delete_object(&NodeKey::new(&node.collection, &node.id))?;
                     }
-                    LogWrite::Link { from, label, to, properties } => txn.link(
+                    LogWrite::Link {
+                        from,
+                        label,
+                        to,
+                        properties,
+                    } => txn.link(
                         &NodeKey::new(&from.collection, &from.id),
                         label,
                         &NodeKey::new(&to.collection, &to.id),
-                        &StoredEdge { properties: properties.clone(), hlc, origin: self.origin, seq },
+                        &StoredEdge {
+                            properties: properties.clone(),
+                            hlc,
+                            origin: self.origin,
+                            seq,
+                        },
                     )?,
                     LogWrite::Unlink { from, label, to } => txn.unlink(
                         &NodeKey::new(&from.collection, &from.id),
@@ -293,7 +364,14 @@ impl Committer {
                     LogWrite::CreateCollection { .. } => {}
                 }
             }
-            txn.append_log(self.origin, seq, &LogEntry { hlc, writes: log.clone() })?;
+            txn.append_log(
+                self.origin,
+                seq,
+                &LogEntry {
+                    hlc,
+                    writes: log.clone(),
+                },
+            )?;
             txn.set_meta("hlc", hlc)
         })();
         if let Err(e) = stored {
@@ -314,7 +392,7 @@ impl Committer {
         plan: &BTreeMap<ShardKey, Vec<wit::Mutation>>,
         pending: &Pending,
     ) -> Result<()> {
-        let results: Vec<(ShardKey, Result<(), (Error, bool)>)> = std::thread::scope(|scope| {
+        let results: Vec<(ShardKey, ShardOutcome)> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .iter()
                 .map(|((c, s), muts)| {
@@ -334,14 +412,20 @@ impl Committer {
                 .map(|(k, h)| {
                     let r = match h {
                         Err(r) => r,
-                        Ok(h) => h.join().unwrap_or_else(|_| Err((Error::Engine("engine thread panicked".into()), true))),
+                        Ok(h) => h.join().unwrap_or_else(|_| {
+                            Err((Error::Engine("engine thread panicked".into()), true))
+                        }),
                     };
                     (k, r)
                 })
                 .collect()
         });
-        let failed = results.iter().find_map(|(_, r)| r.as_ref().err().map(|(e, _)| e.to_string()));
-        let Some(first_error) = failed else { return Ok(()) };
+        let failed = results
+            .iter()
+            .find_map(|(_, r)| r.as_ref().err().map(|(e, _)| e.to_string()));
+        let Some(first_error) = failed else {
+            return Ok(());
+        };
         let mut error = None;
         for ((c, s), r) in results {
             match r {
@@ -360,12 +444,19 @@ impl Committer {
 
     /// Rebuilds a shard from storage plus the current group's pending changes.
     fn recover(&self, collection: &str, shard: u32, pending: &Pending) {
-        let Ok(coll) = self.inner.collection(collection) else { return };
+        let Ok(coll) = self.inner.collection(collection) else {
+            return;
+        };
         let mut slot = match coll.lock(shard) {
             Ok(s) => s,
             Err(_) => return,
         };
-        *slot = recover_slot(&self.inner, &coll.spec, shard, pending.by_shard.get(&(collection.to_owned(), shard)));
+        *slot = recover_slot(
+            &self.inner,
+            &coll.spec,
+            shard,
+            pending.by_shard.get(&(collection.to_owned(), shard)),
+        );
     }
 
     fn snapshot_if_due(&mut self) {
@@ -392,11 +483,22 @@ impl Committer {
             let coll = self.inner.collection(name)?;
             for s in 0..coll.shard_count() {
                 let mut slot = coll.lock(s)?;
-                let Slot::Ready(inst) = &mut *slot else { continue };
+                let Slot::Ready(inst) = &mut *slot else {
+                    continue;
+                };
                 match inst.snapshot() {
-                    Ok(bytes) => snaps.push((name.clone(), s, ShardSnapshot { covered: covered.clone(), bytes })),
+                    Ok(bytes) => snaps.push((
+                        name.clone(),
+                        s,
+                        ShardSnapshot {
+                            covered: covered.clone(),
+                            bytes,
+                        },
+                    )),
                     Err(CallError::Engine(wit::EngineError::Unsupported(_))) => {}
-                    Err(CallError::Engine(e)) => tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused"),
+                    Err(CallError::Engine(e)) => {
+                        tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused")
+                    }
                     Err(CallError::Trap(t)) => {
                         tracing::warn!(shard = inst.label(), trap = %t, "snapshot trapped; rebuilding shard");
                         *slot = recover_slot(&self.inner, &coll.spec, s, None);
@@ -420,13 +522,17 @@ enum Staged {
 }
 
 /// Applies one shard's part of a batch. The flag says whether the shard must be rebuilt.
-fn apply_one(coll: &Collection, shard: u32, muts: &[wit::Mutation]) -> Result<(), (Error, bool)> {
+fn apply_one(coll: &Collection, shard: u32, muts: &[wit::Mutation]) -> ShardOutcome {
     let mut slot = coll.lock(shard).map_err(|e| (e, false))?;
     let inst = match &mut *slot {
         Slot::Ready(i) => i,
         Slot::Broken(reason) => {
             return Err((
-                Error::Unavailable { collection: coll.spec.name.clone(), shard, reason: reason.clone() },
+                Error::Unavailable {
+                    collection: coll.spec.name.clone(),
+                    shard,
+                    reason: reason.clone(),
+                },
                 false,
             ))
         }
@@ -436,7 +542,11 @@ fn apply_one(coll: &Collection, shard: u32, muts: &[wit::Mutation]) -> Result<()
         Err(CallError::Engine(wit::EngineError::Invalid(m))) => Err((Error::Invalid(m), false)),
         Err(CallError::Engine(e)) => Err((Error::Engine(format!("{e:?}")), true)),
         Err(CallError::Trap(reason)) => Err((
-            Error::EngineTrap { collection: coll.spec.name.clone(), shard, reason },
+            Error::EngineTrap {
+                collection: coll.spec.name.clone(),
+                shard,
+                reason,
+            },
             true,
         )),
     }
@@ -449,16 +559,18 @@ pub(super) fn recover_slot(
     shard: u32,
     pending: Option<&Vec<Vec<wit::Mutation>>>,
 ) -> Slot {
-    let loaded = recovery::load_shard(&inner.runtime, &inner.store, spec, shard).and_then(|(mut inst, _)| {
-        for muts in pending.into_iter().flatten() {
-            inst.apply(muts).map_err(|e| Error::Engine(e.message()))?;
-        }
-        Ok(inst)
-    });
+    let loaded = recovery::load_shard(&inner.runtime, &inner.store, spec, shard).and_then(
+        |(mut inst, _)| {
+            for muts in pending.into_iter().flatten() {
+                inst.apply(muts).map_err(|e| Error::Engine(e.message()))?;
+            }
+            Ok(inst)
+        },
+    );
     match loaded {
         Ok(inst) => {
             tracing::info!(collection = %spec.name, shard, "shard rebuilt from storage");
-            Slot::Ready(inst)
+            Slot::Ready(Box::new(inst))
         }
         Err(e) => {
             tracing::error!(collection = %spec.name, shard, error = %e, "shard could not be rebuilt");
@@ -468,12 +580,17 @@ pub(super) fn recover_slot(
 }
 
 /// Collections that a fresh open left newer than their snapshots.
-pub(crate) fn dirty_after_open(reports: &[(String, Vec<recovery::LoadReport>)]) -> HashMap<String, u64> {
+pub(crate) fn dirty_after_open(
+    reports: &[(String, Vec<recovery::LoadReport>)],
+) -> HashMap<String, u64> {
     let mut out = HashMap::new();
     let mut seen = HashSet::new();
     for (name, rs) in reports {
         if rs.iter().any(|r| r.replayed > 0 || r.rebuilt > 0) && seen.insert(name.clone()) {
-            out.insert(name.clone(), rs.iter().map(|r| r.replayed + r.rebuilt).sum());
+            out.insert(
+                name.clone(),
+                rs.iter().map(|r| r.replayed + r.rebuilt).sum(),
+            );
         }
     }
     out

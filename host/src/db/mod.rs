@@ -51,7 +51,7 @@ impl Inner {
         let loaded: Vec<(Slot, LoadReport)> = (0..spec.shards)
             .into_par_iter()
             .map(|s| match recovery::load_shard(&self.runtime, &self.store, &spec, s) {
-                Ok((inst, report)) => (Slot::Ready(inst), report),
+                Ok((inst, report)) => (Slot::Ready(Box::new(inst)), report),
                 Err(e) => {
                     tracing::error!(collection = %spec.name, shard = s, error = %e, "shard failed to load");
                     (Slot::Broken(e.to_string()), LoadReport::default())
@@ -106,12 +106,21 @@ impl Database {
             .name("vektagraf-commit".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| Error::io("starting the commit thread", e))?;
-        Ok(Database { inner, jobs: Some(tx), committer: Some(handle), startup: reports })
+        Ok(Database {
+            inner,
+            jobs: Some(tx),
+            committer: Some(handle),
+            startup: reports,
+        })
     }
 
     fn submit<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Job) -> Result<T> {
         let (tx, rx) = sync_channel(1);
-        self.jobs.as_ref().ok_or(Error::Closed)?.send(make(tx)).map_err(|_| Error::Closed)?;
+        self.jobs
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(make(tx))
+            .map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -123,7 +132,11 @@ impl Database {
     }
 
     pub fn collections(&self) -> Vec<CollectionSpec> {
-        let map = self.inner.collections.read().unwrap_or_else(|p| p.into_inner());
+        let map = self
+            .inner
+            .collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut specs: Vec<CollectionSpec> = map.values().map(|c| c.spec.clone()).collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         specs
@@ -157,12 +170,21 @@ impl Database {
             properties: serde_json::from_str(&o.properties)
                 .map_err(|e| Error::Storage(format!("properties of `{id}` are damaged: {e}")))?,
             vector: o.vector,
-            version: Receipt { origin: o.origin, seq: o.seq, hlc: o.hlc },
+            version: Receipt {
+                origin: o.origin,
+                seq: o.seq,
+                hlc: o.hlc,
+            },
         }))
     }
 
     /// Stored edges of an object.
-    pub fn edges(&self, node: &NodeKey, label: Option<&str>, direction: Direction) -> Result<Vec<Edge>> {
+    pub fn edges(
+        &self,
+        node: &NodeKey,
+        label: Option<&str>,
+        direction: Direction,
+    ) -> Result<Vec<Edge>> {
         self.inner.collection(&node.collection)?;
         self.inner.store.edges(node, label, direction)
     }

@@ -9,7 +9,9 @@ use super::collection::{Collection, Slot};
 use super::commit::recover_slot;
 use super::{Database, Inner};
 use crate::error::{Error, Result};
-use crate::model::{CollectionStats, Direction, Hit, HybridHit, NodeKey, SearchOptions, Step, TraverseOptions};
+use crate::model::{
+    CollectionStats, Direction, Hit, HybridHit, NodeKey, SearchOptions, Step, TraverseOptions,
+};
 use crate::runtime::{wit, CallError, CallResult, ShardInstance};
 
 /// Runs `f` on one shard. A trap rebuilds the shard (after any commit in flight) and reports
@@ -24,7 +26,11 @@ fn on_shard<T>(
     let inst = match &mut *slot {
         Slot::Ready(i) => i,
         Slot::Broken(reason) => {
-            return Err(Error::Unavailable { collection: coll.spec.name.clone(), shard, reason: reason.clone() })
+            return Err(Error::Unavailable {
+                collection: coll.spec.name.clone(),
+                shard,
+                reason: reason.clone(),
+            })
         }
     };
     match f(inst) {
@@ -37,7 +43,11 @@ fn on_shard<T>(
             let _gate = inner.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
             let mut slot = coll.lock(shard)?;
             *slot = recover_slot(inner, &coll.spec, shard, None);
-            Err(Error::EngineTrap { collection: coll.spec.name.clone(), shard, reason })
+            Err(Error::EngineTrap {
+                collection: coll.spec.name.clone(),
+                shard,
+                reason,
+            })
         }
     }
 }
@@ -53,10 +63,18 @@ fn fan_out<T: Send>(
         return Ok(vec![on_shard(inner, coll, 0, &f)?]);
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..n).map(|s| { let f = &f; scope.spawn(move || on_shard(inner, coll, s, f)) }).collect();
+        let handles: Vec<_> = (1..n)
+            .map(|s| {
+                let f = &f;
+                scope.spawn(move || on_shard(inner, coll, s, f))
+            })
+            .collect();
         let mut out = vec![on_shard(inner, coll, 0, &f)?];
         for h in handles {
-            out.push(h.join().map_err(|_| Error::Engine("query thread panicked".into()))??);
+            out.push(
+                h.join()
+                    .map_err(|_| Error::Engine("query thread panicked".into()))??,
+            );
         }
         Ok(out)
     })
@@ -64,7 +82,14 @@ fn fan_out<T: Send>(
 
 fn to_hits(rows: Vec<Vec<wit::Hit>>) -> Vec<Vec<Hit>> {
     rows.into_iter()
-        .map(|r| r.into_iter().map(|h| Hit { id: h.id, score: h.score }).collect())
+        .map(|r| {
+            r.into_iter()
+                .map(|h| Hit {
+                    id: h.id,
+                    score: h.score,
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -78,23 +103,39 @@ impl Database {
     }
 
     /// The k nearest objects to `vector`, best first.
-    pub fn search(&self, collection: &str, vector: &[f32], opts: &SearchOptions) -> Result<Vec<Hit>> {
-        Ok(self.search_batch(collection, vector, opts)?.pop().unwrap_or_default())
+    pub fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Hit>> {
+        Ok(self
+            .search_batch(collection, vector, opts)?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// k-NN for each row of `vectors` (row-major, the collection's dimension), in one call per
     /// shard.
-    pub fn search_batch(&self, collection: &str, vectors: &[f32], opts: &SearchOptions) -> Result<Vec<Vec<Hit>>> {
+    pub fn search_batch(
+        &self,
+        collection: &str,
+        vectors: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
         let coll = self.coll(collection)?;
         let dim = coll.spec.dimension as usize;
-        if vectors.is_empty() || vectors.len() % dim != 0 {
+        if vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
             return Err(Error::invalid(format!(
                 "query has {} values; collection `{collection}` needs rows of {dim}",
                 vectors.len()
             )));
         }
         if opts.k == 0 || opts.k > 10_000 {
-            return Err(Error::invalid(format!("k must be in 1..=10000, got {}", opts.k)));
+            return Err(Error::invalid(format!(
+                "k must be in 1..=10000, got {}",
+                opts.k
+            )));
         }
         for (row, q) in vectors.chunks_exact(dim).enumerate() {
             super::validate::check_vector(&coll.spec, &format!("query row {row}"), q)?;
@@ -111,7 +152,12 @@ impl Database {
     }
 
     /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
-    pub fn filter(&self, collection: &str, expression: &Value, limit: usize) -> Result<Vec<String>> {
+    pub fn filter(
+        &self,
+        collection: &str,
+        expression: &Value,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let coll = self.coll(collection)?;
         let text = expression.to_string();
         let limit32 = u32::try_from(limit).unwrap_or(u32::MAX);
@@ -127,14 +173,22 @@ impl Database {
     /// Breadth-first traversal from `start` along stored edges.
     pub fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
         let coll = self.coll(&start.collection)?;
-        if self.inner.store.get_object(&start.collection, &start.id)?.is_none() {
+        if self
+            .inner
+            .store
+            .get_object(&start.collection, &start.id)?
+            .is_none()
+        {
             return Err(Error::invalid(format!(
                 "object `{}` does not exist in collection `{}`",
                 start.id, start.collection
             )));
         }
         let req = wit::TraverseRequest {
-            start: wit::NodeRef { collection: start.collection.clone(), id: start.id.clone() },
+            start: wit::NodeRef {
+                collection: start.collection.clone(),
+                id: start.id.clone(),
+            },
             label: opts.label.clone(),
             direction: match opts.direction {
                 Direction::Out => wit::Direction::Out,
@@ -169,7 +223,10 @@ impl Database {
             .map(|hit| {
                 let mut steps = self.traverse(&NodeKey::new(collection, &hit.id), expand)?;
                 steps.retain(|s| s.depth > 0);
-                Ok(HybridHit { hit, neighbours: steps })
+                Ok(HybridHit {
+                    hit,
+                    neighbours: steps,
+                })
             })
             .collect()
     }

@@ -25,11 +25,17 @@ pub struct LoadReport {
 }
 
 pub(crate) fn upsert_of(id: String, o: StoredObject) -> wit::Mutation {
-    wit::Mutation::Upsert(wit::Object { id, properties: o.properties, vector: o.vector })
+    wit::Mutation::Upsert(wit::Object {
+        id,
+        properties: o.properties,
+        vector: o.vector,
+    })
 }
 
 fn apply(inst: &mut ShardInstance, batch: &[wit::Mutation]) -> Result<()> {
-    inst.apply(batch).map(|_| ()).map_err(|e| Error::Engine(format!("{}: {}", inst.label(), e.message())))
+    inst.apply(batch)
+        .map(|_| ())
+        .map_err(|e| Error::Engine(format!("{}: {}", inst.label(), e.message())))
 }
 
 /// A ready instance for `shard` of `spec`, matching what storage holds.
@@ -66,11 +72,17 @@ pub(crate) fn load_shard(
 }
 
 /// Feeds every object of the shard from storage.
-fn rebuild(inst: &mut ShardInstance, store: &Store, spec: &CollectionSpec, shard: u32) -> Result<u64> {
+fn rebuild(
+    inst: &mut ShardInstance,
+    store: &Store,
+    spec: &CollectionSpec,
+    shard: u32,
+) -> Result<u64> {
     let mut after: Option<String> = None;
     let mut total = 0;
     loop {
-        let rows = store.scan_objects(&spec.name, after.as_deref(), CHUNK * spec.shards as usize)?;
+        let rows =
+            store.scan_objects(&spec.name, after.as_deref(), CHUNK * spec.shards as usize)?;
         let Some((last, _)) = rows.last() else { break };
         after = Some(last.clone());
         let batch: Vec<wit::Mutation> = rows

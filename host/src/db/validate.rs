@@ -21,7 +21,9 @@ pub(crate) fn check_id(key: &NodeKey) -> Result<()> {
 
 pub(crate) fn check_label(label: &str) -> Result<()> {
     if label.is_empty() || label.len() > MAX_LABEL_BYTES {
-        return Err(Error::invalid(format!("edge label must be 1 to {MAX_LABEL_BYTES} bytes")));
+        return Err(Error::invalid(format!(
+            "edge label must be 1 to {MAX_LABEL_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -31,7 +33,9 @@ pub(crate) fn properties_text(what: &str, v: &Value) -> Result<String> {
     match v {
         Value::Object(_) => Ok(v.to_string()),
         Value::Null => Ok("{}".into()),
-        other => Err(Error::invalid(format!("{what}: properties must be a JSON object, found `{other}`"))),
+        other => Err(Error::invalid(format!(
+            "{what}: properties must be a JSON object, found `{other}`"
+        ))),
     }
 }
 

@@ -16,7 +16,11 @@ impl Hlc {
     /// A timestamp greater than every one issued or observed before.
     pub fn now(&mut self, wall_ms: u64) -> u64 {
         let physical = wall_ms << 16;
-        self.last = if physical > self.last { physical } else { self.last + 1 };
+        self.last = if physical > self.last {
+            physical
+        } else {
+            self.last + 1
+        };
         self.last
     }
 

@@ -23,15 +23,24 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl wit::Host for HostState {}
 
 impl host_api::Host for HostState {
-    fn edges(&mut self, node: wit::NodeRef, label: Option<String>, direction: wit::Direction) -> Vec<wit::EdgeRef> {
-        let _span = tracing::debug_span!("host.edges", shard = %self.label, id = %node.id).entered();
+    fn edges(
+        &mut self,
+        node: wit::NodeRef,
+        label: Option<String>,
+        direction: wit::Direction,
+    ) -> Vec<wit::EdgeRef> {
+        let _span =
+            tracing::debug_span!("host.edges", shard = %self.label, id = %node.id).entered();
         let key = NodeKey::new(node.collection, node.id);
         let dir = match direction {
             wit::Direction::Out => Direction::Out,
@@ -45,7 +54,10 @@ impl host_api::Host for HostState {
                     let other = if e.from == key { e.to } else { e.from };
                     wit::EdgeRef {
                         label: e.label,
-                        other: wit::NodeRef { collection: other.collection, id: other.id },
+                        other: wit::NodeRef {
+                            collection: other.collection,
+                            id: other.id,
+                        },
                     }
                 })
                 .collect(),

@@ -64,7 +64,8 @@ impl Runtime {
     pub fn new(component: &[u8], limits: EngineLimits) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
+        let engine =
+            WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
         let component = Component::new(&engine, component)
             .map_err(|e| Error::Engine(format!("compiling the engine component: {e}")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
@@ -72,9 +73,9 @@ impl Runtime {
             .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
         EngineWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(format!("linking the host interface: {e}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::Engine(format!("the engine component does not fit the host: {e}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            Error::Engine(format!("the engine component does not fit the host: {e}"))
+        })?;
         let pre = EnginePre::new(pre).map_err(|e| Error::Engine(format!("engine world: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -89,11 +90,22 @@ impl Runtime {
                 })
                 .map_err(|e| Error::io("starting the epoch thread", e))?
         };
-        Ok(Runtime { engine, pre, limits, stop, ticker: Some(ticker) })
+        Ok(Runtime {
+            engine,
+            pre,
+            limits,
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     /// A fresh instance initialised as shard `shard` of `spec`.
-    pub fn instantiate(&self, spec: &CollectionSpec, shard: u32, store: Arc<DataStore>) -> Result<ShardInstance> {
+    pub fn instantiate(
+        &self,
+        spec: &CollectionSpec,
+        shard: u32,
+        store: Arc<DataStore>,
+    ) -> Result<ShardInstance> {
         let label = format!("{}/{}", spec.name, shard);
         let state = HostState {
             wasi: WasiCtxBuilder::new().build(),
@@ -112,8 +124,14 @@ impl Runtime {
             .pre
             .instantiate(&mut s)
             .map_err(|e| Error::Engine(format!("instantiating {label}: {e}")))?;
-        let mut inst = ShardInstance { store: s, bindings, limits: self.limits.clone(), label };
-        inst.init(spec, shard).map_err(|e| Error::Engine(format!("initialising shard: {}", e.message())))?;
+        let mut inst = ShardInstance {
+            store: s,
+            bindings,
+            limits: self.limits.clone(),
+            label,
+        };
+        inst.init(spec, shard)
+            .map_err(|e| Error::Engine(format!("initialising shard: {}", e.message())))?;
         Ok(inst)
     }
 }
@@ -191,7 +209,13 @@ impl ShardInstance {
     }
 
     pub fn filter(&mut self, expression: &str, limit: u32) -> CallResult<Vec<String>> {
-        call!(self, self.limits.query_timeout, call_filter, expression, limit)
+        call!(
+            self,
+            self.limits.query_timeout,
+            call_filter,
+            expression,
+            limit
+        )
     }
 
     pub fn traverse(&mut self, req: &wit::TraverseRequest) -> CallResult<Vec<wit::Step>> {
@@ -207,7 +231,8 @@ impl ShardInstance {
     }
 
     pub fn stats(&mut self) -> CallResult<wit::ShardStats> {
-        self.store.set_epoch_deadline(ticks(self.limits.query_timeout));
+        self.store
+            .set_epoch_deadline(ticks(self.limits.query_timeout));
         self.bindings
             .vektagraf_engine_shard()
             .call_stats(&mut self.store)

@@ -70,8 +70,15 @@ mod tests {
 
     #[test]
     fn edge_keys_split_back_into_their_parts() {
-        let k = edge(&NodeKey::new("pkgs", "a\0b"), "depends", &NodeKey::new("other", ""));
-        assert_eq!(parts(&k), Some(vec!["pkgs", "a\0b", "depends", "other", ""]));
+        let k = edge(
+            &NodeKey::new("pkgs", "a\0b"),
+            "depends",
+            &NodeKey::new("other", ""),
+        );
+        assert_eq!(
+            parts(&k),
+            Some(vec!["pkgs", "a\0b", "depends", "other", ""])
+        );
         assert_eq!(parts(&k[..k.len() - 1]), None);
     }
 

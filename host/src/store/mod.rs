@@ -47,7 +47,11 @@ fn random_node_id() -> u64 {
     // No RNG crate needed for a one-off id: hash the time, the pid and a stack address.
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish().max(1)
 }
@@ -55,7 +59,8 @@ fn random_node_id() -> u64 {
 impl Store {
     /// Opens (or creates) the database file in `dir`, refusing a newer format.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join(DB_FILE);
         let db = Redb::create(&path).map_err(|e| Error::Format {
             path: path.clone(),
@@ -122,7 +127,10 @@ impl Store {
         for row in table.iter()? {
             let (name, spec) = row?;
             out.push(serde_json::from_str(spec.value()).map_err(|e| {
-                Error::Storage(format!("collection `{}` record is damaged: {e}", name.value()))
+                Error::Storage(format!(
+                    "collection `{}` record is damaged: {e}",
+                    name.value()
+                ))
             })?);
         }
         Ok(out)
@@ -202,7 +210,12 @@ impl Store {
                     let (k, v) = row?;
                     let (label, to) = split(k.value())?;
                     let e: StoredEdge = decode("edge", v.value())?;
-                    out.push(Edge { from: node.clone(), label, to, properties: parse_json(&e.properties)? });
+                    out.push(Edge {
+                        from: node.clone(),
+                        label,
+                        to,
+                        properties: parse_json(&e.properties)?,
+                    });
                 }
             }
             Direction::In => {}
@@ -218,7 +231,12 @@ impl Store {
                     Some(v) => parse_json(&decode::<StoredEdge>("edge", v.value())?.properties)?,
                     None => serde_json::Value::Null,
                 };
-                out.push(Edge { from, label, to: node.clone(), properties });
+                out.push(Edge {
+                    from,
+                    label,
+                    to: node.clone(),
+                    properties,
+                });
             }
         }
         Ok(out)
@@ -260,7 +278,10 @@ impl Store {
         {
             let mut table = txn.open_table(SNAPSHOTS)?;
             for (c, s, snap) in snaps {
-                table.insert(keys::shard(c, *s).as_slice(), encode_snapshot(snap).as_slice())?;
+                table.insert(
+                    keys::shard(c, *s).as_slice(),
+                    encode_snapshot(snap).as_slice(),
+                )?;
             }
         }
         txn.commit()?;
@@ -268,12 +289,15 @@ impl Store {
     }
 
     pub fn begin_write(&self) -> Result<WriteTxn> {
-        Ok(WriteTxn { txn: self.db.begin_write()? })
+        Ok(WriteTxn {
+            txn: self.db.begin_write()?,
+        })
     }
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
 }
 
 /// Snapshot value: `u8 version, u32 n, n x (u64 origin, u64 seq), engine bytes` (all LE).
@@ -303,7 +327,10 @@ fn decode_snapshot(v: &[u8]) -> Result<ShardSnapshot> {
         covered.insert(u64::from_le_bytes(*o), u64::from_le_bytes(*q));
         rest = r;
     }
-    Ok(ShardSnapshot { covered, bytes: rest.to_vec() })
+    Ok(ShardSnapshot {
+        covered,
+        bytes: rest.to_vec(),
+    })
 }
 
 /// One write transaction: state and log change together or not at all.
@@ -314,26 +341,37 @@ pub struct WriteTxn {
 impl WriteTxn {
     pub fn put_collection(&mut self, spec: &CollectionSpec) -> Result<()> {
         let json = serde_json::to_string(spec).map_err(|e| Error::Storage(e.to_string()))?;
-        self.txn.open_table(COLLECTIONS)?.insert(spec.name.as_str(), json.as_str())?;
+        self.txn
+            .open_table(COLLECTIONS)?
+            .insert(spec.name.as_str(), json.as_str())?;
         Ok(())
     }
 
     pub fn object_exists(&self, node: &NodeKey) -> Result<bool> {
         let table = self.txn.open_table(OBJECTS)?;
-        let found = table.get(keys::node(&node.collection, &node.id).as_slice())?.is_some();
+        let found = table
+            .get(keys::node(&node.collection, &node.id).as_slice())?
+            .is_some();
         Ok(found)
     }
 
     pub fn put_object(&mut self, node: &NodeKey, obj: &StoredObject) -> Result<()> {
         let mut table = self.txn.open_table(OBJECTS)?;
-        table.insert(keys::node(&node.collection, &node.id).as_slice(), encode(obj)?.as_slice())?;
+        table.insert(
+            keys::node(&node.collection, &node.id).as_slice(),
+            encode(obj)?.as_slice(),
+        )?;
         Ok(())
     }
 
     /// Removes an object and every edge touching it. Returns whether it existed.
     pub fn delete_object(&mut self, node: &NodeKey) -> Result<bool> {
         let key = keys::node(&node.collection, &node.id);
-        let existed = self.txn.open_table(OBJECTS)?.remove(key.as_slice())?.is_some();
+        let existed = self
+            .txn
+            .open_table(OBJECTS)?
+            .remove(key.as_slice())?
+            .is_some();
         let end = keys::prefix_end(&key);
         let mut out_keys = Vec::new();
         let mut in_keys = Vec::new();
@@ -360,20 +398,37 @@ impl WriteTxn {
         Ok(existed)
     }
 
-    pub fn link(&mut self, from: &NodeKey, label: &str, to: &NodeKey, e: &StoredEdge) -> Result<()> {
-        self.txn.open_table(EDGES_OUT)?.insert(keys::edge(from, label, to).as_slice(), encode(e)?.as_slice())?;
-        self.txn.open_table(EDGES_IN)?.insert(keys::edge(to, label, from).as_slice(), ())?;
+    pub fn link(
+        &mut self,
+        from: &NodeKey,
+        label: &str,
+        to: &NodeKey,
+        e: &StoredEdge,
+    ) -> Result<()> {
+        self.txn.open_table(EDGES_OUT)?.insert(
+            keys::edge(from, label, to).as_slice(),
+            encode(e)?.as_slice(),
+        )?;
+        self.txn
+            .open_table(EDGES_IN)?
+            .insert(keys::edge(to, label, from).as_slice(), ())?;
         Ok(())
     }
 
     pub fn unlink(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
-        self.txn.open_table(EDGES_OUT)?.remove(keys::edge(from, label, to).as_slice())?;
-        self.txn.open_table(EDGES_IN)?.remove(keys::edge(to, label, from).as_slice())?;
+        self.txn
+            .open_table(EDGES_OUT)?
+            .remove(keys::edge(from, label, to).as_slice())?;
+        self.txn
+            .open_table(EDGES_IN)?
+            .remove(keys::edge(to, label, from).as_slice())?;
         Ok(())
     }
 
     pub fn append_log(&mut self, origin: u64, seq: u64, entry: &LogEntry) -> Result<()> {
-        self.txn.open_table(OPLOG)?.insert((origin, seq), encode(entry)?.as_slice())?;
+        self.txn
+            .open_table(OPLOG)?
+            .insert((origin, seq), encode(entry)?.as_slice())?;
         self.txn.open_table(APPLIED)?.insert(origin, seq)?;
         Ok(())
     }

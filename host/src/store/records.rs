@@ -38,11 +38,24 @@ pub struct LogNode {
 pub enum LogWrite {
     /// A collection's spec as JSON.
     CreateCollection { spec: String },
-    Upsert { node: LogNode, properties: String, vector: Option<Vec<f32>> },
+    Upsert {
+        node: LogNode,
+        properties: String,
+        vector: Option<Vec<f32>>,
+    },
     /// Also removes every edge touching the object.
     Delete { node: LogNode },
-    Link { from: LogNode, label: String, to: LogNode, properties: String },
-    Unlink { from: LogNode, label: String, to: LogNode },
+    Link {
+        from: LogNode,
+        label: String,
+        to: LogNode,
+        properties: String,
+    },
+    Unlink {
+        from: LogNode,
+        label: String,
+        to: LogNode,
+    },
 }
 
 /// One committed batch: `(origin, seq) -> LogEntry` in the `oplog` table.

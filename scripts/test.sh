@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (README): lints, then every test of both workspaces.
+# Exits non-zero as soon as anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# rust-toolchain.toml pins the toolchain and names wasm32-wasip2; rustup installs a missing
+# target only with a new toolchain, so make sure it is there (a no-op when it is).
+if command -v rustup >/dev/null; then rustup toolchain install >/dev/null 2>&1 || rustup target add wasm32-wasip2; fi
+
+echo "== fmt"
+cargo fmt --all --check
+(cd guest && cargo fmt --all --check)
+
+echo "== clippy (host workspace, guest natively and for wasm32-wasip2)"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+(cd guest && cargo clippy --release --workspace --all-targets --locked -- -D warnings)
+(cd guest && cargo clippy --release --workspace --locked --target wasm32-wasip2 -- -D warnings)
+
+echo "== tests (guest core, natively)"
+(cd guest && cargo test --release --workspace --locked)
+
+echo "== tests (host workspace: unit, integration, crash)"
+cargo test --release --workspace --locked
