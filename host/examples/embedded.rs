@@ -14,19 +14,45 @@ fn main() -> anyhow::Result<()> {
 
     let mut batch = Batch::new();
     batch
-        .upsert("cities", "lisbon", json!({"country": "PT", "pop": 545_000}), Some(vec![0.9, 0.1, 0.2]))
-        .upsert("cities", "porto", json!({"country": "PT", "pop": 232_000}), Some(vec![0.85, 0.15, 0.25]))
-        .upsert("cities", "oslo", json!({"country": "NO", "pop": 709_000}), Some(vec![0.1, 0.9, 0.3]))
-        .link(NodeKey::new("cities", "lisbon"), "train", NodeKey::new("cities", "porto"), json!({"hours": 3}));
+        .upsert(
+            "cities",
+            "lisbon",
+            json!({"country": "PT", "pop": 545_000}),
+            Some(vec![0.9, 0.1, 0.2]),
+        )
+        .upsert(
+            "cities",
+            "porto",
+            json!({"country": "PT", "pop": 232_000}),
+            Some(vec![0.85, 0.15, 0.25]),
+        )
+        .upsert(
+            "cities",
+            "oslo",
+            json!({"country": "NO", "pop": 709_000}),
+            Some(vec![0.1, 0.9, 0.3]),
+        )
+        .link(
+            NodeKey::new("cities", "lisbon"),
+            "train",
+            NodeKey::new("cities", "porto"),
+            json!({"hours": 3}),
+        );
     let receipt = db.write(batch)?;
-    println!("committed as seq {} of node {:x}", receipt.seq, receipt.origin);
+    println!(
+        "committed as seq {} of node {:x}",
+        receipt.seq, receipt.origin
+    );
 
     for hit in db.search("cities", &[0.88, 0.12, 0.2], &SearchOptions::k(2))? {
         println!("near: {} ({:.3})", hit.id, hit.score);
     }
     let big = db.filter("cities", &json!({"pop": {"$gt": 500_000}}), 10)?;
     println!("over 500k: {big:?}");
-    for step in db.traverse(&NodeKey::new("cities", "lisbon"), &TraverseOptions::default())? {
+    for step in db.traverse(
+        &NodeKey::new("cities", "lisbon"),
+        &TraverseOptions::default(),
+    )? {
         println!("reachable: {} at depth {}", step.node.id, step.depth);
     }
     db.close()?;
