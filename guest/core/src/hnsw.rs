@@ -76,6 +76,12 @@ pub struct Hnsw {
     entry: Option<u32>,
     max_level: u8,
     rng: u64,
+    scratch: Scratch,
+}
+
+/// Per-search working memory, kept between searches so a query allocates nothing.
+#[derive(Default)]
+struct Scratch {
     visited: Visited,
     candidates: BinaryHeap<Far>,
     results: BinaryHeap<Near>,
@@ -99,9 +105,7 @@ impl Hnsw {
             entry: None,
             max_level: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
-            visited: Visited::default(),
-            candidates: BinaryHeap::new(),
-            results: BinaryHeap::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -172,44 +176,48 @@ impl Hnsw {
         }
     }
 
-    /// Beam search on one layer. Leaves the `ef` closest accepted nodes in `self.results`.
+    /// Beam search on one layer. Leaves the `ef` closest accepted nodes in `sc.results`.
+    /// Takes the scratch apart from `self` so the loop reads the graph without re-borrowing.
     fn search_layer(
-        &mut self,
+        &self,
+        sc: &mut Scratch,
         q: &[f32],
         entry: (u32, f32),
         ef: usize,
         level: u8,
         accept: &dyn Fn(u32) -> bool,
     ) {
-        self.visited.reset(self.levels.len());
-        self.candidates.clear();
-        self.results.clear();
-        self.visited.insert(entry.0);
-        self.candidates
+        sc.visited.reset(self.levels.len());
+        sc.candidates.clear();
+        sc.results.clear();
+        sc.visited.insert(entry.0);
+        sc.candidates
             .push(Far(std::cmp::Reverse(Near(entry.1, entry.0))));
         if accept(entry.0) {
-            self.results.push(Near(entry.1, entry.0));
+            sc.results.push(Near(entry.1, entry.0));
         }
-        while let Some(Far(std::cmp::Reverse(Near(d, c)))) = self.candidates.pop() {
-            if self.results.len() >= ef && self.results.peek().is_some_and(|w| d > w.0) {
+        let mut worst = if sc.results.is_empty() {
+            f32::INFINITY
+        } else {
+            entry.1
+        };
+        while let Some(Far(std::cmp::Reverse(Near(d, c)))) = sc.candidates.pop() {
+            if sc.results.len() >= ef && d > worst {
                 break;
             }
-            // Index loop rather than iterator: `links` borrows self, the body mutates scratch.
-            let count = self.links(c, level).len();
-            for j in 0..count {
-                let n = self.links(c, level)[j];
-                if !self.visited.insert(n) {
+            for &n in self.links(c, level) {
+                if !sc.visited.insert(n) {
                     continue;
                 }
                 let dn = self.dist_to(q, n);
-                let worst = self.results.peek().map_or(f32::INFINITY, |w| w.0);
-                if self.results.len() < ef || dn < worst {
-                    self.candidates.push(Far(std::cmp::Reverse(Near(dn, n))));
+                if sc.results.len() < ef || dn < worst {
+                    sc.candidates.push(Far(std::cmp::Reverse(Near(dn, n))));
                     if accept(n) {
-                        self.results.push(Near(dn, n));
-                        if self.results.len() > ef {
-                            self.results.pop();
+                        sc.results.push(Near(dn, n));
+                        if sc.results.len() > ef {
+                            sc.results.pop();
                         }
+                        worst = sc.results.peek().map_or(f32::INFINITY, |w| w.0);
                     }
                 }
             }
@@ -363,9 +371,10 @@ impl VectorIndex for Hnsw {
             return Ok(());
         };
         let top = level.min(self.max_level);
+        let mut sc = std::mem::take(&mut self.scratch);
         for l in (0..=top).rev() {
-            self.search_layer(v, ep, self.ef_construction, l, &|_| true);
-            let mut found: Vec<Near> = self.results.drain().collect();
+            self.search_layer(&mut sc, v, ep, self.ef_construction, l, &|_| true);
+            let mut found: Vec<Near> = sc.results.drain().collect();
             found.sort();
             if let Some(best) = found.first() {
                 ep = (best.1, best.0);
@@ -377,6 +386,7 @@ impl VectorIndex for Hnsw {
                 self.connect(slot, n, l);
             }
         }
+        self.scratch = sc;
         if level > self.max_level {
             self.max_level = level;
             self.entry = Some(slot);
@@ -400,10 +410,13 @@ impl VectorIndex for Hnsw {
         let Some(ep) = self.descend(q, 0) else {
             return Vec::new();
         };
-        let deleted = std::mem::take(&mut self.deleted);
-        self.search_layer(q, ep, ef.max(k), 0, &|s| !deleted[s as usize] && accept(s));
-        self.deleted = deleted;
-        let mut out: Vec<Scored> = self.results.drain().map(|n| (n.1, n.0)).collect();
+        let mut sc = std::mem::take(&mut self.scratch);
+        let deleted = &self.deleted;
+        self.search_layer(&mut sc, q, ep, ef.max(k), 0, &|s| {
+            !deleted[s as usize] && accept(s)
+        });
+        let mut out: Vec<Scored> = sc.results.drain().map(|n| (n.1, n.0)).collect();
+        self.scratch = sc;
         out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         out.truncate(k);
         out
@@ -428,7 +441,7 @@ impl VectorIndex for Hnsw {
                 .sum::<usize>()
             + self.levels.capacity()
             + self.deleted.capacity()
-            + self.visited.marks.capacity() * 4
+            + self.scratch.visited.marks.capacity() * 4
     }
 
     fn write(&self, w: &mut Writer) -> Result<(), EngineError> {
