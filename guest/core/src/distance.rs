@@ -9,6 +9,88 @@ const LANES: usize = 16;
 /// Inner product.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return fused::dot(a, b);
+    #[allow(unreachable_code)]
+    portable_dot(a, b)
+}
+
+/// Squared euclidean distance.
+#[inline]
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return fused::l2_squared(a, b);
+    #[allow(unreachable_code)]
+    portable_l2_squared(a, b)
+}
+
+/// Wasm with relaxed SIMD: fused multiply-add (one instruction where the portable loop needs
+/// two), four independent 4-lane accumulators. wasmtime lowers `relaxed_madd` to the host's FMA.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod fused {
+    use core::arch::wasm32::*;
+
+    #[inline]
+    fn load(s: &[f32], i: usize) -> v128 {
+        debug_assert!(i + 4 <= s.len());
+        // SAFETY: every caller passes `i + 4 <= s.len()` (loops stop at a multiple of 16 that
+        // is at most the length), and v128.load has no alignment requirement.
+        unsafe { v128_load(s.as_ptr().add(i) as *const v128) }
+    }
+
+    #[inline]
+    fn sum(acc: [v128; 4]) -> f32 {
+        let v = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    }
+
+    #[inline]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let split = n / 16 * 16;
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut i = 0;
+        while i < split {
+            for (j, slot) in acc.iter_mut().enumerate() {
+                *slot = f32x4_relaxed_madd(load(a, i + 4 * j), load(b, i + 4 * j), *slot);
+            }
+            i += 16;
+        }
+        let mut total = sum(acc);
+        for k in split..n {
+            total += a[k] * b[k];
+        }
+        total
+    }
+
+    #[inline]
+    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let split = n / 16 * 16;
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut i = 0;
+        while i < split {
+            for (j, slot) in acc.iter_mut().enumerate() {
+                let d = f32x4_sub(load(a, i + 4 * j), load(b, i + 4 * j));
+                *slot = f32x4_relaxed_madd(d, d, *slot);
+            }
+            i += 16;
+        }
+        let mut total = sum(acc);
+        for k in split..n {
+            let d = a[k] - b[k];
+            total += d * d;
+        }
+        total
+    }
+}
+
+/// Inner product, lane-parallel.
+#[inline]
+pub fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let split = a.len() / LANES * LANES;
     let mut acc = [0f32; LANES];
@@ -27,9 +109,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// Squared euclidean distance.
+/// Squared euclidean distance, lane-parallel.
 #[inline]
-pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+pub fn portable_l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let split = a.len() / LANES * LANES;
     let mut acc = [0f32; LANES];

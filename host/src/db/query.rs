@@ -52,32 +52,22 @@ fn on_shard<T>(
     }
 }
 
-/// Runs `f` on every shard, in parallel when there are several.
+/// Runs `f` on every shard, in parallel (rayon's pool, so no thread is started per query)
+/// when there are several.
 fn fan_out<T: Send>(
     inner: &Inner,
     coll: &Collection,
     f: impl Fn(&mut ShardInstance) -> CallResult<T> + Sync,
 ) -> Result<Vec<T>> {
+    use rayon::prelude::*;
     let n = coll.shard_count();
     if n == 1 {
         return Ok(vec![on_shard(inner, coll, 0, &f)?]);
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..n)
-            .map(|s| {
-                let f = &f;
-                scope.spawn(move || on_shard(inner, coll, s, f))
-            })
-            .collect();
-        let mut out = vec![on_shard(inner, coll, 0, &f)?];
-        for h in handles {
-            out.push(
-                h.join()
-                    .map_err(|_| Error::Engine("query thread panicked".into()))??,
-            );
-        }
-        Ok(out)
-    })
+    (0..n)
+        .into_par_iter()
+        .map(|s| on_shard(inner, coll, s, &f))
+        .collect()
 }
 
 fn to_hits(rows: Vec<Vec<wit::Hit>>) -> Vec<Vec<Hit>> {
