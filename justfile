@@ -22,3 +22,7 @@ lint:
 # Import the full shared dataset and measure recall@10 of queries-A against gt.i32.
 full-dataset data="/tmp/vektagraf-full":
     bash scripts/full_dataset.sh {{data}}
+
+# Benchmark against hnswlib, faiss and exact search; writes docs/BENCHMARKS.md and docs/benchmarks.json.
+bench:
+    cargo bench -p vektagraf --bench ann

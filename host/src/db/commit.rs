@@ -44,6 +44,10 @@ pub(crate) struct Committer {
     /// Collections whose engine state is newer than their stored snapshots, with how many
     /// mutations they took since.
     dirty: HashMap<String, u64>,
+    /// Objects in each collection at its last snapshot. A snapshot is due after
+    /// `max(snapshot_every_ops, that size)` mutations, so snapshot cost stays proportional to
+    /// the writes (a 1M-object collection is not rewritten every 50k writes).
+    snapshot_size: HashMap<String, u64>,
 }
 
 fn node(k: &NodeKey) -> LogNode {
@@ -459,9 +463,13 @@ impl Committer {
         );
     }
 
-    fn snapshot_if_due(&mut self) {
+    fn due(&self, collection: &str, changes: u64) -> bool {
         let every = self.inner.config.snapshot_every_ops;
-        if every > 0 && self.dirty.values().any(|n| *n >= every) {
+        every > 0 && changes >= every.max(self.snapshot_size.get(collection).copied().unwrap_or(0))
+    }
+
+    fn snapshot_if_due(&mut self) {
+        if self.dirty.iter().any(|(c, n)| self.due(c, *n)) {
             if let Err(e) = self.checkpoint(true) {
                 tracing::warn!(error = %e, "writing index snapshots failed");
             }
@@ -470,31 +478,29 @@ impl Committer {
 
     /// Snapshots dirty collections (only those past the threshold when `due_only`).
     fn checkpoint(&mut self, due_only: bool) -> Result<()> {
-        let every = self.inner.config.snapshot_every_ops;
         let names: Vec<String> = self
             .dirty
             .iter()
-            .filter(|(_, n)| !due_only || **n >= every)
+            .filter(|(c, n)| !due_only || self.due(c, **n))
             .map(|(c, _)| c.clone())
             .collect();
         let covered = self.inner.store.applied()?;
-        let mut snaps = Vec::new();
+        // One collection at a time, so at most one collection's snapshot bytes are in memory.
         for name in &names {
             let coll = self.inner.collection(name)?;
+            let mut snaps = Vec::new();
+            let mut objects = 0;
             for s in 0..coll.shard_count() {
                 let mut slot = coll.lock(s)?;
                 let Slot::Ready(inst) = &mut *slot else {
                     continue;
                 };
+                objects += inst.stats().map_or(0, |st| st.objects);
                 match inst.snapshot() {
-                    Ok(bytes) => snaps.push((
-                        name.clone(),
-                        s,
-                        ShardSnapshot {
-                            covered: covered.clone(),
-                            bytes,
-                        },
-                    )),
+                    Ok(bytes) => {
+                        let covered = covered.clone();
+                        snaps.push((name.clone(), s, ShardSnapshot { covered, bytes }));
+                    }
                     Err(CallError::Engine(wit::EngineError::Unsupported(_))) => {}
                     Err(CallError::Engine(e)) => {
                         tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused")
@@ -505,10 +511,9 @@ impl Committer {
                     }
                 }
             }
-        }
-        self.inner.store.put_snapshots(&snaps)?;
-        for n in names {
-            self.dirty.remove(&n);
+            self.inner.store.put_snapshots(&snaps)?;
+            self.snapshot_size.insert(name.clone(), objects);
+            self.dirty.remove(name);
         }
         Ok(())
     }
