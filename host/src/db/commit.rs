@@ -68,6 +68,7 @@ impl Committer {
             next_seq,
             hlc,
             dirty,
+            snapshot_size: HashMap::new(),
         })
     }
 
