@@ -164,7 +164,12 @@ fn wasm(data: &Data, efs: &[u32], shards: u32, index: IndexKind) -> Result<Syste
     let before = rss_mib();
     let db = Database::open(dir.path(), DatabaseConfig::default())?;
     let mut spec = CollectionSpec::new("bench", DIM as u32);
-    spec.metric = Metric::Dot;
+    // The data is unit-norm, so cosine ranks as inner product; hora cannot do plain dot.
+    spec.metric = if index == IndexKind::Hora {
+        Metric::Cosine
+    } else {
+        Metric::Dot
+    };
     spec.shards = shards;
     spec.index = index;
     spec.m = M;

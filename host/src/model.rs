@@ -106,6 +106,9 @@ impl CollectionSpec {
         if !(1..=4096).contains(&self.ef_construction) || !(1..=4096).contains(&self.ef_search) {
             return bad("ef_construction and ef_search must be in 1..=4096".into());
         }
+        if self.index == IndexKind::Hora && self.metric == Metric::Dot {
+            return bad("the hora index cannot search by inner product (hora 0.1.1 returns the farthest vectors); use the hnsw index, or cosine".into());
+        }
         if !(1..=64).contains(&self.shards) {
             return bad(format!("shards {} is not in 1..=64", self.shards));
         }

@@ -96,6 +96,10 @@ fn bad_input_is_refused_by_name_and_writes_nothing() -> Result<()> {
     let mut bad = spec("bad name!", Metric::Dot);
     assert!(err_text(db.create_collection(bad.clone())).contains("name must be"));
     bad.name = "fine".into();
+    bad.index = IndexKind::Hora;
+    assert!(err_text(db.create_collection(bad.clone()))
+        .contains("hora index cannot search by inner product"));
+    bad.index = IndexKind::Hnsw;
     bad.dimension = 0;
     assert!(err_text(db.create_collection(bad)).contains("dimension 0"));
 

@@ -43,9 +43,12 @@ impl HoraIndex {
     }
 
     fn hora_metric(&self) -> HoraMetric {
+        // hora 0.1.1 orders its DotProduct distances the wrong way round (it returns the
+        // farthest vectors). Cosine vectors are normalised, where euclidean order is the same
+        // as cosine order; plain dot product is refused for hora at collection creation.
         match self.metric {
-            Metric::Cosine | Metric::Dot => HoraMetric::DotProduct,
-            Metric::Euclidean => HoraMetric::Euclidean,
+            Metric::Dot => HoraMetric::DotProduct,
+            Metric::Cosine | Metric::Euclidean => HoraMetric::Euclidean,
         }
     }
 }

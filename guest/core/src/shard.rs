@@ -102,6 +102,12 @@ impl Shard {
                 config.name
             )));
         }
+        if config.index == IndexKind::Hora && config.metric == Metric::Dot {
+            return Err(EngineError::invalid(format!(
+                "collection `{}`: the hora index cannot search by inner product (hora 0.1.1 returns the farthest vectors); use the hnsw index, or cosine",
+                config.name
+            )));
+        }
         Ok(Self {
             index: new_index(&config),
             config,

@@ -327,3 +327,45 @@ fn a_broad_filter_is_applied_inside_the_graph_search() {
     }
     assert!(found >= 180, "filtered recall {found}/200");
 }
+
+#[test]
+fn hora_with_cosine_finds_the_nearest_vectors() {
+    let mut cfg = config(IndexKind::Hora);
+    cfg.metric = Metric::Cosine;
+    let mut shard = Shard::new(cfg.clone(), 0).expect("shard");
+    let mut s = 3u64;
+    let mut rnd = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let rows: Vec<Vec<f32>> = (0..400).map(|_| (0..8).map(|_| rnd()).collect()).collect();
+    let batch = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Mutation::Upsert(Object {
+                id: format!("o{i}"),
+                properties: "{}".into(),
+                vector: Some(v.clone()),
+            })
+        })
+        .collect();
+    shard.apply(batch).expect("apply");
+    for i in [3usize, 77, 250] {
+        let hit = shard
+            .search(&SearchRequest {
+                vectors: &rows[i],
+                k: 1,
+                ef: 64,
+                filter: None,
+            })
+            .expect("search")
+            .remove(0);
+        assert_eq!(hit[0].id, format!("o{i}"), "row {i} must find itself");
+    }
+    cfg.metric = Metric::Dot;
+    assert!(
+        Shard::new(cfg, 0).is_err(),
+        "hora with dot product is refused"
+    );
+}
