@@ -3,7 +3,7 @@
 same dataset, queries, k and ef values as our engine. Prints one JSON object on stdout.
 
 Queries run one at a time on one thread (as ours do), so QPS and latency compare like for like.
-Usage: anchors.py DATASET_DIR --efs 16,32,64,128,256 [--m 16] [--ef-construction 200]
+Usage: anchors.py DATASET_DIR --efs 10,16,20,24,32,48,64,128,256 [--m 16] [--ef-construction 200]
 """
 import argparse
 import json
@@ -38,7 +38,7 @@ def timed_queries(search_one, queries):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
-    ap.add_argument("--efs", default="16,32,64,128,256")
+    ap.add_argument("--efs", default="10,16,20,24,32,48,64,128,256")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)

@@ -1,7 +1,8 @@
 //! `just bench`: our engine side by side with hnswlib, faiss and exact search on the shared
 //! dataset, in one run on one machine. Writes docs/BENCHMARKS.md and docs/benchmarks.json.
 //!
-//! cargo bench -p vektagraf --bench ann -- [--dataset DIR] [--efs 16,32,64,128,256] [--skip-hora] [--skip-anchors]
+//! cargo bench -p vektagraf --bench ann -- [--dataset DIR] [--efs 10,16,20,24,32,48,64,128,256] [--skip-hora] [--skip-anchors]
+//!     [--only native,wasm1,wasm2,hora,anchors] [--no-write]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -315,7 +316,7 @@ fn main() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/data/debian-pkgs"));
     let efs: Vec<u32> = arg("--efs")
-        .unwrap_or_else(|| "16,32,64,128,256".into())
+        .unwrap_or_else(|| "10,16,20,24,32,48,64,128,256".into())
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
@@ -336,18 +337,30 @@ fn main() -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    // `--only native,wasm1,wasm2,hora,anchors` runs a subset (for working on one of them).
+    let only = arg("--only");
+    let run = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == what))
+    };
     let mut systems = Vec::new();
-    eprintln!("our index, native...");
-    systems.push(native(&data, &efs)?);
-    eprintln!("our index via Wasm, 1 shard...");
-    systems.push(wasm(&data, &efs, 1, IndexKind::Hnsw)?);
-    eprintln!("our index via Wasm, 2 shards...");
-    systems.push(wasm(&data, &efs, 2, IndexKind::Hnsw)?);
-    if !has("--skip-hora") {
+    if run("native") {
+        eprintln!("our index, native...");
+        systems.push(native(&data, &efs)?);
+    }
+    if run("wasm1") {
+        eprintln!("our index via Wasm, 1 shard...");
+        systems.push(wasm(&data, &efs, 1, IndexKind::Hnsw)?);
+    }
+    if run("wasm2") {
+        eprintln!("our index via Wasm, 2 shards...");
+        systems.push(wasm(&data, &efs, 2, IndexKind::Hnsw)?);
+    }
+    if run("hora") && !has("--skip-hora") {
         eprintln!("hora via Wasm...");
         systems.push(wasm(&data, &efs, 1, IndexKind::Hora)?);
     }
-    if !has("--skip-anchors") {
+    if run("anchors") && !has("--skip-anchors") {
         eprintln!("anchors (hnswlib, faiss, numpy)...");
         systems.extend(anchors(&dataset, &efs)?);
     }
@@ -393,11 +406,15 @@ fn main() -> Result<()> {
         "summary": summary,
         "systems": systems,
     });
+    let md = markdown(&report, &systems);
+    if only.is_some() || has("--no-write") {
+        println!("{md}");
+        return Ok(());
+    }
     std::fs::write(
         root.join("docs/benchmarks.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    let md = markdown(&report, &systems);
     std::fs::write(root.join("docs/BENCHMARKS.md"), &md)?;
     println!("{md}");
     Ok(())

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 use crate::codec::{Reader, Writer};
 use crate::distance::distance;
 use crate::index::{Scored, VectorIndex};
+use crate::quant::{Codes, Query};
 use crate::{EngineError, IndexKind, Metric};
 
 const FORMAT: u32 = 1;
@@ -66,7 +67,10 @@ pub struct Hnsw {
     m0: usize,
     ef_construction: usize,
     level_mult: f64,
+    /// Exact vectors, for re-ranking, snapshots and `vector()`.
     vectors: Vec<f32>,
+    /// 8-bit codes of the same vectors: the graph walk reads only these.
+    codes: Codes,
     levels: Vec<u8>,
     /// Layer 0 links: per slot a block of `m0 + 1` words, `[count, n1, .., n_m0]`.
     layer0: Vec<u32>,
@@ -77,6 +81,10 @@ pub struct Hnsw {
     max_level: u8,
     rng: u64,
     scratch: Scratch,
+    /// The quantised query of the current search or insert.
+    query: Query,
+    /// Quantised neighbours kept by the heuristic, reused between calls.
+    kept: Vec<Query>,
 }
 
 /// Per-search working memory, kept between searches so a query allocates nothing.
@@ -98,6 +106,7 @@ impl Hnsw {
             ef_construction: ef_construction.max(m),
             level_mult: 1.0 / (m as f64).ln(),
             vectors: Vec::new(),
+            codes: Codes::new(dim),
             levels: Vec::new(),
             layer0: Vec::new(),
             upper: Vec::new(),
@@ -106,6 +115,8 @@ impl Hnsw {
             max_level: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             scratch: Scratch::default(),
+            query: Query::default(),
+            kept: Vec::new(),
         }
     }
 
@@ -116,8 +127,8 @@ impl Hnsw {
     }
 
     #[inline]
-    fn dist_to(&self, q: &[f32], i: u32) -> f32 {
-        distance(self.metric, q, self.vec(i))
+    fn dist_to(&self, q: &Query, i: u32) -> f32 {
+        self.codes.distance(self.metric, q, i)
     }
 
     #[inline]
@@ -159,7 +170,7 @@ impl Hnsw {
     }
 
     /// Greedy descent on one upper layer: move to any closer neighbour until none is closer.
-    fn greedy(&self, q: &[f32], mut cur: u32, mut cur_d: f32, level: u8) -> (u32, f32) {
+    fn greedy(&self, q: &Query, mut cur: u32, mut cur_d: f32, level: u8) -> (u32, f32) {
         loop {
             let mut changed = false;
             for &n in self.links(cur, level) {
@@ -181,7 +192,7 @@ impl Hnsw {
     fn search_layer(
         &self,
         sc: &mut Scratch,
-        q: &[f32],
+        q: &Query,
         entry: (u32, f32),
         ef: usize,
         level: u8,
@@ -225,7 +236,7 @@ impl Hnsw {
     }
 
     /// Descends from the entry point to `level + 1`, returning the closest node found.
-    fn descend(&self, q: &[f32], to_level: u8) -> Option<(u32, f32)> {
+    fn descend(&self, q: &Query, to_level: u8) -> Option<(u32, f32)> {
         let entry = self.entry?;
         let mut cur = (entry, self.dist_to(q, entry));
         let mut level = self.max_level;
@@ -237,25 +248,38 @@ impl Hnsw {
     }
 
     /// hnswlib's neighbour heuristic: keep a candidate only if it is closer to the base than to
-    /// every neighbour kept so far. `cands` is sorted closest first.
-    fn select(&self, cands: &[Near], max: usize) -> Vec<u32> {
+    /// every neighbour kept so far. `cands` is sorted closest first; `pool` holds the kept
+    /// neighbours quantised as queries.
+    fn select(&self, cands: &[Near], max: usize, pool: &mut Vec<Query>) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         for c in cands {
             if kept.len() >= max {
                 break;
             }
-            let cv = self.vec(c.1);
-            if kept
+            if pool[..kept.len()]
                 .iter()
-                .all(|&k| distance(self.metric, cv, self.vec(k)) > c.0)
+                .all(|k| self.dist_to(k, c.1) > c.0)
             {
+                if pool.len() == kept.len() {
+                    pool.push(Query::default());
+                }
+                pool[kept.len()].set_from_code(&self.codes, c.1);
                 kept.push(c.1);
             }
         }
         kept
     }
 
-    fn connect(&mut self, node: u32, neighbour: u32, level: u8) {
+    /// Links `node` from `neighbour`, pruning `neighbour`'s list with the heuristic when full.
+    /// `base` and `pool` are scratch space.
+    fn connect(
+        &mut self,
+        node: u32,
+        neighbour: u32,
+        level: u8,
+        base: &mut Query,
+        pool: &mut Vec<Query>,
+    ) {
         let cap = if level == 0 { self.m0 } else { self.m };
         let current = self.links(neighbour, level);
         if current.len() < cap {
@@ -264,14 +288,14 @@ impl Hnsw {
             self.set_links(neighbour, level, &next);
             return;
         }
-        let base = self.vec(neighbour);
+        base.set_from_code(&self.codes, neighbour);
         let mut cands: Vec<Near> = current
             .iter()
             .chain(std::iter::once(&node))
-            .map(|&c| Near(distance(self.metric, base, self.vec(c)), c))
+            .map(|&c| Near(self.dist_to(base, c), c))
             .collect();
         cands.sort();
-        let kept = self.select(&cands, cap);
+        let kept = self.select(&cands, cap, pool);
         self.set_links(neighbour, level, &kept);
     }
 
@@ -298,6 +322,13 @@ impl Hnsw {
         h.layer0 = r.u32s("layer 0")?;
         h.deleted = r.bytes("deleted")?.iter().map(|b| *b != 0).collect();
         let n = h.levels.len();
+        if h.vectors.len() != n * dim {
+            return Err(bad("array sizes disagree"));
+        }
+        // Codes are derived data: rebuilt here rather than stored.
+        for v in h.vectors.chunks_exact(dim.max(1)) {
+            h.codes.push(v);
+        }
         for i in 0..n {
             let block = if h.levels[i] > 0 {
                 r.u32s("upper links")?
@@ -360,33 +391,43 @@ impl VectorIndex for Hnsw {
         }
         let level = self.random_level();
         self.vectors.extend_from_slice(v);
+        self.codes.push(v);
         self.levels.push(level);
         self.layer0.resize(self.layer0.len() + self.m0 + 1, 0);
         self.upper.push(vec![0; level as usize * (self.m + 1)]);
         self.deleted.push(false);
 
-        let Some(mut ep) = self.descend(v, level) else {
+        let mut q = std::mem::take(&mut self.query);
+        q.set(v);
+        let Some(mut ep) = self.descend(&q, level) else {
+            self.query = q;
             self.entry = Some(slot);
             self.max_level = level;
             return Ok(());
         };
         let top = level.min(self.max_level);
         let mut sc = std::mem::take(&mut self.scratch);
+        let mut pool = std::mem::take(&mut self.kept);
+        let mut chosen_per_level = Vec::with_capacity(top as usize + 1);
         for l in (0..=top).rev() {
-            self.search_layer(&mut sc, v, ep, self.ef_construction, l, &|_| true);
+            self.search_layer(&mut sc, &q, ep, self.ef_construction, l, &|_| true);
             let mut found: Vec<Near> = sc.results.drain().collect();
             found.sort();
             if let Some(best) = found.first() {
                 ep = (best.1, best.0);
             }
-            let cap = if l == 0 { self.m0 } else { self.m };
-            let chosen = self.select(&found, self.m.min(cap));
+            let chosen = self.select(&found, self.m, &mut pool);
             self.set_links(slot, l, &chosen);
+            chosen_per_level.push((l, chosen));
+        }
+        for (l, chosen) in chosen_per_level {
             for n in chosen {
-                self.connect(slot, n, l);
+                self.connect(slot, n, l, &mut q, &mut pool);
             }
         }
+        self.query = q;
         self.scratch = sc;
+        self.kept = pool;
         if level > self.max_level {
             self.max_level = level;
             self.entry = Some(slot);
@@ -407,15 +448,24 @@ impl VectorIndex for Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<Scored> {
-        let Some(ep) = self.descend(q, 0) else {
+        let mut query = std::mem::take(&mut self.query);
+        query.set(q);
+        let Some(ep) = self.descend(&query, 0) else {
+            self.query = query;
             return Vec::new();
         };
         let mut sc = std::mem::take(&mut self.scratch);
         let deleted = &self.deleted;
-        self.search_layer(&mut sc, q, ep, ef.max(k), 0, &|s| {
+        self.search_layer(&mut sc, &query, ep, ef.max(k), 0, &|s| {
             !deleted[s as usize] && accept(s)
         });
-        let mut out: Vec<Scored> = sc.results.drain().map(|n| (n.1, n.0)).collect();
+        self.query = query;
+        // The walk ranked by 8-bit estimates; the answer is ranked by exact distances.
+        let mut out: Vec<Scored> = sc
+            .results
+            .drain()
+            .map(|n| (n.1, distance(self.metric, q, self.vec(n.1))))
+            .collect();
         self.scratch = sc;
         out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         out.truncate(k);
@@ -433,6 +483,7 @@ impl VectorIndex for Hnsw {
 
     fn memory_bytes(&self) -> usize {
         self.vectors.capacity() * 4
+            + self.codes.memory_bytes()
             + self.layer0.capacity() * 4
             + self
                 .upper

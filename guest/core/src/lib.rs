@@ -16,6 +16,7 @@ pub mod filter;
 pub mod hnsw;
 pub mod hora_index;
 pub mod index;
+pub mod quant;
 pub mod shard;
 pub mod traverse;
 

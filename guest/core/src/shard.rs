@@ -96,10 +96,17 @@ fn parse_props(id: &str, text: &str) -> Result<Map<String, Value>, EngineError> 
 
 impl Shard {
     pub fn new(config: CollectionConfig, shard_no: u32) -> Result<Self, EngineError> {
-        if config.dimension == 0 || config.m < 2 || config.m > 64 || config.ef_construction == 0 {
+        let dim = config.dimension as usize;
+        if dim == 0
+            || dim > crate::quant::MAX_DIMENSION
+            || config.m < 2
+            || config.m > 64
+            || config.ef_construction == 0
+        {
             return Err(EngineError::invalid(format!(
-                "collection `{}`: dimension must be > 0, m in 2..=64, ef_construction > 0",
-                config.name
+                "collection `{}`: dimension must be in 1..={}, m in 2..=64, ef_construction > 0",
+                config.name,
+                crate::quant::MAX_DIMENSION
             )));
         }
         if config.index == IndexKind::Hora && config.metric == Metric::Dot {

@@ -64,6 +64,11 @@ impl Runtime {
     pub fn new(component: &[u8], limits: EngineLimits) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // `VEKTAGRAF_WASM_PROFILE=perfmap` writes /tmp/perf-<pid>.map so `perf` names the
+        // engine's compiled functions.
+        if std::env::var("VEKTAGRAF_WASM_PROFILE").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine =
             WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
         let component = Component::new(&engine, component)

@@ -1,0 +1,257 @@
+//! 8-bit scalar quantisation for the graph walk.
+//!
+//! Every stored vector also keeps a code: one signed byte per dimension, scaled by the vector's
+//! own largest magnitude (`x ≈ scale · code`), plus the code's sum and the vector's exact squared
+//! norm. A query (or a stored vector playing the query's part during a build) is quantised to
+//! 7 bits and shifted to `1..=127`, so that one `i32x4.relaxed_dot_i8x16_i7x16_add` (pmaddubsw,
+//! pmaddwd, paddd on x86) multiplies 16 dimensions at once against a quarter of the memory the
+//! float vectors take. The index walks its graph on these estimates and re-ranks what it found
+//! with the exact float distance, so scores users see are exact.
+
+use crate::Metric;
+
+/// The shift that makes a 7-bit signed query code non-negative (`-63..=63` → `1..=127`).
+const SHIFT: i32 = 64;
+/// Codes are `i32` sums of `dim` products of at most 127·127: exact for dimensions up to this.
+pub const MAX_DIMENSION: usize = 65_536;
+
+/// Codes of the stored vectors, contiguous, in slot order.
+#[derive(Default)]
+pub struct Codes {
+    dim: usize,
+    codes: Vec<i8>,
+    scale: Vec<f32>,
+    sum: Vec<i32>,
+    norm2: Vec<f32>,
+}
+
+/// A vector quantised as a query: 7-bit codes shifted to `1..=127`.
+#[derive(Default, Clone)]
+pub struct Query {
+    shifted: Vec<u8>,
+    scale: f32,
+    norm2: f32,
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+fn norm2(v: &[f32]) -> f32 {
+    crate::distance::dot(v, v)
+}
+
+impl Query {
+    /// Re-quantises `v` into this query, reusing its buffer.
+    pub fn set(&mut self, v: &[f32]) {
+        let top = max_abs(v);
+        let scale = if top > 0.0 { top / 63.0 } else { 1.0 };
+        let inv = 1.0 / scale;
+        self.shifted.clear();
+        // `round_ties_even` is one instruction (f32.nearest); `round` is a libm call.
+        self.shifted.extend(
+            v.iter()
+                .map(|x| ((x * inv).round_ties_even().clamp(-63.0, 63.0) as i32 + SHIFT) as u8),
+        );
+        self.scale = scale;
+        self.norm2 = norm2(v);
+    }
+
+    /// Stored vector `i` as a query: its 8-bit code halved to 7 bits, with no float work.
+    pub fn set_from_code(&mut self, codes: &Codes, i: u32) {
+        let i = i as usize;
+        self.shifted.clear();
+        self.shifted.extend(
+            codes
+                .code(i)
+                .iter()
+                .map(|&c| ((c as i32 + 1) >> 1).clamp(-63, 63) as u8 + SHIFT as u8),
+        );
+        self.scale = codes.scale[i] * 2.0;
+        self.norm2 = codes.norm2[i];
+    }
+
+    pub fn of(v: &[f32]) -> Self {
+        let mut q = Self::default();
+        q.set(v);
+        q
+    }
+}
+
+impl Codes {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, v: &[f32]) {
+        let top = max_abs(v);
+        let scale = if top > 0.0 { top / 127.0 } else { 1.0 };
+        let inv = 1.0 / scale;
+        let start = self.codes.len();
+        self.codes.extend(
+            v.iter()
+                .map(|x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i8),
+        );
+        self.sum
+            .push(self.codes[start..].iter().map(|&c| c as i32).sum());
+        self.scale.push(scale);
+        self.norm2.push(norm2(v));
+    }
+
+    #[inline]
+    fn code(&self, i: usize) -> &[i8] {
+        &self.codes[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn len(&self) -> usize {
+        self.scale.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scale.is_empty()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.codes.capacity()
+            + (self.scale.capacity() + self.sum.capacity() + self.norm2.capacity()) * 4
+    }
+
+    /// The estimated index distance (smaller is closer, as [`crate::distance::distance`])
+    /// between query `q` and stored vector `i`.
+    #[inline]
+    pub fn distance(&self, metric: Metric, q: &Query, i: u32) -> f32 {
+        let i = i as usize;
+        let raw = dot_i8_u7(self.code(i), &q.shifted) - SHIFT * self.sum[i];
+        let dot = raw as f32 * self.scale[i] * q.scale;
+        match metric {
+            Metric::Cosine | Metric::Dot => -dot,
+            Metric::Euclidean => self.norm2[i] + q.norm2 - 2.0 * dot,
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` with `b` in `0..=127`.
+#[inline]
+pub fn dot_i8_u7(a: &[i8], b: &[u8]) -> i32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::dot(a, b);
+    #[allow(unreachable_code)]
+    portable_dot(a, b)
+}
+
+/// Lane-parallel integer dot product; LLVM vectorises it (pmaddwd natively).
+#[inline]
+pub fn portable_dot(a: &[i8], b: &[u8]) -> i32 {
+    const LANES: usize = 32;
+    let n = a.len().min(b.len());
+    let split = n / LANES * LANES;
+    let mut acc = [0i32; LANES];
+    for (ca, cb) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            acc[i] += ca[i] as i32 * cb[i] as i32;
+        }
+    }
+    let mut total: i32 = acc.iter().sum();
+    for k in split..n {
+        total += a[k] as i32 * b[k] as i32;
+    }
+    total
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod relaxed {
+    use core::arch::wasm32::*;
+
+    #[inline]
+    fn load<T>(s: &[T], i: usize) -> v128 {
+        debug_assert!((i + 16) * core::mem::size_of::<T>() <= core::mem::size_of_val(s));
+        // SAFETY: callers pass byte slices and `i + 16 <= len` (the loops below stop at a
+        // multiple of 16 that is at most the length); v128.load has no alignment requirement.
+        unsafe { v128_load(s.as_ptr().add(i) as *const v128) }
+    }
+
+    #[inline]
+    pub fn dot(a: &[i8], b: &[u8]) -> i32 {
+        let n = a.len().min(b.len());
+        let split = n / 32 * 32;
+        let mut acc0 = i32x4_splat(0);
+        let mut acc1 = i32x4_splat(0);
+        let mut i = 0;
+        while i < split {
+            acc0 = i32x4_relaxed_dot_i8x16_i7x16_add(load(a, i), load(b, i), acc0);
+            acc1 = i32x4_relaxed_dot_i8x16_i7x16_add(load(a, i + 16), load(b, i + 16), acc1);
+            i += 32;
+        }
+        if n - i >= 16 {
+            acc0 = i32x4_relaxed_dot_i8x16_i7x16_add(load(a, i), load(b, i), acc0);
+            i += 16;
+        }
+        let v = i32x4_add(acc0, acc1);
+        let mut total = i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v);
+        for k in i..n {
+            total += a[k] as i32 * b[k] as i32;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::distance;
+
+    #[test]
+    fn kernel_matches_naive_loop_for_every_length() {
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 384] {
+            let a: Vec<i8> = (0..len).map(|i| ((i * 37) % 255) as i8).collect();
+            let b: Vec<u8> = (0..len).map(|i| ((i * 11) % 128) as u8).collect();
+            let naive: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
+            assert_eq!(dot_i8_u7(&a, &b), naive, "len {len}");
+        }
+    }
+
+    #[test]
+    fn estimates_track_exact_distances() {
+        let v: Vec<Vec<f32>> = (0..40)
+            .map(|s| {
+                (0..96)
+                    .map(|i| ((i * 7 + s * 13) as f32 * 0.37).sin())
+                    .collect()
+            })
+            .collect();
+        for metric in [Metric::Dot, Metric::Euclidean] {
+            let mut codes = Codes::new(96);
+            v.iter().for_each(|x| codes.push(x));
+            let mut from_code = Query::default();
+            from_code.set_from_code(&codes, 0);
+            for q in [Query::of(&v[0]), from_code] {
+                for (i, x) in v.iter().enumerate() {
+                    let exact = distance(metric, &v[0], x);
+                    let est = codes.distance(metric, &q, i as u32);
+                    let tol = 0.02 * (norm2(&v[0]) * norm2(x)).sqrt();
+                    assert!(
+                        (exact - est).abs() <= tol,
+                        "{metric:?} {i}: {exact} vs {est}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_vectors_do_not_divide_by_zero() {
+        let mut codes = Codes::new(4);
+        codes.push(&[0.0; 4]);
+        let d = codes.distance(Metric::Euclidean, &Query::of(&[0.0; 4]), 0);
+        assert_eq!(d, 0.0);
+    }
+}
