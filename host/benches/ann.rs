@@ -205,7 +205,7 @@ fn wasm(data: &Data, efs: &[u32], shards: u32, index: IndexKind) -> Result<Syste
     let store = vektagraf::store::Store::open(dir.path())?;
     let snap: usize = (0..shards)
         .filter_map(|s| store.get_snapshot("bench", s).ok().flatten())
-        .map(|s| s.bytes.len())
+        .map(|(meta, _)| meta.size as usize)
         .sum();
     drop(store);
     sys.snapshot_mib = (snap > 0).then(|| snap as f64 / (1 << 20) as f64);

@@ -1,6 +1,7 @@
 //! Faults inside the engine and on disk: a guest that exhausts its memory cap or its deadline
 //! returns an error, writes nothing and leaves the database serving; a data directory of a
-//! newer format or a damaged engine component is refused with a clear error.
+//! newer format or a damaged engine component is refused with a clear error; a damaged index
+//! snapshot is noticed and the shard rebuilt from the stored objects.
 
 use std::time::Duration;
 
@@ -139,5 +140,81 @@ fn a_damaged_engine_component_is_refused_at_open() -> Result<()> {
         ),
         Ok(_) => panic!("a truncated component must be refused"),
     }
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_of_many_chunks_restores_and_a_damaged_chunk_falls_back_to_a_rebuild() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dim = 384;
+    let queries: Vec<Vec<f32>> = vectors(5, dim, 7_000).collect();
+    let answers = |db: &Database| -> Result<Vec<Vec<String>>> {
+        queries
+            .iter()
+            .map(|q| {
+                let hits = db.search("big", q, &SearchOptions::k(5))?;
+                Ok(hits.into_iter().map(|h| h.id).collect())
+            })
+            .collect()
+    };
+    let before = {
+        let db = Database::open(dir.path(), DatabaseConfig::default())?;
+        let mut spec = CollectionSpec::new("big", dim as u32);
+        spec.metric = Metric::Euclidean;
+        db.create_collection(spec)?;
+        // 3,000 x 384 floats: a snapshot of several 1 MiB chunks.
+        let mut batch = Batch::new();
+        for (i, v) in vectors(3_000, dim, 0).enumerate() {
+            batch.upsert("big", &format!("v{i}"), json!({}), Some(v));
+        }
+        db.write(batch)?;
+        let before = answers(&db)?;
+        db.close()?;
+        before
+    };
+    let chunks = redb::TableDefinition::<&[u8], &[u8]>::new("index_snapshot_chunks");
+    let count = {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let db = redb::Database::open(dir.path().join(vektagraf::store::DB_FILE))?;
+        let txn = db.begin_read()?;
+        txn.open_table(chunks)?.len()?
+    };
+    assert!(
+        count >= 4,
+        "expected a multi-chunk snapshot, got {count} chunks"
+    );
+    {
+        let db = Database::open(dir.path(), DatabaseConfig::default())?;
+        let report = &db.startup()[0].1[0];
+        assert!(
+            report.restored_snapshot && report.rebuilt == 0,
+            "{report:?}"
+        );
+        assert_eq!(answers(&db)?, before);
+    }
+    // Flip one byte in the middle of the second chunk.
+    {
+        let db = redb::Database::open(dir.path().join(vektagraf::store::DB_FILE))?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(chunks)?;
+            use redb::ReadableTable;
+            let (key, mut value) = {
+                let (k, v) = table.iter()?.nth(1).expect("second chunk")?;
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            let mid = value.len() / 2;
+            value[mid] ^= 0x40;
+            table.insert(key.as_slice(), value.as_slice())?;
+        }
+        txn.commit()?;
+    }
+    let db = Database::open(dir.path(), DatabaseConfig::default())?;
+    let report = &db.startup()[0].1[0];
+    assert!(
+        !report.restored_snapshot && report.rebuilt == 3_000,
+        "a damaged snapshot must be rebuilt from storage: {report:?}"
+    );
+    assert_eq!(answers(&db)?, before);
     Ok(())
 }

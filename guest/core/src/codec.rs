@@ -1,67 +1,210 @@
-//! Little-endian byte writer and bounds-checked reader for snapshots.
+//! Little-endian snapshot streams: a [`Writer`] that hands its bytes to a [`Sink`] in chunks and
+//! a bounds-checked [`Reader`] that pulls them from a [`Source`], both keeping a CRC-32 of the
+//! body, which travels as a 4-byte trailer.
+//!
+//! Streaming is what lets a shard of a million 384-d vectors (about 2 GB of index) take and
+//! restore snapshots inside a 4 GiB Wasm memory: neither side ever holds more than one chunk of
+//! snapshot bytes besides the index itself.
 
 use crate::EngineError;
 
-#[derive(Default)]
-pub struct Writer {
-    pub buf: Vec<u8>,
+/// Bytes are handed on in pieces of about this size.
+pub const CHUNK: usize = 1 << 20;
+
+/// Where a snapshot's bytes go.
+pub trait Sink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EngineError>;
 }
 
-impl Writer {
+impl Sink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Where a snapshot's bytes come from.
+pub trait Source {
+    /// Up to `max` of the next bytes; empty at the end.
+    fn read(&mut self, max: usize) -> Result<Vec<u8>, EngineError>;
+}
+
+/// A snapshot held in memory.
+pub struct SliceSource<'a>(pub &'a [u8]);
+
+impl Source for SliceSource<'_> {
+    fn read(&mut self, max: usize) -> Result<Vec<u8>, EngineError> {
+        let n = max.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head.to_vec())
+    }
+}
+
+pub struct Writer<'s> {
+    buf: Vec<u8>,
+    sink: &'s mut dyn Sink,
+    crc: crc32fast::Hasher,
+    written: u64,
+    /// The first error of the sink; reported by [`Writer::finish`].
+    failed: Option<EngineError>,
+}
+
+impl<'s> Writer<'s> {
+    pub fn new(sink: &'s mut dyn Sink) -> Self {
+        Self {
+            buf: Vec::with_capacity(CHUNK),
+            sink,
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+            failed: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        self.crc.update(&self.buf);
+        self.written += self.buf.len() as u64;
+        if self.failed.is_none() {
+            if let Err(e) = self.sink.write(&self.buf) {
+                self.failed = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    pub fn raw(&mut self, v: &[u8]) {
+        for piece in v.chunks(CHUNK) {
+            self.put(piece);
+        }
+    }
     pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
+        self.put(&[v]);
     }
     pub fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.put(&v.to_le_bytes());
     }
     pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.put(&v.to_le_bytes());
     }
     pub fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
-        self.buf.extend_from_slice(v);
+        self.raw(v);
     }
     pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
     pub fn u32s(&mut self, v: &[u32]) {
         self.u64(v.len() as u64);
-        self.buf.reserve(v.len() * 4);
-        for x in v {
-            self.buf.extend_from_slice(&x.to_le_bytes());
+        for piece in v.chunks(CHUNK / 4) {
+            for x in piece {
+                self.buf.extend_from_slice(&x.to_le_bytes());
+            }
+            if self.buf.len() >= CHUNK {
+                self.flush();
+            }
         }
     }
     pub fn f32s(&mut self, v: &[f32]) {
         self.u64(v.len() as u64);
-        self.buf.reserve(v.len() * 4);
-        for x in v {
-            self.buf.extend_from_slice(&x.to_le_bytes());
+        for piece in v.chunks(CHUNK / 4) {
+            for x in piece {
+                self.buf.extend_from_slice(&x.to_le_bytes());
+            }
+            if self.buf.len() >= CHUNK {
+                self.flush();
+            }
+        }
+    }
+
+    /// Flushes, appends the CRC-32 of everything written, and returns the total length.
+    pub fn finish(mut self) -> Result<u64, EngineError> {
+        self.flush();
+        let crc = self.crc.clone().finalize();
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        let total = self.written + 4;
+        if self.failed.is_none() {
+            if let Err(e) = self.sink.write(&self.buf) {
+                self.failed = Some(e);
+            }
+        }
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(total),
         }
     }
 }
 
-pub struct Reader<'a> {
-    buf: &'a [u8],
+pub struct Reader<'s> {
+    src: &'s mut dyn Source,
+    buf: Vec<u8>,
     pos: usize,
+    /// Body bytes not yet pulled from the source (the trailer is not part of the body).
+    unread: u64,
+    crc: crc32fast::Hasher,
 }
 
 fn truncated(what: &str) -> EngineError {
     EngineError::State(format!("snapshot is truncated (while reading {what})"))
 }
 
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
+impl<'s> Reader<'s> {
+    /// Reads a snapshot of `total` bytes (body and trailer).
+    pub fn new(src: &'s mut dyn Source, total: u64) -> Result<Self, EngineError> {
+        let unread = total.checked_sub(4).ok_or_else(|| truncated("checksum"))?;
+        Ok(Self {
+            src,
+            buf: Vec::new(),
+            pos: 0,
+            unread,
+            crc: crc32fast::Hasher::new(),
+        })
     }
-    pub fn is_empty(&self) -> bool {
-        self.pos == self.buf.len()
+
+    fn left(&self) -> u64 {
+        (self.buf.len() - self.pos) as u64 + self.unread
     }
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], EngineError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| truncated(what))?;
-        let out = self.buf.get(self.pos..end).ok_or_else(|| truncated(what))?;
-        self.pos = end;
+
+    /// Makes at least `n` body bytes available at `pos`.
+    fn fill(&mut self, n: usize, what: &str) -> Result<(), EngineError> {
+        if self.buf.len() - self.pos >= n {
+            return Ok(());
+        }
+        if (n as u64) > self.left() {
+            return Err(truncated(what));
+        }
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        while self.buf.len() < n {
+            let want = (n - self.buf.len()).max(CHUNK).min(self.unread as usize);
+            let got = self.src.read(want)?;
+            if got.is_empty() || got.len() > want {
+                return Err(truncated(what));
+            }
+            self.crc.update(&got);
+            self.unread -= got.len() as u64;
+            self.buf.extend_from_slice(&got);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], EngineError> {
+        self.fill(n, what)?;
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
         Ok(out)
     }
+
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], EngineError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
@@ -76,62 +219,136 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self, what: &str) -> Result<u64, EngineError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
+
+    /// A length prefix, refused when `len · elem` cannot fit in what is left: corruption, not
+    /// an allocation to attempt.
     fn len(&mut self, elem: usize, what: &str) -> Result<usize, EngineError> {
         let n = self.u64(what)?;
-        let n = usize::try_from(n).map_err(|_| truncated(what))?;
-        // A length that cannot fit in what is left is corruption, not an allocation to attempt.
-        if n.checked_mul(elem)
-            .is_none_or(|b| b > self.buf.len() - self.pos)
-        {
+        if n.checked_mul(elem as u64).is_none_or(|b| b > self.left()) {
             return Err(truncated(what));
         }
-        Ok(n)
+        usize::try_from(n).map_err(|_| truncated(what))
     }
-    pub fn bytes(&mut self, what: &str) -> Result<&'a [u8], EngineError> {
+
+    /// `n · size` bytes, handed to `each` a chunk at a time.
+    fn pieces(
+        &mut self,
+        n: usize,
+        size: usize,
+        what: &str,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), EngineError> {
+        let mut left = n * size;
+        while left > 0 {
+            let step = left.min(CHUNK / size * size);
+            each(self.take(step, what)?);
+            left -= step;
+        }
+        Ok(())
+    }
+
+    /// `n` bytes with no length prefix.
+    pub fn fixed(&mut self, n: usize, what: &str) -> Result<Vec<u8>, EngineError> {
+        Ok(self.take(n, what)?.to_vec())
+    }
+    pub fn bytes(&mut self, what: &str) -> Result<Vec<u8>, EngineError> {
         let n = self.len(1, what)?;
-        self.take(n, what)
+        let mut out = Vec::with_capacity(n);
+        self.pieces(n, 1, what, |b| out.extend_from_slice(b))?;
+        Ok(out)
     }
     pub fn string(&mut self, what: &str) -> Result<String, EngineError> {
-        let b = self.bytes(what)?;
-        String::from_utf8(b.to_vec())
+        String::from_utf8(self.bytes(what)?)
             .map_err(|_| EngineError::State(format!("snapshot has invalid UTF-8 in {what}")))
     }
     pub fn u32s(&mut self, what: &str) -> Result<Vec<u32>, EngineError> {
         let n = self.len(4, what)?;
-        let raw = self.take(n * 4, what)?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let mut out = Vec::with_capacity(n);
+        self.pieces(n, 4, what, |b| {
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            )
+        })?;
+        Ok(out)
     }
     pub fn f32s(&mut self, what: &str) -> Result<Vec<f32>, EngineError> {
         let n = self.len(4, what)?;
-        let raw = self.take(n * 4, what)?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let mut out = Vec::with_capacity(n);
+        self.pieces(n, 4, what, |b| {
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            )
+        })?;
+        Ok(out)
+    }
+
+    /// Checks that the body was read to its end and that its CRC-32 matches the trailer.
+    pub fn finish(self) -> Result<(), EngineError> {
+        if self.left() != 0 {
+            return Err(EngineError::State("snapshot has trailing bytes".into()));
+        }
+        let mut trailer = Vec::new();
+        while trailer.len() < 4 {
+            let got = self.src.read(4 - trailer.len())?;
+            if got.is_empty() {
+                return Err(truncated("checksum"));
+            }
+            trailer.extend_from_slice(&got);
+        }
+        if trailer.len() != 4 || !self.src.read(1)?.is_empty() {
+            return Err(EngineError::State("snapshot has trailing bytes".into()));
+        }
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        if self.crc.finalize() != stored {
+            return Err(EngineError::State(
+                "snapshot checksum does not match: the bytes are damaged".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
-/// Appends a CRC-32 of everything written so far.
-pub fn seal(mut w: Writer) -> Vec<u8> {
-    let crc = crc32fast::hash(&w.buf);
-    w.u32(crc);
-    w.buf
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Checks and strips the CRC-32 that [`seal`] appended.
-pub fn unseal(bytes: &[u8]) -> Result<&[u8], EngineError> {
-    if bytes.len() < 4 {
-        return Err(truncated("checksum"));
+    fn sample(w: &mut Writer<'_>) {
+        w.u8(7);
+        w.str("hello");
+        let big: Vec<f32> = (0..(CHUNK / 2)).map(|i| i as f32).collect();
+        w.f32s(&big);
+        w.u32s(&[1, 2, 3]);
     }
-    let (body, tail) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    if crc32fast::hash(body) != stored {
-        return Err(EngineError::State(
-            "snapshot checksum does not match: the bytes are damaged".into(),
-        ));
+
+    #[test]
+    fn round_trip_across_chunks_and_crc_catches_damage() {
+        let mut bytes = Vec::new();
+        let total = {
+            let mut w = Writer::new(&mut bytes);
+            sample(&mut w);
+            w.finish().expect("finish")
+        };
+        assert_eq!(total, bytes.len() as u64);
+        let read = |b: &[u8]| -> Result<(u8, String, usize, Vec<u32>), EngineError> {
+            let mut src = SliceSource(b);
+            let mut r = Reader::new(&mut src, b.len() as u64)?;
+            let out = (r.u8("a")?, r.string("b")?, r.f32s("c")?.len(), r.u32s("d")?);
+            r.finish()?;
+            Ok(out)
+        };
+        let (a, b, c, d) = read(&bytes).expect("read");
+        assert_eq!(
+            (a, b.as_str(), c, d),
+            (7, "hello", CHUNK / 2, vec![1, 2, 3])
+        );
+        let mut damaged = bytes.clone();
+        damaged[CHUNK] ^= 1;
+        assert!(read(&damaged).is_err(), "flipped bit accepted");
+        assert!(
+            read(&bytes[..bytes.len() - 10]).is_err(),
+            "truncation accepted"
+        );
     }
-    Ok(body)
 }

@@ -318,7 +318,7 @@ impl Hnsw {
         let entry = r.u32("entry")?;
         h.max_level = r.u8("max level")?;
         h.vectors = r.f32s("vectors")?;
-        h.levels = r.bytes("levels")?.to_vec();
+        h.levels = r.bytes("levels")?;
         h.layer0 = r.u32s("layer 0")?;
         h.deleted = r.bytes("deleted")?.iter().map(|b| *b != 0).collect();
         let n = h.levels.len();
@@ -525,6 +525,7 @@ impl VectorIndex for Hnsw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::SliceSource;
 
     fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut s = seed;
@@ -591,9 +592,12 @@ mod tests {
             h.insert(i as u32, v).expect("insert");
         }
         h.remove(3);
-        let mut w = Writer::default();
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
         h.write(&mut w).expect("write");
-        let mut back = Hnsw::read(&mut Reader::new(&w.buf)).expect("read");
+        let total = w.finish().expect("finish");
+        let mut back = Hnsw::read(&mut Reader::new(&mut SliceSource(&buf), total).expect("reader"))
+            .expect("read");
         for q in points(20, 8, 5) {
             assert_eq!(
                 h.search(&q, 5, 40, &|_| true),
@@ -601,9 +605,9 @@ mod tests {
             );
         }
         // Corrupt a link count: reading must fail instead of trusting it.
-        let mut bad = w.buf.clone();
-        let cut = bad.len() / 2;
-        bad.truncate(cut);
-        assert!(Hnsw::read(&mut Reader::new(&bad)).is_err());
+        let bad = &buf[..buf.len() / 2];
+        let mut src = SliceSource(bad);
+        let mut r = Reader::new(&mut src, bad.len() as u64).expect("reader");
+        assert!(Hnsw::read(&mut r).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::codec::{seal, unseal, Reader, Writer};
+use crate::codec::{Reader, Sink, SliceSource, Source, Writer};
 use crate::distance::{distance, score};
 use crate::filter::Filter;
 use crate::hnsw::Hnsw;
@@ -340,8 +340,15 @@ impl Shard {
 
     /// The shard as bytes: magic, format, config, objects, index, CRC-32 (docs/storage.md).
     pub fn snapshot(&self) -> Result<Vec<u8>, EngineError> {
-        let mut w = Writer::default();
-        w.buf.extend_from_slice(MAGIC);
+        let mut out = Vec::new();
+        self.snapshot_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Streams the snapshot into `sink` a chunk at a time; returns its length.
+    pub fn snapshot_to(&self, sink: &mut dyn Sink) -> Result<u64, EngineError> {
+        let mut w = Writer::new(sink);
+        w.raw(MAGIC);
         w.u32(FORMAT);
         write_config(&mut w, &self.config, self.shard_no);
         let mut ids: Vec<&String> = self.objects.keys().collect();
@@ -354,18 +361,23 @@ impl Shard {
             w.u32(o.slot.unwrap_or(u32::MAX));
         }
         self.index.write(&mut w)?;
-        Ok(seal(w))
+        w.finish()
     }
 
     /// Replaces this shard's state with a snapshot of a shard with the same configuration.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
-        let body = unseal(bytes)?;
-        if body.len() < 8 || &body[..8] != MAGIC {
+        self.restore_from(&mut SliceSource(bytes), bytes.len() as u64)
+    }
+
+    /// As [`Shard::restore`], pulling the `total` bytes from `src` a chunk at a time. The
+    /// shard is replaced only once the whole snapshot has been read and its checksum matched.
+    pub fn restore_from(&mut self, src: &mut dyn Source, total: u64) -> Result<(), EngineError> {
+        let mut r = Reader::new(src, total)?;
+        if r.fixed(MAGIC.len(), "magic")? != MAGIC {
             return Err(EngineError::State(
                 "not a shard snapshot (bad magic)".into(),
             ));
         }
-        let mut r = Reader::new(&body[8..]);
         let format = r.u32("format")?;
         if format != FORMAT {
             return Err(EngineError::State(format!(
@@ -394,9 +406,7 @@ impl Shard {
             objects.insert(id, Obj { props, slot });
         }
         let index = crate::index::read(config.index, &mut r)?;
-        if !r.is_empty() {
-            return Err(EngineError::State("snapshot has trailing bytes".into()));
-        }
+        r.finish()?;
         let mut owners: Vec<Option<String>> = vec![None; index.slots() as usize];
         for (s, id) in slots {
             match owners.get_mut(s as usize) {

@@ -18,6 +18,21 @@ wit_bindgen::generate!({
 
 struct Engine;
 
+/// Snapshot bytes leave and enter through the host, a chunk at a time.
+struct HostSink;
+impl core::codec::Sink for HostSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), core::EngineError> {
+        host::snapshot_write(bytes);
+        Ok(())
+    }
+}
+struct HostSource;
+impl core::codec::Source for HostSource {
+    fn read(&mut self, max: usize) -> Result<Vec<u8>, core::EngineError> {
+        Ok(host::snapshot_read(u32::try_from(max).unwrap_or(u32::MAX)))
+    }
+}
+
 thread_local! {
     static SHARD: RefCell<Option<Shard>> = const { RefCell::new(None) };
 }
@@ -196,12 +211,12 @@ impl Guest for Engine {
         })
     }
 
-    fn snapshot() -> Result<Vec<u8>, wit::EngineError> {
-        with_shard(|s| s.snapshot())
+    fn snapshot() -> Result<u64, wit::EngineError> {
+        with_shard(|s| s.snapshot_to(&mut HostSink))
     }
 
-    fn restore(bytes: Vec<u8>) -> Result<(), wit::EngineError> {
-        with_shard(|s| s.restore(&bytes))
+    fn restore(size: u64) -> Result<(), wit::EngineError> {
+        with_shard(|s| s.restore_from(&mut HostSource, size))
     }
 }
 

@@ -486,10 +486,9 @@ impl Committer {
             .map(|(c, _)| c.clone())
             .collect();
         let covered = self.inner.store.applied()?;
-        // One collection at a time, so at most one collection's snapshot bytes are in memory.
+        // One shard at a time, so at most one shard's snapshot bytes are in memory.
         for name in &names {
             let coll = self.inner.collection(name)?;
-            let mut snaps = Vec::new();
             let mut objects = 0;
             for s in 0..coll.shard_count() {
                 let mut slot = coll.lock(s)?;
@@ -498,9 +497,10 @@ impl Committer {
                 };
                 objects += inst.stats().map_or(0, |st| st.objects);
                 match inst.snapshot() {
-                    Ok(bytes) => {
+                    Ok(chunks) => {
                         let covered = covered.clone();
-                        snaps.push((name.clone(), s, ShardSnapshot { covered, bytes }));
+                        let snap = ShardSnapshot { covered, chunks };
+                        self.inner.store.put_snapshot(name, s, &snap)?;
                     }
                     Err(CallError::Engine(wit::EngineError::Unsupported(_))) => {}
                     Err(CallError::Engine(e)) => {
@@ -512,7 +512,6 @@ impl Committer {
                     }
                 }
             }
-            self.inner.store.put_snapshots(&snaps)?;
             self.snapshot_size.insert(name.clone(), objects);
             self.dirty.remove(name);
         }

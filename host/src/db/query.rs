@@ -226,7 +226,7 @@ impl Database {
         let parts = fan_out(&self.inner, &coll, |inst| inst.stats())?;
         let snapshot_seq = (0..coll.shard_count())
             .filter_map(|s| self.inner.store.get_snapshot(collection, s).ok().flatten())
-            .map(|snap| snap.covered.get(&self.node_id()).copied().unwrap_or(0))
+            .map(|(meta, _)| meta.covered.get(&self.node_id()).copied().unwrap_or(0))
             .min()
             .unwrap_or(0);
         Ok(CollectionStats {

@@ -48,10 +48,10 @@ pub(crate) fn load_shard(
     let mut inst = rt.instantiate(spec, shard, store.clone())?;
     let mut report = LoadReport::default();
     let mut covered: Option<VersionVector> = None;
-    if let Some(snap) = store.get_snapshot(&spec.name, shard)? {
-        match inst.restore(&snap.bytes) {
+    if let Some((meta, chunks)) = store.get_snapshot(&spec.name, shard)? {
+        match inst.restore(meta.size, chunks) {
             Ok(()) => {
-                covered = Some(snap.covered);
+                covered = Some(meta.covered);
                 report.restored_snapshot = true;
             }
             Err(e) => {

@@ -19,6 +19,59 @@ pub struct HostState {
     pub(super) store: Arc<Store>,
     /// Names the instance in logs.
     pub(super) label: String,
+    /// What `shard.snapshot` has streamed out so far.
+    pub(super) snapshot_out: SnapshotOut,
+    /// What `shard.restore` reads from.
+    pub(super) snapshot_in: Option<SnapshotIn>,
+}
+
+/// Snapshot chunks coming out of the engine, capped so a misbehaving engine cannot fill the
+/// node's memory.
+#[derive(Default)]
+pub struct SnapshotOut {
+    pub chunks: Vec<Vec<u8>>,
+    pub bytes: u64,
+    pub cap: u64,
+    pub overflowed: bool,
+}
+
+/// Snapshot bytes going into the engine: chunks pulled lazily from storage.
+pub struct SnapshotIn {
+    chunks: Box<dyn Iterator<Item = crate::error::Result<Vec<u8>>> + Send>,
+    current: Vec<u8>,
+    pos: usize,
+    /// A storage error met while feeding the engine; it then sees a truncated snapshot.
+    pub failed: Option<crate::error::Error>,
+}
+
+impl SnapshotIn {
+    pub fn new(
+        chunks: impl Iterator<Item = crate::error::Result<Vec<u8>>> + Send + 'static,
+    ) -> Self {
+        Self {
+            chunks: Box::new(chunks),
+            current: Vec::new(),
+            pos: 0,
+            failed: None,
+        }
+    }
+
+    fn read(&mut self, max: usize) -> Vec<u8> {
+        while self.pos == self.current.len() && self.failed.is_none() {
+            match self.chunks.next() {
+                Some(Ok(c)) => {
+                    self.current = c;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => self.failed = Some(e),
+                None => break,
+            }
+        }
+        let end = (self.pos + max).min(self.current.len());
+        let out = self.current[self.pos..end].to_vec();
+        self.pos = end;
+        out
+    }
 }
 
 impl WasiView for HostState {
@@ -66,6 +119,24 @@ impl host_api::Host for HostState {
                 tracing::error!(shard = %self.label, error = %e, "reading edges failed");
                 Vec::new()
             }
+        }
+    }
+
+    fn snapshot_write(&mut self, bytes: Vec<u8>) {
+        let out = &mut self.snapshot_out;
+        out.bytes += bytes.len() as u64;
+        if out.bytes > out.cap {
+            out.overflowed = true;
+            out.chunks.clear();
+        } else {
+            out.chunks.push(bytes);
+        }
+    }
+
+    fn snapshot_read(&mut self, max: u32) -> Vec<u8> {
+        match &mut self.snapshot_in {
+            Some(feed) => feed.read(max as usize),
+            None => Vec::new(),
         }
     }
 

@@ -121,6 +121,8 @@ impl Runtime {
                 .build(),
             store,
             label: label.clone(),
+            snapshot_out: host::SnapshotOut::default(),
+            snapshot_in: None,
         };
         let mut s = Store::new(&self.engine, state);
         s.limiter(|st| &mut st.limits);
@@ -227,12 +229,41 @@ impl ShardInstance {
         call!(self, self.limits.query_timeout, call_traverse, req)
     }
 
-    pub fn snapshot(&mut self) -> CallResult<Vec<u8>> {
-        call!(self, self.limits.apply_timeout, call_snapshot)
+    /// The shard's snapshot, as the chunks the engine streamed out.
+    pub fn snapshot(&mut self) -> CallResult<Vec<Vec<u8>>> {
+        // An engine's state lives in its memory, so a larger snapshot is a misbehaving engine.
+        self.store.data_mut().snapshot_out = host::SnapshotOut {
+            cap: self.limits.memory_limit_bytes.saturating_mul(2),
+            ..Default::default()
+        };
+        let result = call!(self, self.limits.apply_timeout, call_snapshot);
+        let out = std::mem::take(&mut self.store.data_mut().snapshot_out);
+        let size = result?;
+        if out.overflowed || out.bytes != size {
+            return Err(CallError::Engine(wit::EngineError::State(format!(
+                "snapshot stream of {} bytes does not match the {size} bytes announced (or \
+                 exceeds {} bytes)",
+                out.bytes, out.cap
+            ))));
+        }
+        Ok(out.chunks)
     }
 
-    pub fn restore(&mut self, bytes: &[u8]) -> CallResult<()> {
-        call!(self, self.limits.apply_timeout, call_restore, bytes)
+    /// Replaces the shard's state with a snapshot of `size` bytes read from `chunks`.
+    pub fn restore(
+        &mut self,
+        size: u64,
+        chunks: impl Iterator<Item = Result<Vec<u8>>> + Send + 'static,
+    ) -> CallResult<()> {
+        self.store.data_mut().snapshot_in = Some(host::SnapshotIn::new(chunks));
+        let result = call!(self, self.limits.apply_timeout, call_restore, size);
+        let feed = self.store.data_mut().snapshot_in.take();
+        if let Some(e) = feed.and_then(|f| f.failed) {
+            return Err(CallError::Engine(wit::EngineError::State(format!(
+                "reading the snapshot from storage: {e}"
+            ))));
+        }
+        result
     }
 
     pub fn stats(&mut self) -> CallResult<wit::ShardStats> {

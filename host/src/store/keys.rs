@@ -39,6 +39,13 @@ pub fn shard(collection: &str, shard: u32) -> Vec<u8> {
     k
 }
 
+/// `shard key, u32 BE n`: chunk `n` of that shard's index snapshot.
+pub fn chunk(shard_key: &[u8], n: u32) -> Vec<u8> {
+    let mut k = shard_key.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
 /// Splits a key into its parts; `None` if it is not well formed.
 pub fn parts(mut key: &[u8]) -> Option<Vec<&str>> {
     let mut out = Vec::new();

@@ -26,15 +26,51 @@ const EDGES_OUT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges_out
 const EDGES_IN: TableDefinition<&[u8], ()> = TableDefinition::new("edges_in");
 const OPLOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("oplog");
 const APPLIED: TableDefinition<u64, u64> = TableDefinition::new("applied");
-const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshots");
+/// Index snapshots before they were chunked; dropped when the first chunked one is written.
+const SNAPSHOTS_UNCHUNKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshots");
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshot_meta");
+const SNAPSHOT_CHUNKS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("index_snapshot_chunks");
 
 /// Version vector: origin node -> highest sequence number applied.
 pub type VersionVector = BTreeMap<u64, u64>;
 
-/// An index snapshot of one shard and the log position it covers.
+/// An index snapshot of one shard, as the engine streamed it, and the log position it covers.
 pub struct ShardSnapshot {
     pub covered: VersionVector,
-    pub bytes: Vec<u8>,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// A stored snapshot's description; its bytes are read a chunk at a time by [`SnapshotChunks`].
+pub struct SnapshotMeta {
+    pub covered: VersionVector,
+    /// Total length of the engine bytes.
+    pub size: u64,
+    chunks: u32,
+}
+
+/// The chunks of one stored snapshot, read lazily from one consistent read transaction.
+pub struct SnapshotChunks {
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    key: Vec<u8>,
+    next: u32,
+    count: u32,
+}
+
+impl Iterator for SnapshotChunks {
+    type Item = Result<Vec<u8>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next == self.count {
+            return None;
+        }
+        let key = keys::chunk(&self.key, self.next);
+        self.next += 1;
+        Some(match self.table.get(key.as_slice()) {
+            Ok(Some(v)) => Ok(v.value().to_vec()),
+            Ok(None) => Err(Error::Storage("an index snapshot chunk is missing".into())),
+            Err(e) => Err(e.into()),
+        })
+    }
 }
 
 pub struct Store {
@@ -102,6 +138,7 @@ impl Store {
             txn.open_table(OPLOG)?;
             txn.open_table(APPLIED)?;
             txn.open_table(SNAPSHOTS)?;
+            txn.open_table(SNAPSHOT_CHUNKS)?;
         }
         txn.commit()?;
         Ok(Store { db, path, node_id })
@@ -263,25 +300,58 @@ impl Store {
         Ok(txn.open_table(OPLOG)?.len()?)
     }
 
-    pub fn get_snapshot(&self, collection: &str, shard: u32) -> Result<Option<ShardSnapshot>> {
+    /// The newest snapshot of a shard and a reader of its chunks (one read transaction, so
+    /// the chunks match the description even if a newer snapshot is written meanwhile).
+    pub fn get_snapshot(
+        &self,
+        collection: &str,
+        shard: u32,
+    ) -> Result<Option<(SnapshotMeta, SnapshotChunks)>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(SNAPSHOTS)?;
-        let Some(v) = table.get(keys::shard(collection, shard).as_slice())? else {
+        let key = keys::shard(collection, shard);
+        let Some(meta) = txn
+            .open_table(SNAPSHOTS)?
+            .get(key.as_slice())?
+            .map(|v| decode_snapshot_meta(v.value()))
+            .transpose()?
+        else {
             return Ok(None);
         };
-        decode_snapshot(v.value()).map(Some)
+        let chunks = SnapshotChunks {
+            table: txn.open_table(SNAPSHOT_CHUNKS)?,
+            key,
+            next: 0,
+            count: meta.chunks,
+        };
+        Ok(Some((meta, chunks)))
     }
 
-    /// Stores snapshots of several shards in one durable transaction.
-    pub fn put_snapshots(&self, snaps: &[(String, u32, ShardSnapshot)]) -> Result<()> {
+    /// Replaces a shard's snapshot in one durable transaction.
+    pub fn put_snapshot(&self, collection: &str, shard: u32, snap: &ShardSnapshot) -> Result<()> {
+        let key = keys::shard(collection, shard);
+        let count = u32::try_from(snap.chunks.len())
+            .map_err(|_| Error::Storage("index snapshot has too many chunks".into()))?;
+        let meta = SnapshotMeta {
+            covered: snap.covered.clone(),
+            size: snap.chunks.iter().map(|c| c.len() as u64).sum(),
+            chunks: count,
+        };
         let txn = self.db.begin_write()?;
+        txn.delete_table(SNAPSHOTS_UNCHUNKED)?;
         {
             let mut table = txn.open_table(SNAPSHOTS)?;
-            for (c, s, snap) in snaps {
-                table.insert(
-                    keys::shard(c, *s).as_slice(),
-                    encode_snapshot(snap).as_slice(),
-                )?;
+            let old = table
+                .get(key.as_slice())?
+                .map(|v| decode_snapshot_meta(v.value()))
+                .transpose()?
+                .map_or(0, |m| m.chunks);
+            table.insert(key.as_slice(), encode_snapshot_meta(&meta).as_slice())?;
+            let mut chunks = txn.open_table(SNAPSHOT_CHUNKS)?;
+            for i in count..old {
+                chunks.remove(keys::chunk(&key, i).as_slice())?;
+            }
+            for (i, c) in snap.chunks.iter().enumerate() {
+                chunks.insert(keys::chunk(&key, i as u32).as_slice(), c.as_slice())?;
             }
         }
         txn.commit()?;
@@ -300,20 +370,22 @@ fn parse_json(text: &str) -> Result<serde_json::Value> {
         .map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
 }
 
-/// Snapshot value: `u8 version, u32 n, n x (u64 origin, u64 seq), engine bytes` (all LE).
-fn encode_snapshot(s: &ShardSnapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + s.covered.len() * 16 + s.bytes.len());
+/// Snapshot description: `u8 version, u32 n, n x (u64 origin, u64 seq), u64 size, u32 chunks`
+/// (all LE).
+fn encode_snapshot_meta(s: &SnapshotMeta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + s.covered.len() * 16);
     out.push(records::RECORD_VERSION);
     out.extend_from_slice(&(s.covered.len() as u32).to_le_bytes());
     for (o, q) in &s.covered {
         out.extend_from_slice(&o.to_le_bytes());
         out.extend_from_slice(&q.to_le_bytes());
     }
-    out.extend_from_slice(&s.bytes);
+    out.extend_from_slice(&s.size.to_le_bytes());
+    out.extend_from_slice(&s.chunks.to_le_bytes());
     out
 }
 
-fn decode_snapshot(v: &[u8]) -> Result<ShardSnapshot> {
+fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
     let bad = || Error::Storage("index snapshot record is damaged".into());
     let (&version, rest) = v.split_first().ok_or_else(bad)?;
     if version != records::RECORD_VERSION {
@@ -327,9 +399,15 @@ fn decode_snapshot(v: &[u8]) -> Result<ShardSnapshot> {
         covered.insert(u64::from_le_bytes(*o), u64::from_le_bytes(*q));
         rest = r;
     }
-    Ok(ShardSnapshot {
+    let (size, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+    let (chunks, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(SnapshotMeta {
         covered,
-        bytes: rest.to_vec(),
+        size: u64::from_le_bytes(*size),
+        chunks: u32::from_le_bytes(*chunks),
     })
 }
 
