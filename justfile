@@ -26,3 +26,8 @@ full-dataset data="/tmp/vektagraf-full":
 # Benchmark against hnswlib, faiss and exact search; writes docs/BENCHMARKS.md and docs/benchmarks.json.
 bench:
     cargo bench -p vektagraf --bench ann
+
+# The same engine at a million synthetic 384-d vectors with 1, 2 and 4 shards (about 30 min);
+# writes the Scale section of docs/BENCHMARKS.md.
+bench-scale:
+    cargo bench -p vektagraf --bench scale

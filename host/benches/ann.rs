@@ -415,7 +415,16 @@ fn main() -> Result<()> {
         root.join("docs/benchmarks.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    std::fs::write(root.join("docs/BENCHMARKS.md"), &md)?;
+    // Keep the section `just bench-scale` writes (a separate, much longer run).
+    let old = std::fs::read_to_string(root.join("docs/BENCHMARKS.md")).unwrap_or_default();
+    let scale = match (
+        old.find("<!-- scale:begin -->"),
+        old.find("<!-- scale:end -->"),
+    ) {
+        (Some(a), Some(b)) if b > a => format!("\n{}\n", &old[a..b + "<!-- scale:end -->".len()]),
+        _ => String::new(),
+    };
+    std::fs::write(root.join("docs/BENCHMARKS.md"), format!("{md}{scale}"))?;
     println!("{md}");
     Ok(())
 }

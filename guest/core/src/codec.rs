@@ -115,14 +115,17 @@ impl<'s> Writer<'s> {
             }
         }
     }
-    pub fn f32s(&mut self, v: &[f32]) {
-        self.u64(v.len() as u64);
-        for piece in v.chunks(CHUNK / 4) {
-            for x in piece {
-                self.buf.extend_from_slice(&x.to_le_bytes());
-            }
-            if self.buf.len() >= CHUNK {
-                self.flush();
+    /// `len` floats given as consecutive runs, written as one length-prefixed array.
+    pub fn f32_runs<'a>(&mut self, len: usize, runs: impl Iterator<Item = &'a [f32]>) {
+        self.u64(len as u64);
+        for run in runs {
+            for piece in run.chunks(CHUNK / 4) {
+                for x in piece {
+                    self.buf.extend_from_slice(&x.to_le_bytes());
+                }
+                if self.buf.len() >= CHUNK {
+                    self.flush();
+                }
             }
         }
     }
@@ -230,17 +233,20 @@ impl<'s> Reader<'s> {
         usize::try_from(n).map_err(|_| truncated(what))
     }
 
-    /// `n · size` bytes, handed to `each` a chunk at a time.
+    /// `n · size` bytes, handed to `each` a chunk at a time; every piece but the last is a
+    /// multiple of `align · size` bytes.
     fn pieces(
         &mut self,
         n: usize,
         size: usize,
+        align: usize,
         what: &str,
         mut each: impl FnMut(&[u8]),
     ) -> Result<(), EngineError> {
+        let unit = size * align.max(1);
         let mut left = n * size;
         while left > 0 {
-            let step = left.min(CHUNK / size * size);
+            let step = left.min((CHUNK / unit).max(1) * unit);
             each(self.take(step, what)?);
             left -= step;
         }
@@ -254,7 +260,7 @@ impl<'s> Reader<'s> {
     pub fn bytes(&mut self, what: &str) -> Result<Vec<u8>, EngineError> {
         let n = self.len(1, what)?;
         let mut out = Vec::with_capacity(n);
-        self.pieces(n, 1, what, |b| out.extend_from_slice(b))?;
+        self.pieces(n, 1, 1, what, |b| out.extend_from_slice(b))?;
         Ok(out)
     }
     pub fn string(&mut self, what: &str) -> Result<String, EngineError> {
@@ -264,7 +270,7 @@ impl<'s> Reader<'s> {
     pub fn u32s(&mut self, what: &str) -> Result<Vec<u32>, EngineError> {
         let n = self.len(4, what)?;
         let mut out = Vec::with_capacity(n);
-        self.pieces(n, 4, what, |b| {
+        self.pieces(n, 4, 1, what, |b| {
             out.extend(
                 b.chunks_exact(4)
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
@@ -272,18 +278,26 @@ impl<'s> Reader<'s> {
         })?;
         Ok(out)
     }
-    pub fn f32s(&mut self, what: &str) -> Result<Vec<f32>, EngineError> {
+    /// An array of floats handed to `each` in runs of whole multiples of `align` floats
+    /// (but the last); returns how many there were.
+    pub fn f32s_each(
+        &mut self,
+        what: &str,
+        align: usize,
+        mut each: impl FnMut(&[f32]),
+    ) -> Result<usize, EngineError> {
         let n = self.len(4, what)?;
-        let mut out = Vec::with_capacity(n);
-        self.pieces(n, 4, what, |b| {
-            out.extend(
+        let mut run = Vec::new();
+        self.pieces(n, 4, align, what, |b| {
+            run.clear();
+            run.extend(
                 b.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            )
+            );
+            each(&run);
         })?;
-        Ok(out)
+        Ok(n)
     }
-
     /// Checks that the body was read to its end and that its CRC-32 matches the trailer.
     pub fn finish(self) -> Result<(), EngineError> {
         if self.left() != 0 {
@@ -317,8 +331,8 @@ mod tests {
     fn sample(w: &mut Writer<'_>) {
         w.u8(7);
         w.str("hello");
-        let big: Vec<f32> = (0..(CHUNK / 2)).map(|i| i as f32).collect();
-        w.f32s(&big);
+        let big: Vec<f32> = (0..384 * 1_500).map(|i| i as f32).collect();
+        w.f32_runs(big.len() * 2, [&big[..], &big[..]].into_iter());
         w.u32s(&[1, 2, 3]);
     }
 
@@ -334,14 +348,19 @@ mod tests {
         let read = |b: &[u8]| -> Result<(u8, String, usize, Vec<u32>), EngineError> {
             let mut src = SliceSource(b);
             let mut r = Reader::new(&mut src, b.len() as u64)?;
-            let out = (r.u8("a")?, r.string("b")?, r.f32s("c")?.len(), r.u32s("d")?);
+            let out = (
+                r.u8("a")?,
+                r.string("b")?,
+                r.f32s_each("c", 384, |run| assert!(run.len() % 384 == 0))?,
+                r.u32s("d")?,
+            );
             r.finish()?;
             Ok(out)
         };
         let (a, b, c, d) = read(&bytes).expect("read");
         assert_eq!(
             (a, b.as_str(), c, d),
-            (7, "hello", CHUNK / 2, vec![1, 2, 3])
+            (7, "hello", 384 * 3_000, vec![1, 2, 3])
         );
         let mut damaged = bytes.clone();
         damaged[CHUNK] ^= 1;

@@ -1,5 +1,5 @@
 //! Our HNSW (Malkov & Yashunin): incremental insert, delete by tombstone, byte snapshots,
-//! contiguous vectors, a reused visited set and no per-query allocation beyond the result.
+//! vectors in large contiguous blocks, a reused visited set and no per-query allocation beyond the result.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -8,6 +8,7 @@ use crate::codec::{Reader, Writer};
 use crate::distance::distance;
 use crate::index::{Scored, VectorIndex};
 use crate::quant::{Codes, Query};
+use crate::rows::Rows;
 use crate::{EngineError, IndexKind, Metric};
 
 const FORMAT: u32 = 1;
@@ -68,7 +69,7 @@ pub struct Hnsw {
     ef_construction: usize,
     level_mult: f64,
     /// Exact vectors, for re-ranking, snapshots and `vector()`.
-    vectors: Vec<f32>,
+    vectors: Rows<f32>,
     /// 8-bit codes of the same vectors: the graph walk reads only these.
     codes: Codes,
     levels: Vec<u8>,
@@ -105,7 +106,7 @@ impl Hnsw {
             m0: 2 * m,
             ef_construction: ef_construction.max(m),
             level_mult: 1.0 / (m as f64).ln(),
-            vectors: Vec::new(),
+            vectors: Rows::new(dim),
             codes: Codes::new(dim),
             levels: Vec::new(),
             layer0: Vec::new(),
@@ -122,8 +123,7 @@ impl Hnsw {
 
     #[inline]
     fn vec(&self, i: u32) -> &[f32] {
-        let s = i as usize * self.dim;
-        &self.vectors[s..s + self.dim]
+        self.vectors.row(i as usize)
     }
 
     #[inline]
@@ -317,18 +317,17 @@ impl Hnsw {
         h.rng = r.u64("rng")?;
         let entry = r.u32("entry")?;
         h.max_level = r.u8("max level")?;
-        h.vectors = r.f32s("vectors")?;
+        let floats = r.f32s_each("vectors", dim.max(1), |run| {
+            h.vectors.extend_flat(run);
+            h.codes.extend_flat(run);
+        })?;
+        if dim == 0 || floats % dim != 0 {
+            return Err(bad("vectors are not whole rows"));
+        }
         h.levels = r.bytes("levels")?;
         h.layer0 = r.u32s("layer 0")?;
         h.deleted = r.bytes("deleted")?.iter().map(|b| *b != 0).collect();
         let n = h.levels.len();
-        if h.vectors.len() != n * dim {
-            return Err(bad("array sizes disagree"));
-        }
-        // Codes are derived data: rebuilt here rather than stored.
-        for v in h.vectors.chunks_exact(dim.max(1)) {
-            h.codes.push(v);
-        }
         for i in 0..n {
             let block = if h.levels[i] > 0 {
                 r.u32s("upper links")?
@@ -340,7 +339,7 @@ impl Hnsw {
             }
             h.upper.push(block);
         }
-        if h.vectors.len() != n * dim || h.layer0.len() != n * (h.m0 + 1) || h.deleted.len() != n {
+        if h.vectors.len() != n || h.layer0.len() != n * (h.m0 + 1) || h.deleted.len() != n {
             return Err(bad("array sizes disagree"));
         }
         h.entry = (entry != u32::MAX).then_some(entry);
@@ -390,7 +389,7 @@ impl VectorIndex for Hnsw {
             return Err(EngineError::invalid("hnsw: vector has the wrong dimension"));
         }
         let level = self.random_level();
-        self.vectors.extend_from_slice(v);
+        self.vectors.push(v);
         self.codes.push(v);
         self.levels.push(level);
         self.layer0.resize(self.layer0.len() + self.m0 + 1, 0);
@@ -482,7 +481,7 @@ impl VectorIndex for Hnsw {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.vectors.capacity() * 4
+        self.vectors.memory_bytes()
             + self.codes.memory_bytes()
             + self.layer0.capacity() * 4
             + self
@@ -508,7 +507,7 @@ impl VectorIndex for Hnsw {
         w.u64(self.rng);
         w.u32(self.entry.unwrap_or(u32::MAX));
         w.u8(self.max_level);
-        w.f32s(&self.vectors);
+        w.f32_runs(self.vectors.len() * self.dim, self.vectors.runs());
         w.bytes(&self.levels);
         w.u32s(&self.layer0);
         let deleted: Vec<u8> = self.deleted.iter().map(|d| *d as u8).collect();

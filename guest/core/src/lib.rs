@@ -17,6 +17,7 @@ pub mod hnsw;
 pub mod hora_index;
 pub mod index;
 pub mod quant;
+pub mod rows;
 pub mod shard;
 pub mod traverse;
 

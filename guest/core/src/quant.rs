@@ -8,6 +8,7 @@
 //! float vectors take. The index walks its graph on these estimates and re-ranks what it found
 //! with the exact float distance, so scores users see are exact.
 
+use crate::rows::Rows;
 use crate::Metric;
 
 /// The shift that makes a 7-bit signed query code non-negative (`-63..=63` → `1..=127`).
@@ -15,11 +16,12 @@ const SHIFT: i32 = 64;
 /// Codes are `i32` sums of `dim` products of at most 127·127: exact for dimensions up to this.
 pub const MAX_DIMENSION: usize = 65_536;
 
-/// Codes of the stored vectors, contiguous, in slot order.
-#[derive(Default)]
+/// Codes of the stored vectors, in slot order.
 pub struct Codes {
     dim: usize,
-    codes: Vec<i8>,
+    codes: Rows<i8>,
+    /// The code being built by `push`.
+    tmp: Vec<i8>,
     scale: Vec<f32>,
     sum: Vec<i32>,
     norm2: Vec<f32>,
@@ -82,7 +84,18 @@ impl Codes {
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
-            ..Self::default()
+            codes: Rows::new(dim),
+            tmp: Vec::with_capacity(dim),
+            scale: Vec::new(),
+            sum: Vec::new(),
+            norm2: Vec::new(),
+        }
+    }
+
+    /// Appends the codes of whole rows of a flat slice.
+    pub fn extend_flat(&mut self, flat: &[f32]) {
+        for v in flat.chunks_exact(self.dim.max(1)) {
+            self.push(v);
         }
     }
 
@@ -90,20 +103,20 @@ impl Codes {
         let top = max_abs(v);
         let scale = if top > 0.0 { top / 127.0 } else { 1.0 };
         let inv = 1.0 / scale;
-        let start = self.codes.len();
-        self.codes.extend(
+        self.tmp.clear();
+        self.tmp.extend(
             v.iter()
                 .map(|x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i8),
         );
-        self.sum
-            .push(self.codes[start..].iter().map(|&c| c as i32).sum());
+        self.codes.push(&self.tmp);
+        self.sum.push(self.tmp.iter().map(|&c| c as i32).sum());
         self.scale.push(scale);
         self.norm2.push(norm2(v));
     }
 
     #[inline]
     fn code(&self, i: usize) -> &[i8] {
-        &self.codes[i * self.dim..(i + 1) * self.dim]
+        self.codes.row(i)
     }
 
     pub fn len(&self) -> usize {
@@ -115,7 +128,7 @@ impl Codes {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.codes.capacity()
+        self.codes.memory_bytes()
             + (self.scale.capacity() + self.sum.capacity() + self.norm2.capacity()) * 4
     }
 

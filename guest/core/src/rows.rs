@@ -1,0 +1,101 @@
+//! Append-only rows of a fixed width, stored in blocks of about 16 MiB.
+//!
+//! A single `Vec` would double when full: at a million 384-d vectors that is a 1.5 GB array
+//! reallocated into a 2 GB one, both alive at once, inside a 4 GiB Wasm memory. Here only the
+//! last block grows (doubling, up to its fixed size), so a reallocation moves at most one block,
+//! and a small shard still takes little memory.
+
+const BLOCK_BYTES: usize = 16 << 20;
+
+pub struct Rows<T> {
+    width: usize,
+    per_block: usize,
+    blocks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T: Copy> Rows<T> {
+    pub fn new(width: usize) -> Self {
+        let row_bytes = (width * std::mem::size_of::<T>()).max(1);
+        Self {
+            width,
+            per_block: (BLOCK_BYTES / row_bytes).max(1),
+            blocks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one row; `row.len()` must be the width.
+    pub fn push(&mut self, row: &[T]) {
+        debug_assert_eq!(row.len(), self.width);
+        if self.len.is_multiple_of(self.per_block) {
+            self.blocks.push(Vec::new());
+        }
+        let full = self.per_block * self.width;
+        if let Some(block) = self.blocks.last_mut() {
+            if block.len() == block.capacity() {
+                let grow = block.len().max(16 * self.width);
+                block.reserve_exact(grow.min(full - block.len()));
+            }
+            block.extend_from_slice(row);
+        }
+        self.len += 1;
+    }
+
+    /// Appends rows from a flat slice of whole rows.
+    pub fn extend_flat(&mut self, flat: &[T]) {
+        for row in flat.chunks_exact(self.width.max(1)) {
+            self.push(row);
+        }
+    }
+
+    #[inline]
+    pub fn row(&self, i: usize) -> &[T] {
+        let (b, r) = (i / self.per_block, i % self.per_block);
+        &self.blocks[b][r * self.width..(r + 1) * self.width]
+    }
+
+    /// The rows in order, as contiguous runs (one per block).
+    pub fn runs(&self) -> impl Iterator<Item = &[T]> {
+        self.blocks.iter().map(Vec::as_slice)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| b.capacity() * std::mem::size_of::<T>())
+            .sum::<usize>()
+            + self.blocks.capacity() * std::mem::size_of::<Vec<T>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_cross_block_boundaries_intact() {
+        let width = 3000; // ~1,398 rows of f32 per 16 MiB block
+        let mut rows = Rows::<f32>::new(width);
+        for i in 0..3_000 {
+            rows.push(&vec![i as f32; width]);
+        }
+        assert_eq!(rows.len(), 3_000);
+        for i in [0, 1_397, 1_398, 1_399, 2_999] {
+            assert!(rows.row(i).iter().all(|&x| x == i as f32), "row {i}");
+        }
+        let flat: Vec<f32> = rows.runs().flatten().copied().collect();
+        assert_eq!(flat.len(), 3_000 * width);
+        let mut again = Rows::<f32>::new(width);
+        again.extend_flat(&flat);
+        assert_eq!(again.row(2_000), rows.row(2_000));
+    }
+}
