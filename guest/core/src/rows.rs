@@ -9,7 +9,9 @@ const BLOCK_BYTES: usize = 16 << 20;
 
 pub struct Rows<T> {
     width: usize,
+    /// Rows per block: a power of two, so finding a row is a shift and a mask.
     per_block: usize,
+    shift: u32,
     blocks: Vec<Vec<T>>,
     len: usize,
 }
@@ -17,9 +19,13 @@ pub struct Rows<T> {
 impl<T: Copy> Rows<T> {
     pub fn new(width: usize) -> Self {
         let row_bytes = (width * std::mem::size_of::<T>()).max(1);
+        let fit = (BLOCK_BYTES / row_bytes).max(1);
+        // The largest power of two that fits.
+        let shift = usize::BITS - 1 - fit.leading_zeros();
         Self {
             width,
-            per_block: (BLOCK_BYTES / row_bytes).max(1),
+            per_block: 1 << shift,
+            shift,
             blocks: Vec::new(),
             len: 0,
         }
@@ -59,7 +65,7 @@ impl<T: Copy> Rows<T> {
 
     #[inline]
     pub fn row(&self, i: usize) -> &[T] {
-        let (b, r) = (i / self.per_block, i % self.per_block);
+        let (b, r) = (i >> self.shift, i & (self.per_block - 1));
         &self.blocks[b][r * self.width..(r + 1) * self.width]
     }
 
@@ -83,13 +89,13 @@ mod tests {
 
     #[test]
     fn rows_cross_block_boundaries_intact() {
-        let width = 3000; // ~1,398 rows of f32 per 16 MiB block
+        let width = 3000; // 1,024 rows of f32 per block (1,398 fit in 16 MiB)
         let mut rows = Rows::<f32>::new(width);
         for i in 0..3_000 {
             rows.push(&vec![i as f32; width]);
         }
         assert_eq!(rows.len(), 3_000);
-        for i in [0, 1_397, 1_398, 1_399, 2_999] {
+        for i in [0, 1_023, 1_024, 1_025, 2_047, 2_048, 2_999] {
             assert!(rows.row(i).iter().all(|&x| x == i as f32), "row {i}");
         }
         let flat: Vec<f32> = rows.runs().flatten().copied().collect();
