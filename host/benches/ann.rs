@@ -4,9 +4,13 @@
 //! cargo bench -p vektagraf --bench ann -- [--dataset DIR] [--efs 10,16,20,24,32,48,64,128,256] [--skip-hora] [--skip-anchors]
 //!     [--only native,wasm1,wasm2,hora,anchors] [--no-write]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+use common::{arg, has, rss_mib};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -55,17 +59,6 @@ fn read_f32(p: &Path) -> Result<Vec<f32>> {
     Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|x| x.parse::<f64>().ok())
-        })
-        .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
 }
 
 fn recall(data: &Data, answers: &[Vec<usize>]) -> f64 {
@@ -303,14 +296,6 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let has = |name: &str| args.iter().any(|a| a == name);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dataset = arg("--dataset")
         .map(PathBuf::from)

@@ -6,9 +6,13 @@
 //! cargo bench -p vektagraf --bench scale -- [--n 1000000] [--shards 1,2,4] [--efs 32,64,128]
 //!     [--no-write]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use common::{arg, has, rss_mib};
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -118,13 +122,6 @@ fn ground_truth(base: &[f32], queries: &[f32]) -> Vec<Vec<usize>> {
             best.into_iter().map(|b| b.1).collect()
         })
         .collect()
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
 }
 
 fn dir_mib(p: &std::path::Path) -> f64 {
@@ -292,13 +289,6 @@ fn markdown(report: &Value) -> String {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let list = |name: &str, default: &str| -> Result<Vec<u32>> {
         Ok(arg(name)
             .unwrap_or_else(|| default.into())
@@ -335,7 +325,7 @@ fn main() -> Result<()> {
     });
     let md = markdown(&report);
     println!("{md}");
-    if args.iter().any(|a| a == "--no-write") {
+    if has("--no-write") {
         return Ok(());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

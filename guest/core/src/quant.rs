@@ -43,18 +43,24 @@ fn norm2(v: &[f32]) -> f32 {
     crate::distance::dot(v, v)
 }
 
+/// `v` as integers in `-levels..=levels`, and the scale that maps them back (`x ≈ scale · q`).
+fn quantise(v: &[f32], levels: f32) -> (f32, impl Iterator<Item = i32> + '_) {
+    let top = max_abs(v);
+    let scale = if top > 0.0 { top / levels } else { 1.0 };
+    let inv = 1.0 / scale;
+    // `round_ties_even` is one instruction (f32.nearest); `round` is a libm call.
+    let codes = v
+        .iter()
+        .map(move |x| (x * inv).round_ties_even().clamp(-levels, levels) as i32);
+    (scale, codes)
+}
+
 impl Query {
     /// Re-quantises `v` into this query, reusing its buffer.
     pub fn set(&mut self, v: &[f32]) {
-        let top = max_abs(v);
-        let scale = if top > 0.0 { top / 63.0 } else { 1.0 };
-        let inv = 1.0 / scale;
+        let (scale, codes) = quantise(v, 63.0);
         self.shifted.clear();
-        // `round_ties_even` is one instruction (f32.nearest); `round` is a libm call.
-        self.shifted.extend(
-            v.iter()
-                .map(|x| ((x * inv).round_ties_even().clamp(-63.0, 63.0) as i32 + SHIFT) as u8),
-        );
+        self.shifted.extend(codes.map(|c| (c + SHIFT) as u8));
         self.scale = scale;
         self.norm2 = norm2(v);
     }
@@ -100,14 +106,9 @@ impl Codes {
     }
 
     pub fn push(&mut self, v: &[f32]) {
-        let top = max_abs(v);
-        let scale = if top > 0.0 { top / 127.0 } else { 1.0 };
-        let inv = 1.0 / scale;
+        let (scale, codes) = quantise(v, 127.0);
         self.tmp.clear();
-        self.tmp.extend(
-            v.iter()
-                .map(|x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i8),
-        );
+        self.tmp.extend(codes.map(|c| c as i8));
         self.codes.push(&self.tmp);
         self.sum.push(self.tmp.iter().map(|&c| c as i32).sum());
         self.scale.push(scale);

@@ -1,0 +1,23 @@
+//! What both benchmarks need: flags and the process's resident memory.
+
+/// The value after `--name` on the command line.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Whether `--name` is on the command line.
+pub fn has(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Resident set size of this process, MiB.
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
+}
