@@ -104,29 +104,26 @@ impl<'s> Writer<'s> {
     pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    pub fn u32s(&mut self, v: &[u32]) {
-        self.u64(v.len() as u64);
+    /// 4-byte words, no length prefix, flushing a chunk at a time.
+    fn words<T: Copy>(&mut self, v: &[T], le: impl Fn(T) -> [u8; 4]) {
         for piece in v.chunks(CHUNK / 4) {
-            for x in piece {
-                self.buf.extend_from_slice(&x.to_le_bytes());
+            for &x in piece {
+                self.buf.extend_from_slice(&le(x));
             }
             if self.buf.len() >= CHUNK {
                 self.flush();
             }
         }
     }
+    pub fn u32s(&mut self, v: &[u32]) {
+        self.u64(v.len() as u64);
+        self.words(v, u32::to_le_bytes);
+    }
     /// `len` floats given as consecutive runs, written as one length-prefixed array.
     pub fn f32_runs<'a>(&mut self, len: usize, runs: impl Iterator<Item = &'a [f32]>) {
         self.u64(len as u64);
         for run in runs {
-            for piece in run.chunks(CHUNK / 4) {
-                for x in piece {
-                    self.buf.extend_from_slice(&x.to_le_bytes());
-                }
-                if self.buf.len() >= CHUNK {
-                    self.flush();
-                }
-            }
+            self.words(run, f32::to_le_bytes);
         }
     }
 
@@ -267,14 +264,28 @@ impl<'s> Reader<'s> {
         String::from_utf8(self.bytes(what)?)
             .map_err(|_| EngineError::State(format!("snapshot has invalid UTF-8 in {what}")))
     }
+    /// `n` 4-byte words, handed to `each` in runs of whole multiples of `align` words (but the
+    /// last).
+    fn words_each<T>(
+        &mut self,
+        n: usize,
+        what: &str,
+        align: usize,
+        from_le: impl Fn([u8; 4]) -> T,
+        mut each: impl FnMut(&[T]),
+    ) -> Result<(), EngineError> {
+        let mut run = Vec::new();
+        self.pieces(n, 4, align, what, |b| {
+            run.clear();
+            run.extend(b.chunks_exact(4).map(|c| from_le([c[0], c[1], c[2], c[3]])));
+            each(&run);
+        })
+    }
     pub fn u32s(&mut self, what: &str) -> Result<Vec<u32>, EngineError> {
         let n = self.len(4, what)?;
         let mut out = Vec::with_capacity(n);
-        self.pieces(n, 4, 1, what, |b| {
-            out.extend(
-                b.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            )
+        self.words_each(n, what, 1, u32::from_le_bytes, |run| {
+            out.extend_from_slice(run)
         })?;
         Ok(out)
     }
@@ -284,18 +295,10 @@ impl<'s> Reader<'s> {
         &mut self,
         what: &str,
         align: usize,
-        mut each: impl FnMut(&[f32]),
+        each: impl FnMut(&[f32]),
     ) -> Result<usize, EngineError> {
         let n = self.len(4, what)?;
-        let mut run = Vec::new();
-        self.pieces(n, 4, align, what, |b| {
-            run.clear();
-            run.extend(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
-            each(&run);
-        })?;
+        self.words_each(n, what, align, f32::from_le_bytes, each)?;
         Ok(n)
     }
     /// Checks that the body was read to its end and that its CRC-32 matches the trailer.

@@ -47,89 +47,87 @@ mod fused {
             + f32x4_extract_lane::<3>(v)
     }
 
-    #[inline]
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    /// Sums `term` over 16 dimensions per step into four independent accumulators
+    /// (`step(a, b, acc)`), then the tail one float at a time.
+    #[inline(always)]
+    fn fold(
+        a: &[f32],
+        b: &[f32],
+        step: impl Fn(v128, v128, v128) -> v128,
+        term: impl Fn(f32, f32) -> f32,
+    ) -> f32 {
         let n = a.len().min(b.len());
         let split = n / 16 * 16;
         let mut acc = [f32x4_splat(0.0); 4];
         let mut i = 0;
         while i < split {
             for (j, slot) in acc.iter_mut().enumerate() {
-                *slot = f32x4_relaxed_madd(load(a, i + 4 * j), load(b, i + 4 * j), *slot);
+                *slot = step(load(a, i + 4 * j), load(b, i + 4 * j), *slot);
             }
             i += 16;
         }
         let mut total = sum(acc);
         for k in split..n {
-            total += a[k] * b[k];
+            total += term(a[k], b[k]);
         }
         total
     }
 
     #[inline]
-    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let split = n / 16 * 16;
-        let mut acc = [f32x4_splat(0.0); 4];
-        let mut i = 0;
-        while i < split {
-            for (j, slot) in acc.iter_mut().enumerate() {
-                let d = f32x4_sub(load(a, i + 4 * j), load(b, i + 4 * j));
-                *slot = f32x4_relaxed_madd(d, d, *slot);
-            }
-            i += 16;
-        }
-        let mut total = sum(acc);
-        for k in split..n {
-            let d = a[k] - b[k];
-            total += d * d;
-        }
-        total
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        fold(
+            a,
+            b,
+            |x, y, acc| f32x4_relaxed_madd(x, y, acc),
+            |x, y| x * y,
+        )
     }
+
+    #[inline]
+    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        fold(
+            a,
+            b,
+            |x, y, acc| {
+                let d = f32x4_sub(x, y);
+                f32x4_relaxed_madd(d, d, acc)
+            },
+            |x, y| (x - y) * (x - y),
+        )
+    }
+}
+
+/// Sums `term(a[i], b[i])` in `LANES` independent accumulators, then the tail.
+#[inline(always)]
+fn portable_fold(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let split = a.len() / LANES * LANES;
+    let mut acc = [0f32; LANES];
+    for (ca, cb) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            acc[i] += term(ca[i], cb[i]);
+        }
+    }
+    let mut sum = reduce(acc);
+    for (x, y) in a[split..].iter().zip(&b[split..]) {
+        sum += term(*x, *y);
+    }
+    sum
 }
 
 /// Inner product, lane-parallel.
 #[inline]
 pub fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let split = a.len() / LANES * LANES;
-    let mut acc = [0f32; LANES];
-    for (ca, cb) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for i in 0..LANES {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let mut sum = reduce(acc);
-    for (x, y) in a[split..].iter().zip(&b[split..]) {
-        sum += x * y;
-    }
-    sum
+    portable_fold(a, b, |x, y| x * y)
 }
 
 /// Squared euclidean distance, lane-parallel.
 #[inline]
 pub fn portable_l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let split = a.len() / LANES * LANES;
-    let mut acc = [0f32; LANES];
-    for (ca, cb) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for i in 0..LANES {
-            let d = ca[i] - cb[i];
-            acc[i] += d * d;
-        }
-    }
-    let mut sum = reduce(acc);
-    for (x, y) in a[split..].iter().zip(&b[split..]) {
-        let d = x - y;
-        sum += d * d;
-    }
-    sum
+    portable_fold(a, b, |x, y| (x - y) * (x - y))
 }
 
 #[inline]
