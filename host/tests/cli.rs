@@ -113,21 +113,9 @@ fn malformed_import_files_are_named_and_write_nothing() -> Result<()> {
     );
     assert_eq!(object_count(&data)?, 0, "refused imports wrote nothing");
 
+    // The same import once the dangling edge is gone, asking for JSON.
     std::fs::write(&edges, "a\tb\tdepends\n")?;
-    let out = vektagraf(
-        &data,
-        &[
-            "--json",
-            "import",
-            "c",
-            "--vectors",
-            v,
-            "--meta",
-            meta.to_str().unwrap_or_default(),
-            "--edges",
-            edges.to_str().unwrap_or_default(),
-        ],
-    )?;
+    let out = vektagraf(&data, &[&["--json"][..], &args].concat())?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(object_count(&data)?, 3);
     let out = vektagraf(

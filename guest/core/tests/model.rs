@@ -81,6 +81,15 @@ impl F {
     }
 }
 
+/// Seeded floats in -0.5..0.5 (a linear congruential generator with increment `inc`).
+fn uniform(seed: u64, inc: u64) -> impl FnMut() -> f32 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(inc);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+}
+
 fn l2(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
@@ -280,13 +289,7 @@ fn a_broad_filter_is_applied_inside_the_graph_search() {
     // 6,000 objects, half of them matching: more than the exact-search cut-off, so the graph
     // walk filters; every hit must match and the answer must be near-exact.
     let mut shard = Shard::new(config(IndexKind::Hnsw), 0).expect("shard");
-    let mut s = 7u64;
-    let mut rnd = move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    };
+    let mut rnd = uniform(7, 1442695040888963407);
     let rows: Vec<Vec<f32>> = (0..6000).map(|_| (0..8).map(|_| rnd()).collect()).collect();
     let batch = rows
         .iter()
@@ -333,11 +336,7 @@ fn hora_with_cosine_finds_the_nearest_vectors() {
     let mut cfg = config(IndexKind::Hora);
     cfg.metric = Metric::Cosine;
     let mut shard = Shard::new(cfg.clone(), 0).expect("shard");
-    let mut s = 3u64;
-    let mut rnd = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    };
+    let mut rnd = uniform(3, 1);
     let rows: Vec<Vec<f32>> = (0..400).map(|_| (0..8).map(|_| rnd()).collect()).collect();
     let batch = rows
         .iter()
