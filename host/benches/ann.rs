@@ -402,13 +402,7 @@ fn main() -> Result<()> {
     )?;
     // Keep the section `just bench-scale` writes (a separate, much longer run).
     let old = std::fs::read_to_string(root.join("docs/BENCHMARKS.md")).unwrap_or_default();
-    let scale = match (
-        old.find("<!-- scale:begin -->"),
-        old.find("<!-- scale:end -->"),
-    ) {
-        (Some(a), Some(b)) if b > a => format!("\n{}\n", &old[a..b + "<!-- scale:end -->".len()]),
-        _ => String::new(),
-    };
+    let scale = common::scale_section(&old).map_or(String::new(), |r| format!("\n{}\n", &old[r]));
     std::fs::write(root.join("docs/BENCHMARKS.md"), format!("{md}{scale}"))?;
     println!("{md}");
     Ok(())

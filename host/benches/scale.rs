@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{arg, has, rss_mib};
+use common::{arg, has, rss_mib, SCALE_BEGIN, SCALE_END};
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -28,8 +28,6 @@ const QUERIES: usize = 1_000;
 const GT_QUERIES: usize = 200;
 const BATCH: usize = 1_000;
 const QUERY_THREADS: usize = 2;
-const MARK_BEGIN: &str = "<!-- scale:begin -->";
-const MARK_END: &str = "<!-- scale:end -->";
 
 /// splitmix64 and Box-Muller: seeded, so every run and machine sees the same vectors.
 struct Rng(u64);
@@ -242,7 +240,7 @@ fn run_shards(
 fn markdown(report: &Value) -> String {
     let mut s =
         format!(
-        "{MARK_BEGIN}\n## Scale: {} x {DIM} synthetic vectors\n\nWritten by `just bench-scale` \
+        "{SCALE_BEGIN}\n## Scale: {} x {DIM} synthetic vectors\n\nWritten by `just bench-scale` \
          (`cargo bench -p vektagraf --bench scale`) on {} ({} cores, load average at start: \
          {}). Seeded clustered data ({CLUSTERS} centres of uneven popularity in a \
          {LATENT}-d latent space with Gaussian spread, mapped to {DIM}-d by a random matrix, \
@@ -283,7 +281,7 @@ fn markdown(report: &Value) -> String {
         }
     }
     s += "\n";
-    s += MARK_END;
+    s += SCALE_END;
     s += "\n";
     s
 }
@@ -336,16 +334,9 @@ fn main() -> Result<()> {
     // Replace the scale section of BENCHMARKS.md, keeping the rest (`just bench` writes it).
     let path = root.join("docs/BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(MARK_BEGIN), old.find(MARK_END)) {
-        (Some(a), Some(b)) if b > a => {
-            format!(
-                "{}{}{}",
-                &old[..a],
-                md.trim_end(),
-                &old[b + MARK_END.len()..]
-            )
-        }
-        _ => format!("{}\n{md}", old.trim_end()),
+    let new = match common::scale_section(&old) {
+        Some(r) => format!("{}{}{}", &old[..r.start], md.trim_end(), &old[r.end..]),
+        None => format!("{}\n{md}", old.trim_end()),
     };
     std::fs::write(path, new)?;
     Ok(())

@@ -78,12 +78,6 @@ impl Query {
         self.scale = codes.scale[i] * 2.0;
         self.norm2 = codes.norm2[i];
     }
-
-    pub fn of(v: &[f32]) -> Self {
-        let mut q = Self::default();
-        q.set(v);
-        q
-    }
 }
 
 impl Codes {
@@ -118,14 +112,6 @@ impl Codes {
     #[inline]
     fn code(&self, i: usize) -> &[i8] {
         self.codes.row(i)
-    }
-
-    pub fn len(&self) -> usize {
-        self.scale.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scale.is_empty()
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -223,6 +209,12 @@ mod tests {
     use super::*;
     use crate::distance::distance;
 
+    fn query_of(v: &[f32]) -> Query {
+        let mut q = Query::default();
+        q.set(v);
+        q
+    }
+
     #[test]
     fn kernel_matches_naive_loop_for_every_length() {
         for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 384] {
@@ -247,7 +239,7 @@ mod tests {
             v.iter().for_each(|x| codes.push(x));
             let mut from_code = Query::default();
             from_code.set_from_code(&codes, 0);
-            for q in [Query::of(&v[0]), from_code] {
+            for q in [query_of(&v[0]), from_code] {
                 for (i, x) in v.iter().enumerate() {
                     let exact = distance(metric, &v[0], x);
                     let est = codes.distance(metric, &q, i as u32);
@@ -265,7 +257,7 @@ mod tests {
     fn zero_vectors_do_not_divide_by_zero() {
         let mut codes = Codes::new(4);
         codes.push(&[0.0; 4]);
-        let d = codes.distance(Metric::Euclidean, &Query::of(&[0.0; 4]), 0);
+        let d = codes.distance(Metric::Euclidean, &query_of(&[0.0; 4]), 0);
         assert_eq!(d, 0.0);
     }
 }

@@ -21,3 +21,15 @@ pub fn rss_mib() -> f64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
 }
+
+/// The markers around the section of docs/BENCHMARKS.md that `just bench-scale` writes.
+pub const SCALE_BEGIN: &str = "<!-- scale:begin -->";
+pub const SCALE_END: &str = "<!-- scale:end -->";
+
+/// Byte range of the scale section (markers included) in `text`, if it has one.
+pub fn scale_section(text: &str) -> Option<std::ops::Range<usize>> {
+    match (text.find(SCALE_BEGIN), text.find(SCALE_END)) {
+        (Some(a), Some(b)) if b > a => Some(a..b + SCALE_END.len()),
+        _ => None,
+    }
+}
