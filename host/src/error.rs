@@ -36,12 +36,22 @@ pub enum Error {
     Engine(String),
     #[error("the database is closed")]
     Closed,
+    /// The caller's deadline passed before the work was done (a write refused this way was
+    /// not applied).
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<crate::model::InvalidInput> for Error {
+    fn from(e: crate::model::InvalidInput) -> Self {
+        Error::Invalid(e.0)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

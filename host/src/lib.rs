@@ -8,14 +8,16 @@
 //! - [`replication`]: clocks (and, later, replication between regions).
 //! - [`cli`]: the `vektagraf` command line, including import and the demo.
 
+pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod error;
-pub mod model;
 pub mod replication;
 pub mod runtime;
+pub mod server;
 pub mod store;
 
 pub use db::Database;
+pub use vektagraf_proto::model;
 pub use edge_config::DatabaseConfig;
 pub use error::{Error, Result};

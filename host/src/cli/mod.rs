@@ -120,13 +120,6 @@ pub struct SearchArgs {
     filter: Option<String>,
 }
 
-impl std::str::FromStr for Direction {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        crate::model::parse_direction(s)
-    }
-}
-
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Command::Demo = cli.command {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, CollectionSpec, NodeKey, Receipt, Write};
@@ -20,7 +21,7 @@ use super::validate::{check_id, check_label, check_vector, properties_text};
 use super::{recovery, Inner};
 
 pub(crate) enum Job {
-    Write(Batch, SyncSender<Result<Receipt>>),
+    Write(Batch, Option<Instant>, SyncSender<Result<Receipt>>),
     CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
     Checkpoint(SyncSender<Result<()>>),
 }
@@ -91,7 +92,13 @@ impl Committer {
         let mut writes = Vec::new();
         for job in group {
             match job {
-                Job::Write(b, reply) => writes.push((b, reply)),
+                Job::Write(_, Some(deadline), reply) if Instant::now() >= deadline => {
+                    let _ = reply.send(Err(Error::DeadlineExceeded(
+                        "the write waited in the commit queue past its deadline; nothing was written"
+                            .into(),
+                    )));
+                }
+                Job::Write(b, _, reply) => writes.push((b, reply)),
                 Job::CreateCollection(spec, reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.create_collection(spec));
@@ -437,6 +444,9 @@ impl Committer {
                 // Took the batch although another shard did not: undo by rebuilding.
                 Ok(()) => self.recover(&c, s, pending),
                 Err((e, needs_rebuild)) => {
+                    if matches!(e, Error::EngineTrap { .. }) {
+                        self.inner.counters.trap();
+                    }
                     if needs_rebuild {
                         self.recover(&c, s, pending);
                     }
@@ -495,7 +505,7 @@ impl Committer {
                 let Slot::Ready(inst) = &mut *slot else {
                     continue;
                 };
-                objects += inst.stats().map_or(0, |st| st.objects);
+                objects += inst.stats(inst.query_timeout()).map_or(0, |st| st.objects);
                 match inst.snapshot() {
                     Ok(chunks) => {
                         let covered = covered.clone();
@@ -507,6 +517,7 @@ impl Committer {
                         tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused")
                     }
                     Err(CallError::Trap(t)) => {
+                        self.inner.counters.trap();
                         tracing::warn!(shard = inst.label(), trap = %t, "snapshot trapped; rebuilding shard");
                         *slot = recover_slot(&self.inner, &coll.spec, s, None);
                     }
@@ -572,6 +583,10 @@ pub(super) fn recover_slot(
             Ok(inst)
         },
     );
+    inner
+        .counters
+        .shard_rebuilds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match loaded {
         Ok(inst) => {
             tracing::info!(collection = %spec.name, shard, "shard rebuilt from storage");

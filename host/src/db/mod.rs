@@ -11,17 +11,21 @@ pub use validate::check_vector;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 use std::thread::JoinHandle;
 
 use edge_config::DatabaseConfig;
 
+use crate::auth::Tokens;
 use crate::error::{Error, Result};
 use crate::model::{Batch, CollectionSpec, Direction, Edge, NodeKey, Object, Receipt};
 use crate::runtime::{Runtime, DEFAULT_ENGINE};
 use crate::store::Store;
 use collection::{Collection, Slot};
 use commit::{Committer, Job};
+pub use query::Bounded;
 pub use recovery::LoadReport;
 
 /// State shared by the API and the committer.
@@ -33,6 +37,27 @@ pub(crate) struct Inner {
     /// Held by the committer for each group, and by a reader that must rebuild a shard, so a
     /// rebuild never drops engine changes of a group that is still being committed.
     commit_gate: Mutex<()>,
+    counters: Counters,
+}
+
+/// Engine failures since open (for metrics).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub engine_traps: AtomicU64,
+    pub shard_rebuilds: AtomicU64,
+}
+
+impl Counters {
+    pub fn trap(&self) {
+        self.engine_traps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How often engine instances failed and were rebuilt since the database was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub traps: u64,
+    pub rebuilds: u64,
 }
 
 impl Inner {
@@ -71,6 +96,7 @@ impl Inner {
 /// An open database directory. Cheap to share between threads (`&Database` is enough).
 pub struct Database {
     inner: Arc<Inner>,
+    tokens: Tokens,
     jobs: Option<SyncSender<Job>>,
     committer: Option<JoinHandle<()>>,
     startup: Vec<(String, Vec<LoadReport>)>,
@@ -92,6 +118,7 @@ impl Database {
             config,
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),
+            counters: Counters::default(),
         });
         let mut reports = Vec::new();
         for spec in inner.store.collections()? {
@@ -107,6 +134,7 @@ impl Database {
             .spawn(move || committer.run(rx))
             .map_err(|e| Error::io("starting the commit thread", e))?;
         Ok(Database {
+            tokens: Tokens::load(inner.store.clone())?,
             inner,
             jobs: Some(tx),
             committer: Some(handle),
@@ -148,10 +176,56 @@ impl Database {
 
     /// Commits a batch atomically and durably. Invalid batches write nothing.
     pub fn write(&self, batch: Batch) -> Result<Receipt> {
+        self.write_before(batch, None)
+    }
+
+    /// Like [`write`](Self::write), but refused without effect if the committer has not
+    /// started on it by `deadline`.
+    pub fn write_before(&self, batch: Batch, deadline: Option<Instant>) -> Result<Receipt> {
         if batch.is_empty() {
             return Err(Error::invalid("empty batch"));
         }
-        self.submit(|reply| Job::Write(batch, reply))
+        self.submit(|reply| Job::Write(batch, deadline, reply))
+    }
+
+    /// API tokens stored in this database (used by the node).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// Engine traps and shard rebuilds since open.
+    pub fn engine_counters(&self) -> EngineCounters {
+        let c = &self.inner.counters;
+        EngineCounters {
+            traps: c.engine_traps.load(Ordering::Relaxed),
+            rebuilds: c.shard_rebuilds.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Size of the database file in bytes.
+    pub fn storage_bytes(&self) -> u64 {
+        std::fs::metadata(self.inner.store.path()).map_or(0, |m| m.len())
+    }
+
+    /// Whether every shard of every collection has a working engine instance.
+    pub fn broken_shards(&self) -> Vec<String> {
+        let map = self
+            .inner
+            .collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for c in map.values() {
+            for s in 0..c.shard_count() {
+                if let Ok(slot) = c.lock(s) {
+                    if let Slot::Broken(reason) = &*slot {
+                        out.push(format!("{}/{s}: {reason}", c.spec.name));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Writes index snapshots of every shard changed since its last one, so the next open

@@ -2,6 +2,7 @@
 //! hybrid queries and stats.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -14,13 +15,28 @@ use crate::model::{
 };
 use crate::runtime::{wit, CallError, CallResult, ShardInstance};
 
-/// Runs `f` on one shard. A trap rebuilds the shard (after any commit in flight) and reports
-/// the failure; the process and the other shards carry on.
+/// How long an engine call may run: the configured query limit, cut to what is left of the
+/// caller's deadline. A deadline already passed refuses the call before the engine runs.
+fn budget(limit: Duration, deadline: Option<Instant>, what: &str) -> Result<Duration> {
+    let Some(d) = deadline else {
+        return Ok(limit);
+    };
+    match d.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left.min(limit)),
+        _ => Err(Error::DeadlineExceeded(format!(
+            "the request's time ran out before {what}"
+        ))),
+    }
+}
+
+/// Runs `f` on one shard with the time it may take. A trap rebuilds the shard (after any
+/// commit in flight) and reports the failure; the process and the other shards carry on.
 fn on_shard<T>(
     inner: &Inner,
     coll: &Collection,
     shard: u32,
-    f: impl FnOnce(&mut ShardInstance) -> CallResult<T>,
+    deadline: Option<Instant>,
+    f: impl FnOnce(&mut ShardInstance, Duration) -> CallResult<T>,
 ) -> Result<T> {
     let mut slot = coll.lock(shard)?;
     let inst = match &mut *slot {
@@ -33,16 +49,24 @@ fn on_shard<T>(
             })
         }
     };
-    match f(inst) {
+    let timeout = budget(inst.query_timeout(), deadline, "the engine call")?;
+    match f(inst, timeout) {
         Ok(v) => Ok(v),
         Err(CallError::Engine(wit::EngineError::Invalid(m))) => Err(Error::Invalid(m)),
         Err(CallError::Engine(e)) => Err(Error::Engine(format!("{e:?}"))),
         Err(CallError::Trap(reason)) => {
+            inner.counters.trap();
             tracing::warn!(collection = %coll.spec.name, shard, %reason, "engine trapped; rebuilding shard");
             drop(slot);
             let _gate = inner.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
             let mut slot = coll.lock(shard)?;
             *slot = recover_slot(inner, &coll.spec, shard, None);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::DeadlineExceeded(format!(
+                    "the engine was stopped at the request's deadline (collection `{}` shard {shard})",
+                    coll.spec.name
+                )));
+            }
             Err(Error::EngineTrap {
                 collection: coll.spec.name.clone(),
                 shard,
@@ -57,16 +81,17 @@ fn on_shard<T>(
 fn fan_out<T: Send>(
     inner: &Inner,
     coll: &Collection,
-    f: impl Fn(&mut ShardInstance) -> CallResult<T> + Sync,
+    deadline: Option<Instant>,
+    f: impl Fn(&mut ShardInstance, Duration) -> CallResult<T> + Sync,
 ) -> Result<Vec<T>> {
     use rayon::prelude::*;
     let n = coll.shard_count();
     if n == 1 {
-        return Ok(vec![on_shard(inner, coll, 0, &f)?]);
+        return Ok(vec![on_shard(inner, coll, 0, deadline, &f)?]);
     }
     (0..n)
         .into_par_iter()
-        .map(|s| on_shard(inner, coll, s, &f))
+        .map(|s| on_shard(inner, coll, s, deadline, &f))
         .collect()
 }
 
@@ -87,9 +112,70 @@ fn node_of(n: wit::NodeRef) -> NodeKey {
     NodeKey::new(n.collection, n.id)
 }
 
+/// Reads that give up at a deadline: every engine call gets at most the time that is left
+/// (the epoch deadline of the call), and none starts once it has passed.
+/// From [`Database::until`]; the `Database` methods of the same names have no deadline.
+pub struct Bounded<'a> {
+    db: &'a Database,
+    deadline: Option<Instant>,
+}
+
 impl Database {
+    /// Reads bounded by `deadline` (`None`: only the configured engine limits).
+    pub fn until(&self, deadline: Option<Instant>) -> Bounded<'_> {
+        Bounded { db: self, deadline }
+    }
+
+    /// The k nearest objects to `vector`, best first.
+    pub fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Hit>> {
+        self.until(None).search(collection, vector, opts)
+    }
+
+    /// k-NN for each row of `vectors` (row-major, the collection's dimension), in one call per
+    /// shard.
+    pub fn search_batch(
+        &self,
+        collection: &str,
+        vectors: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.until(None).search_batch(collection, vectors, opts)
+    }
+
+    /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
+    pub fn filter(&self, collection: &str, expression: &Value, limit: usize) -> Result<Vec<String>> {
+        self.until(None).filter(collection, expression, limit)
+    }
+
+    /// Breadth-first traversal from `start` along stored edges.
+    pub fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
+        self.until(None).traverse(start, opts)
+    }
+
+    /// k-NN, then each hit expanded along its edges.
+    pub fn hybrid(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        search: &SearchOptions,
+        expand: &TraverseOptions,
+    ) -> Result<Vec<HybridHit>> {
+        self.until(None).hybrid(collection, vector, search, expand)
+    }
+
+    pub fn stats(&self, collection: &str) -> Result<CollectionStats> {
+        self.until(None).stats(collection)
+    }
+}
+
+impl Bounded<'_> {
     fn coll(&self, name: &str) -> Result<Arc<Collection>> {
-        self.inner.collection(name)
+        self.db.inner.collection(name)
     }
 
     /// The k nearest objects to `vector`, best first.
@@ -137,7 +223,7 @@ impl Database {
             ef: opts.ef.unwrap_or(0),
             filter: opts.filter.as_ref().map(Value::to_string),
         };
-        let parts = fan_out(&self.inner, &coll, |inst| inst.search(&req))?;
+        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| inst.search(&req, t))?;
         Ok(to_hits(coll.merge(parts, vectors.len() / dim, opts.k)))
     }
 
@@ -151,7 +237,9 @@ impl Database {
         let coll = self.coll(collection)?;
         let text = expression.to_string();
         let limit32 = u32::try_from(limit).unwrap_or(u32::MAX);
-        let mut ids: Vec<String> = fan_out(&self.inner, &coll, |inst| inst.filter(&text, limit32))?
+        let mut ids: Vec<String> = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
+            inst.filter(&text, limit32, t)
+        })?
             .into_iter()
             .flatten()
             .collect();
@@ -164,6 +252,7 @@ impl Database {
     pub fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
         let coll = self.coll(&start.collection)?;
         if self
+            .db
             .inner
             .store
             .get_object(&start.collection, &start.id)?
@@ -189,7 +278,9 @@ impl Database {
             limit: opts.limit,
         };
         // Edges come from storage, so any shard's instance can walk them.
-        let steps = on_shard(&self.inner, &coll, 0, |inst| inst.traverse(&req))?;
+        let steps = on_shard(&self.db.inner, &coll, 0, self.deadline, |inst, t| {
+            inst.traverse(&req, t)
+        })?;
         Ok(steps
             .into_iter()
             .map(|s| Step {
@@ -223,10 +314,10 @@ impl Database {
 
     pub fn stats(&self, collection: &str) -> Result<CollectionStats> {
         let coll = self.coll(collection)?;
-        let parts = fan_out(&self.inner, &coll, |inst| inst.stats())?;
+        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| inst.stats(t))?;
         let snapshot_seq = (0..coll.shard_count())
-            .filter_map(|s| self.inner.store.get_snapshot(collection, s).ok().flatten())
-            .map(|(meta, _)| meta.covered.get(&self.node_id()).copied().unwrap_or(0))
+            .filter_map(|s| self.db.inner.store.get_snapshot(collection, s).ok().flatten())
+            .map(|(meta, _)| meta.covered.get(&self.db.node_id()).copied().unwrap_or(0))
             .min()
             .unwrap_or(0);
         Ok(CollectionStats {

@@ -211,22 +211,29 @@ impl ShardInstance {
         call!(self, self.limits.apply_timeout, call_apply, batch)
     }
 
-    pub fn search(&mut self, req: &wit::SearchRequest) -> CallResult<Vec<Vec<wit::Hit>>> {
-        call!(self, self.limits.query_timeout, call_search, req)
+    /// The longest a query call may run: the configured limit, or less.
+    pub fn query_timeout(&self) -> Duration {
+        self.limits.query_timeout
     }
 
-    pub fn filter(&mut self, expression: &str, limit: u32) -> CallResult<Vec<String>> {
-        call!(
-            self,
-            self.limits.query_timeout,
-            call_filter,
-            expression,
-            limit
-        )
+    pub fn search(
+        &mut self,
+        req: &wit::SearchRequest,
+        timeout: Duration,
+    ) -> CallResult<Vec<Vec<wit::Hit>>> {
+        call!(self, timeout, call_search, req)
     }
 
-    pub fn traverse(&mut self, req: &wit::TraverseRequest) -> CallResult<Vec<wit::Step>> {
-        call!(self, self.limits.query_timeout, call_traverse, req)
+    pub fn filter(&mut self, expression: &str, limit: u32, timeout: Duration) -> CallResult<Vec<String>> {
+        call!(self, timeout, call_filter, expression, limit)
+    }
+
+    pub fn traverse(
+        &mut self,
+        req: &wit::TraverseRequest,
+        timeout: Duration,
+    ) -> CallResult<Vec<wit::Step>> {
+        call!(self, timeout, call_traverse, req)
     }
 
     /// The shard's snapshot, as the chunks the engine streamed out.
@@ -266,9 +273,8 @@ impl ShardInstance {
         result
     }
 
-    pub fn stats(&mut self) -> CallResult<wit::ShardStats> {
-        self.store
-            .set_epoch_deadline(ticks(self.limits.query_timeout));
+    pub fn stats(&mut self, timeout: Duration) -> CallResult<wit::ShardStats> {
+        self.store.set_epoch_deadline(ticks(timeout));
         self.bindings
             .vektagraf_engine_shard()
             .call_stats(&mut self.store)

@@ -5,6 +5,8 @@
 
 pub mod keys;
 pub mod records;
+mod tokens;
+pub use tokens::StoredToken;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ const SNAPSHOTS_UNCHUNKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshot_meta");
 const SNAPSHOT_CHUNKS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("index_snapshot_chunks");
+/// API tokens: token id -> [`StoredToken`] (hash of the secret, never the secret).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 /// Version vector: origin node -> highest sequence number applied.
 pub type VersionVector = BTreeMap<u64, u64>;
@@ -139,6 +143,7 @@ impl Store {
             txn.open_table(APPLIED)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(SNAPSHOT_CHUNKS)?;
+            txn.open_table(TOKENS)?;
         }
         txn.commit()?;
         Ok(Store { db, path, node_id })

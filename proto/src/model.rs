@@ -6,7 +6,19 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+/// A value that breaks the model's rules (a bad collection name, an unknown metric...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+type Error = InvalidInput;
+type Result<T, E = InvalidInput> = std::result::Result<T, E>;
+
+impl InvalidInput {
+    fn invalid(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -270,17 +282,7 @@ pub enum Direction {
     Both,
 }
 
-/// Parses `out`, `in` or `both`.
-pub fn parse_direction(s: &str) -> Result<Direction> {
-    match s {
-        "out" => Ok(Direction::Out),
-        "in" => Ok(Direction::In),
-        "both" => Ok(Direction::Both),
-        other => Err(Error::invalid(format!(
-            "unknown direction `{other}` (expected one of: out, in, both)"
-        ))),
-    }
-}
+text_enum!(Direction, "direction", "out" => Direction::Out, "in" => Direction::In, "both" => Direction::Both);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraverseOptions {
@@ -335,4 +337,36 @@ pub struct CollectionStats {
     pub engine_memory_bytes: u64,
     /// Log position the newest index snapshot covers (0: none).
     pub snapshot_seq: u64,
+}
+
+/// What an API token may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: get, search, filter, traverse, hybrid, edges, stats, collection list.
+    Read,
+    /// Reads, write batches, collection creation, checkpoints.
+    Write,
+    /// Everything, including tokens.
+    Admin,
+}
+text_enum!(Role, "role", "read" => Role::Read, "write" => Role::Write, "admin" => Role::Admin);
+
+/// A token as listed (its secret is never stored nor shown again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// The public part of the token (`vg_<id>_...`), used to revoke it.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// A token just created: the only time its secret is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewToken {
+    pub info: TokenInfo,
+    /// The whole token, `vg_<id>_<secret>`, to pass as `--token`.
+    pub token: String,
 }

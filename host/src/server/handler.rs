@@ -1,0 +1,242 @@
+//! One request, start to finish on a blocking thread: limits, then the database call bounded by
+//! the request's deadline, then the reply. Authentication happened before (see `quic.rs`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use edge_config::NodeLimits;
+use vektagraf_proto::{ErrorCode, ErrorReply, Op, Reply};
+
+use crate::error::Error;
+use crate::model::{Receipt, Role};
+use crate::Database;
+
+/// Maps a database error to what the client is told.
+pub fn reply_error(e: Error) -> ErrorReply {
+    let code = match &e {
+        Error::Invalid(_) => ErrorCode::BadRequest,
+        Error::UnknownCollection(_) => ErrorCode::NotFound,
+        Error::CollectionConflict { .. } => ErrorCode::Conflict,
+        Error::EngineTrap { .. } => ErrorCode::EngineFailed,
+        Error::Unavailable { .. } | Error::Closed => ErrorCode::Unavailable,
+        Error::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
+        _ => ErrorCode::Internal,
+    };
+    ErrorReply::new(code, e.to_string())
+}
+
+fn too_large(what: String) -> ErrorReply {
+    ErrorReply::new(ErrorCode::TooLarge, what)
+}
+
+/// Receipts of recent writes by idempotency key, so a retried write is not applied twice.
+/// In memory: a retry after the node restarted writes again (every write is state-idempotent
+/// on its own: upserts replace, deletes and unlinks of missing things are no-ops).
+#[derive(Default)]
+pub struct Idempotency {
+    seen: Mutex<HashMap<String, (Instant, Option<Receipt>)>>,
+}
+
+/// How long a key is remembered, and how many keys at most.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+const IDEMPOTENCY_MAX: usize = 100_000;
+
+impl Idempotency {
+    /// `Ok(Some(receipt))`: already done; `Ok(None)`: go ahead (the key is now in flight).
+    fn begin(&self, key: &str) -> Result<Option<Receipt>, ErrorReply> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if seen.len() >= IDEMPOTENCY_MAX {
+            seen.retain(|_, (t, _)| now.duration_since(*t) < IDEMPOTENCY_TTL);
+        }
+        match seen.get(key) {
+            Some((t, done)) if now.duration_since(*t) < IDEMPOTENCY_TTL => match done {
+                Some(r) => Ok(Some(*r)),
+                None => Err(ErrorReply::new(
+                    ErrorCode::Overloaded,
+                    "a write with this idempotency key is in progress; retry to get its receipt",
+                )),
+            },
+            _ => {
+                seen.insert(key.to_owned(), (now, None));
+                Ok(None)
+            }
+        }
+    }
+
+    fn end(&self, key: &str, result: Option<Receipt>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Some(r) => {
+                seen.insert(key.to_owned(), (Instant::now(), Some(r)));
+            }
+            None => {
+                seen.remove(key);
+            }
+        }
+    }
+}
+
+/// Everything a handler needs besides the request.
+pub struct Context<'a> {
+    pub db: &'a Database,
+    pub limits: &'a NodeLimits,
+    pub idempotency: &'a Idempotency,
+    pub ready: bool,
+}
+
+/// Runs one authorised operation.
+pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, ErrorReply> {
+    let db = cx.db;
+    let reads = db.until(Some(deadline));
+    let rows_limit = cx.limits.max_query_rows as usize;
+    let r = match op {
+        Op::Ping {} => Reply::Pong {
+            node_id: db.node_id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ready: cx.ready,
+        },
+        Op::CreateCollection { spec } => Reply::Created {
+            created: db.create_collection(spec).map_err(reply_error)?,
+        },
+        Op::ListCollections {} => Reply::Collections {
+            specs: db.collections(),
+        },
+        Op::Write {
+            batch,
+            idempotency_key,
+        } => {
+            if batch.len() as u64 > cx.limits.max_batch_writes {
+                return Err(too_large(format!(
+                    "batch of {} writes is larger than this node's limit of {}",
+                    batch.len(),
+                    cx.limits.max_batch_writes
+                )));
+            }
+            let Some(key) = idempotency_key else {
+                let receipt = db.write_before(batch, Some(deadline)).map_err(reply_error)?;
+                return Ok(Reply::Written { receipt });
+            };
+            if key.is_empty() || key.len() > 64 {
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    "an idempotency key must be 1 to 64 bytes",
+                ));
+            }
+            if let Some(receipt) = cx.idempotency.begin(&key)? {
+                return Ok(Reply::Written { receipt });
+            }
+            let result = db.write_before(batch, Some(deadline));
+            cx.idempotency.end(&key, result.as_ref().ok().copied());
+            Reply::Written {
+                receipt: result.map_err(reply_error)?,
+            }
+        }
+        Op::Get { collection, ids } => {
+            if ids.len() > rows_limit {
+                return Err(too_large(format!(
+                    "{} ids in one get is more than this node's limit of {rows_limit}",
+                    ids.len()
+                )));
+            }
+            let objects = ids
+                .iter()
+                .map(|id| db.get(&collection, id))
+                .collect::<Result<_, _>>()
+                .map_err(reply_error)?;
+            Reply::Objects { objects }
+        }
+        Op::Search {
+            collection,
+            options,
+            vectors,
+        } => {
+            let dim = db.collection_spec(&collection).map_err(reply_error)?.dimension as usize;
+            if vectors.len() / dim.max(1) > rows_limit {
+                return Err(too_large(format!(
+                    "{} query rows is more than this node's limit of {rows_limit}",
+                    vectors.len() / dim.max(1)
+                )));
+            }
+            Reply::Hits {
+                rows: reads
+                    .search_batch(&collection, &vectors, &options)
+                    .map_err(reply_error)?,
+            }
+        }
+        Op::Filter {
+            collection,
+            expression,
+            limit,
+        } => Reply::Ids {
+            ids: reads
+                .filter(&collection, &expression, limit as usize)
+                .map_err(reply_error)?,
+        },
+        Op::Traverse { start, options } => Reply::Steps {
+            steps: reads.traverse(&start, &options).map_err(reply_error)?,
+        },
+        Op::Hybrid {
+            collection,
+            vector,
+            search,
+            expand,
+        } => Reply::Hybrid {
+            hits: reads
+                .hybrid(&collection, &vector, &search, &expand)
+                .map_err(reply_error)?,
+        },
+        Op::Edges {
+            node,
+            label,
+            direction,
+        } => Reply::Edges {
+            edges: db
+                .edges(&node, label.as_deref(), direction)
+                .map_err(reply_error)?,
+        },
+        Op::Stats { collection } => {
+            let names = match collection {
+                Some(c) => vec![c],
+                None => db.collections().into_iter().map(|s| s.name).collect(),
+            };
+            Reply::Stats {
+                stats: names
+                    .iter()
+                    .map(|n| reads.stats(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(reply_error)?,
+            }
+        }
+        Op::Checkpoint {} => {
+            db.checkpoint().map_err(reply_error)?;
+            Reply::Done {}
+        }
+        Op::TokenCreate { name, role } => Reply::Token {
+            token: db.tokens().create(&name, role).map_err(reply_error)?,
+        },
+        Op::TokenList {} => Reply::Tokens {
+            tokens: db.tokens().list(),
+        },
+        Op::TokenRevoke { id } => Reply::Revoked {
+            revoked: db.tokens().revoke(&id).map_err(reply_error)?,
+        },
+        other => {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("operation `{}` is not supported by this node", other.name()),
+            ))
+        }
+    };
+    Ok(r)
+}
+
+/// What an operation does, in the words of a refusal ("may not ...").
+pub fn describe(op: &Op) -> &'static str {
+    match op.required_role() {
+        Some(Role::Admin) => "manage tokens",
+        Some(Role::Write) => "write",
+        _ => "read",
+    }
+}
