@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use super::backend::Backend;
 use super::import::{import, ImportFiles, Progress};
 use crate::model::{CollectionSpec, Direction, NodeKey, SearchOptions, TraverseOptions};
 use crate::{Database, DatabaseConfig};
@@ -17,7 +18,7 @@ pub const EDGES: &[u8] = include_bytes!("../../demo-data/edges.tsv");
 pub const COLLECTION: &str = "packages";
 
 /// Writes the embedded sample to `dir` and imports it into a new `packages` collection.
-pub fn load_sample(db: &Database, dir: &Path, progress: Progress) -> Result<()> {
+pub fn load_sample(db: &dyn Backend, dir: &Path, progress: Progress) -> Result<()> {
     let files = ImportFiles {
         vectors: dir.join("vectors.f32"),
         meta: Some(dir.join("meta.jsonl")),

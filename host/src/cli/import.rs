@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::vectors::VectorFile;
 use crate::model::{Batch, NodeKey};
-use crate::Database;
+use super::backend::Backend;
 
 pub struct ImportFiles {
     pub vectors: PathBuf,
@@ -113,7 +113,7 @@ fn bar(progress: Progress, len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// Validates every input, then imports it in batches of `batch` rows.
 pub fn import(
-    db: &Database,
+    db: &dyn Backend,
     collection: &str,
     files: &ImportFiles,
     batch: usize,
@@ -163,23 +163,28 @@ pub fn import(
         None => Vec::new(),
     };
 
-    // Pass 2: write.
+    // Pass 2: write (a remote backend keeps several batches in flight).
     let mut vectors = VectorFile::open(&files.vectors, dim)?;
     let pb = bar(progress, rows, "objects");
+    let mut read = 0usize;
+    let mut rows_iter = std::iter::from_fn(|| {
+        let mut buf = Vec::with_capacity(batch * dim);
+        match vectors.read_rows(batch, &mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                let mut b = Batch::new();
+                for (i, v) in buf.chunks_exact(dim).enumerate() {
+                    let (id, props) = &meta[read + i];
+                    b.upsert(collection, id, props.clone(), Some(v.to_vec()));
+                }
+                read += n;
+                Some(Ok((b, n)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    });
     let mut done = 0usize;
-    loop {
-        buf.clear();
-        let n = vectors.read_rows(batch, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let mut b = Batch::new();
-        for (i, v) in buf.chunks_exact(dim).enumerate() {
-            let (id, props) = &meta[done + i];
-            b.upsert(collection, id, props.clone(), Some(v.to_vec()));
-        }
-        db.write(b)
-            .with_context(|| format!("writing rows {done}..{}", done + n))?;
+    let written = db.write_all(&mut rows_iter, &mut |n| {
         done += n;
         pb.inc(n as u64);
         if progress == Progress::JsonLines {
@@ -188,10 +193,11 @@ pub fn import(
                 serde_json::json!({"event": "committed", "objects": done})
             );
         }
-    }
+    });
+    written.with_context(|| format!("writing objects after the first {done}"))?;
     pb.finish_and_clear();
     let pb = bar(progress, edges.len() as u64, "edges");
-    for (i, chunk) in edges.chunks(batch * 4).enumerate() {
+    let mut edge_batches = edges.chunks(batch * 4).map(|chunk| {
         let mut b = Batch::new();
         for (from, to, label) in chunk {
             b.link(
@@ -201,15 +207,14 @@ pub fn import(
                 Value::Null,
             );
         }
-        db.write(b).with_context(|| {
-            format!(
-                "writing edges {}..{}",
-                i * batch * 4,
-                i * batch * 4 + chunk.len()
-            )
-        })?;
-        pb.inc(chunk.len() as u64);
-    }
+        Ok((b, chunk.len()))
+    });
+    let mut linked = 0usize;
+    let written = db.write_all(&mut edge_batches, &mut |n| {
+        linked += n;
+        pb.inc(n as u64);
+    });
+    written.with_context(|| format!("writing edges after the first {linked}"))?;
     pb.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     Ok(ImportReport {

@@ -1,7 +1,10 @@
 //! The `vektagraf` command line. `main.rs` only calls [`run`].
 
+pub mod backend;
+mod bench_remote;
 mod demo;
 pub mod import;
+mod serve;
 pub mod vectors;
 
 use std::path::PathBuf;
@@ -11,9 +14,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::model::{
-    CollectionSpec, Direction, IndexKind, Metric, NodeKey, SearchOptions, TraverseOptions,
+    CollectionSpec, Direction, IndexKind, Metric, NodeKey, Role, SearchOptions, TraverseOptions,
 };
 use crate::{Database, DatabaseConfig};
+use backend::{Backend, Remote};
 use import::{ImportFiles, Progress};
 use vectors::VectorFile;
 
@@ -24,17 +28,61 @@ use vectors::VectorFile;
     about = "Vektagraf Edge: a vector + graph database with a WebAssembly engine"
 )]
 pub struct Cli {
-    /// Database directory (created if missing).
-    #[arg(long, global = true, default_value = "vektagraf-data")]
-    pub data: PathBuf,
+    /// Database directory (created if missing) [default: vektagraf-data, or the config's
+    /// node.data_dir for `serve`].
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
     /// Configuration file (TOML); defaults apply without one.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Run data commands against nodes instead of a local directory.
+#[derive(Args, Clone)]
+pub struct RemoteArgs {
+    /// Nodes to talk to: `quic://HOST:PORT`, comma-separated, each optionally `=WEIGHT`.
+    #[arg(long, global = true, env = "VEKTAGRAF_REMOTE")]
+    pub remote: Option<String>,
+    /// API token (`vektagraf token create`, or the admin token a node prints on first start).
+    #[arg(long, global = true, env = "VEKTAGRAF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) the nodes' certificates are signed with.
+    #[arg(long, global = true, env = "VEKTAGRAF_CA")]
+    pub ca: Option<PathBuf>,
+    /// How requests are spread over several nodes: round-robin, least-connections, weighted,
+    /// consistent-hash or nearest.
+    #[arg(long, global = true, default_value = "round-robin")]
+    pub strategy: vektagraf_client::Strategy,
+    /// Request timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 60_000)]
+    pub timeout_ms: u64,
+}
+
+impl RemoteArgs {
+    /// A client configuration, if `--remote` was given.
+    pub fn client_config(&self) -> Result<Option<vektagraf_client::ClientConfig>> {
+        let Some(list) = &self.remote else {
+            return Ok(None);
+        };
+        let ca = self.ca.as_ref().context(
+            "--remote needs --ca FILE (or VEKTAGRAF_CA): the CA certificate of the nodes, e.g. vektagraf-data/tls/ca.pem",
+        )?;
+        Ok(Some(vektagraf_client::ClientConfig {
+            endpoints: vektagraf_client::parse_endpoints(list)?,
+            ca_pem: vektagraf_client::read_ca_file(ca)?,
+            token: self.token.clone().unwrap_or_default(),
+            strategy: self.strategy,
+            request_timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+            ..vektagraf_client::ClientConfig::default()
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -78,6 +126,31 @@ pub enum Command {
     Stats { collection: Option<String> },
     /// Load a small sample of Debian packages into a temporary database and query it.
     Demo,
+    /// Load the demo's 2,500 Debian packages into collection `packages` (of a node with
+    /// --remote, or of --data).
+    LoadDemo,
+    /// Run a node: QUIC client protocol and HTTP (health, ready, metrics).
+    Serve(serve::ServeArgs),
+    /// Create, list or revoke API tokens (on a node with --remote, or in --data).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Load test: concurrent clients searching, reading and writing against nodes.
+    BenchRemote(bench_remote::BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        role: Role,
+        /// A name to recognise it by in `token list`.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+    List,
+    /// Revoke a token by its id (or the whole token).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -120,19 +193,44 @@ pub struct SearchArgs {
     filter: Option<String>,
 }
 
+const DEFAULT_DATA: &str = "vektagraf-data";
+
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
-    if let Command::Demo = cli.command {
-        return demo::run(cli.json);
-    }
-    let config = match &cli.config {
-        Some(p) => DatabaseConfig::from_file(p)?,
-        None => DatabaseConfig::default(),
-    };
-    let db = Database::open(&cli.data, config)
-        .with_context(|| format!("opening {}", cli.data.display()))?;
-    let out = Out { json: cli.json };
     match cli.command {
+        Command::Demo => return demo::run(cli.json),
+        Command::Serve(args) => return serve::run(cli.data, cli.config, args),
+        Command::BenchRemote(args) => {
+            let config = cli
+                .remote
+                .client_config()?
+                .context("bench-remote needs --remote (or VEKTAGRAF_REMOTE)")?;
+            return bench_remote::run(config, args, cli.json);
+        }
+        _ => {}
+    }
+    let db: Box<dyn Backend> = match cli.remote.client_config()? {
+        Some(config) => Box::new(Remote::connect(config)?),
+        None => {
+            let config = match &cli.config {
+                Some(p) => DatabaseConfig::from_file(p)?,
+                None => DatabaseConfig::default(),
+            };
+            let dir = cli.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+            Box::new(
+                Database::open(&dir, config)
+                    .with_context(|| format!("opening {}", dir.display()))?,
+            )
+        }
+    };
+    let out = Out { json: cli.json };
+    commands(&*db, &out, cli.command)?;
+    db.close()
+}
+
+fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
+    let cli_json = out.json;
+    match command {
         Command::Collection(CollectionCmd::Create {
             name,
             dim,
@@ -167,7 +265,7 @@ pub fn run(cli: Cli) -> Result<()> {
             });
         }
         Command::Collection(CollectionCmd::List) => {
-            let specs = db.collections();
+            let specs = db.collections()?;
             out.print(&json!(specs), || {
                 specs
                     .iter()
@@ -188,13 +286,13 @@ pub fn run(cli: Cli) -> Result<()> {
             edges,
             batch,
         } => {
-            let progress = if cli.json {
+            let progress = if cli_json {
                 Progress::JsonLines
             } else {
                 Progress::Bars
             };
             let report = import::import(
-                &db,
+                db,
                 &collection,
                 &ImportFiles {
                     vectors,
@@ -216,7 +314,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 )
             });
         }
-        Command::Search(args) => search(&db, &out, args)?,
+        Command::Search(args) => search(db, out, args)?,
         Command::Get { collection, id } => match db.get(&collection, &id)? {
             Some(o) => out.print(&json!(o), || {
                 let v = o.vector.as_ref().map_or("no vector".into(), |v| {
@@ -271,22 +369,55 @@ pub fn run(cli: Cli) -> Result<()> {
             });
         }
         Command::Stats { collection } => {
-            let names = match collection {
-                Some(c) => vec![c],
-                None => db.collections().into_iter().map(|s| s.name).collect(),
-            };
-            let stats = names
-                .iter()
-                .map(|n| db.stats(n))
-                .collect::<crate::Result<Vec<_>>>()?;
+            let stats = db.stats(collection)?;
             out.print(&json!(stats), || stats.iter().map(|s| format!(
                 "{}: {} objects, {} vectors ({} deleted slots), {} dims {}, {} index, {} shard(s), engine memory {:.1} MiB, snapshot at seq {}",
                 s.spec.name, s.objects, s.vectors, s.deleted_slots, s.spec.dimension, s.spec.metric, s.spec.index, s.spec.shards,
                 s.engine_memory_bytes as f64 / (1 << 20) as f64, s.snapshot_seq)).collect::<Vec<_>>().join("\n"));
         }
-        Command::Demo => unreachable!("handled above"),
+        Command::LoadDemo => {
+            let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+            let progress = if cli_json { Progress::Quiet } else { Progress::Bars };
+            demo::load_sample(db, tmp.path(), progress)?;
+            let stats = db.stats(Some(demo::COLLECTION.to_owned()))?;
+            out.print(&json!(stats), || {
+                stats
+                    .iter()
+                    .map(|s| format!("collection `{}` now holds {} objects", s.spec.name, s.objects))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Token(TokenCmd::Create { role, name }) => {
+            let t = db.token_create(&name, role)?;
+            out.print(&json!(t), || {
+                format!(
+                    "created {} token `{}` (id {}); it is shown only now:\n{}",
+                    t.info.role, t.info.name, t.info.id, t.token
+                )
+            });
+        }
+        Command::Token(TokenCmd::List) => {
+            let tokens = db.token_list()?;
+            out.print(&json!(tokens), || {
+                tokens
+                    .iter()
+                    .map(|t| format!("{}\t{}\t{}", t.id, t.role, t.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Token(TokenCmd::Revoke { id }) => {
+            let revoked = db.token_revoke(&id)?;
+            if !revoked {
+                bail!("no token with id `{id}`");
+            }
+            out.print(&json!({"revoked": id}), || format!("revoked token `{id}`"));
+        }
+        Command::Demo | Command::Serve(_) | Command::BenchRemote(_) => {
+            unreachable!("handled in run")
+        }
     }
-    db.close()?;
     Ok(())
 }
 
@@ -304,7 +435,7 @@ impl Out {
     }
 }
 
-fn search(db: &Database, out: &Out, a: SearchArgs) -> Result<()> {
+fn search(db: &dyn Backend, out: &Out, a: SearchArgs) -> Result<()> {
     let spec = db.collection_spec(&a.collection)?;
     let filter = a
         .filter
