@@ -27,6 +27,8 @@
 //! read_timeout_ms = 10000           # a request frame must arrive within this
 //! shutdown_grace_ms = 10000         # in-flight requests get this long on SIGTERM
 //!
+//! admin_token_file = "admin.token" # an admin token shared by several nodes (optional)
+//!
 //! [node.tls]                        # without it: a development CA under data_dir/tls
 //! cert = "node.pem"                 # certificate chain (PEM)
 //! key = "node.key"                  # private key (PEM)
@@ -123,6 +125,10 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     /// `None`: a development CA and certificate are created under `data_dir/tls`.
     pub tls: Option<TlsFiles>,
+    /// A file holding an admin token (`vg_<id>_<secret>`) that this node accepts, so several
+    /// nodes share one (e.g. from a Kubernetes secret). Without it, the first start of a data
+    /// directory creates one and writes it to `data_dir/admin.token`.
+    pub admin_token_file: Option<PathBuf>,
     pub database: DatabaseConfig,
 }
 
@@ -145,6 +151,7 @@ impl Default for NodeConfig {
                 shutdown_grace: Duration::from_secs(10),
             },
             tls: None,
+            admin_token_file: None,
             database: DatabaseConfig::default(),
         }
     }

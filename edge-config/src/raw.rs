@@ -35,6 +35,7 @@ struct RawNode {
     max_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    admin_token_file: Option<PathBuf>,
     #[serde(default)]
     tls: Option<RawTls>,
 }
@@ -195,6 +196,7 @@ impl RawConfig {
                 "must not exceed node.max_timeout_ms",
             ));
         }
+        c.admin_token_file = n.admin_token_file;
         c.tls = n.tls.map(|t| TlsFiles {
             cert: t.cert,
             key: t.key,

@@ -105,15 +105,36 @@ impl Tokens {
         }
         let id = random_hex(6)?;
         let secret = random_hex(24)?;
+        let info = self.insert(&id, &secret, name, role)?;
+        Ok(NewToken {
+            info,
+            token: format!("vg_{id}_{secret}"),
+        })
+    }
+
+    /// Accepts a token made elsewhere (another node, a secret store) with this role, keeping
+    /// only its hash. A token already known keeps its entry.
+    pub fn ensure(&self, token: &str, name: &str, role: Role) -> Result<()> {
+        let (id, secret) = split(token).ok_or_else(|| {
+            Error::invalid("the admin token file must hold a token like vg_<12 hex>_<48 hex>")
+        })?;
+        if self.check(token).is_ok() {
+            return Ok(());
+        }
+        self.insert(id, secret, name, role).map(drop)
+    }
+
+    /// Stores a token's hash durably, then makes it valid.
+    fn insert(&self, id: &str, secret: &str, name: &str, role: Role) -> Result<TokenInfo> {
         let stored = StoredToken {
             name: name.to_owned(),
             role: role.to_string(),
-            secret_sha256: sha256(&secret),
+            secret_sha256: sha256(secret),
             created_ms: now_ms(),
         };
-        self.store.put_token(&id, &stored)?;
+        self.store.put_token(id, &stored)?;
         let info = TokenInfo {
-            id: id.clone(),
+            id: id.to_owned(),
             name: stored.name,
             role,
             created_ms: stored.created_ms,
@@ -122,16 +143,13 @@ impl Tokens {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
-                id.clone(),
+                id.to_owned(),
                 Entry {
                     info: info.clone(),
                     secret_sha256: stored.secret_sha256,
                 },
             );
-        Ok(NewToken {
-            info,
-            token: format!("vg_{id}_{secret}"),
-        })
+        Ok(info)
     }
 
     /// Every token, oldest first.

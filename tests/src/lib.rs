@@ -105,3 +105,4 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
     }
     Ok(())
 }
+pub mod node;

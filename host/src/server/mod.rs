@@ -126,6 +126,16 @@ impl Node {
                 })?
         };
         let db = Arc::new(db);
+        if let Some(file) = &config.admin_token_file {
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| ServeError::io(format!("reading {}", file.display()), e))?;
+            db.tokens()
+                .ensure(token.trim(), "admin (from file)", Role::Admin)
+                .map_err(|source| ServeError::Database {
+                    dir: file.clone(),
+                    source,
+                })?;
+        }
         let admin_token = if db.tokens().is_empty() {
             let t = db
                 .tokens()
