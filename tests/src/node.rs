@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -122,4 +123,48 @@ fn dechunk(mut body: &str) -> Result<String> {
 /// The directory's database file exists (a node has written there).
 pub fn has_db(dir: &Path) -> bool {
     dir.join(vektagraf::store::DB_FILE).exists()
+}
+
+/// A bare QUIC connection to a node (no client crate), for tests that send raw bytes.
+pub async fn raw_connect(addr: SocketAddr, ca: &Path) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![vektagraf_proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(addr, "localhost")?.await?;
+    Ok((endpoint, conn))
+}
+
+/// Sends `bytes` on a new stream (finishing it when `finish`) and decodes the node's answer.
+pub async fn raw_request(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+    finish: bool,
+) -> Result<vektagraf_proto::Response> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(bytes).await?;
+    if finish {
+        send.finish()?;
+    }
+    let raw = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(64 << 20))
+        .await
+        .context("no answer within 10 s")??;
+    let header: [u8; 5] = raw
+        .get(..5)
+        .and_then(|h| h.try_into().ok())
+        .context("answer shorter than a frame header")?;
+    let len = vektagraf_proto::frame::parse_header(header, 64 << 20)?;
+    anyhow::ensure!(raw.len() == 5 + len, "answer is {} bytes, its header says {}", raw.len(), 5 + len);
+    Ok(vektagraf_proto::decode_response(&raw[5..])?)
 }
