@@ -59,7 +59,9 @@ fn random_hex(n: usize) -> Result<String> {
 fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("vg_")?;
     let (id, secret) = rest.split_once('_')?;
-    let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let hexy = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     (hexy(id, 12) && hexy(secret, 48)).then_some((id, secret))
 }
 

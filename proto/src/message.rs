@@ -75,7 +75,10 @@ impl Op {
     }
 
     /// Whether sending it twice has the effect of sending it once, so a client may retry it
-    /// on another node after a failure: reads, and writes that carry an idempotency key.
+    /// after a failure: reads, and writes that carry an idempotency key. (A node remembers
+    /// keys in memory; a keyed batch retried on another node is applied there again, which
+    /// leaves the same state, since upserts replace and deletes and unlinks are no-ops when
+    /// repeated.)
     pub fn is_idempotent(&self) -> bool {
         match self {
             Op::Write {

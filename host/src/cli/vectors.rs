@@ -327,9 +327,15 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// The start of a `.npy` file: magic, a version, a header length (often plausible) and a
-    /// header assembled from the pieces the parser looks for, with numbers of every size.
-    fn npy_like() -> impl Strategy<Value = Vec<u8>> {
+    /// A `.npy` file: magic, a version, a header length (often the right one), a header (well
+    /// formed but for its shape, which has often `dim` columns, or assembled from the pieces the
+    /// parser looks for, with numbers of every size) and a few bytes of data.
+    fn npy_like(dim: usize) -> impl Strategy<Value = Vec<u8>> {
+        let number = || prop_oneof![0..9u64, any::<u64>(), Just(u64::MAX), Just(u64::MAX / 4)];
+        let columns = prop_oneof![3 => Just(dim as u64), 1 => number()];
+        let shape = (number(), columns).prop_map(|(r, c)| {
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}")
+        });
         let piece = prop_oneof![
             Just("'descr': '<f4', ".to_owned()),
             Just("'descr': '>f8', ".to_owned()),
@@ -344,14 +350,17 @@ mod tests {
             (0..5u64).prop_map(|n| n.to_string()),
             "[ -~]{0,6}",
         ];
+        let header = prop_oneof![
+            shape,
+            proptest::collection::vec(piece, 0..12).prop_map(|p| p.concat()),
+        ];
         (
             prop_oneof![Just(1u8), Just(2), Just(3), any::<u8>()],
-            proptest::collection::vec(piece, 0..12),
-            prop_oneof![Just(None), any::<u32>().prop_map(Some)],
+            header,
+            prop_oneof![3 => Just(None), 1 => any::<u32>().prop_map(Some)],
             proptest::collection::vec(any::<u8>(), 0..64),
         )
-            .prop_map(|(version, pieces, len, data)| {
-                let header = pieces.concat();
+            .prop_map(|(version, header, len, data)| {
                 let len = len.unwrap_or(header.len() as u32);
                 let mut out = b"\x93NUMPY".to_vec();
                 out.extend([version, 0]);
@@ -427,12 +436,11 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_files_are_read_or_refused_with_the_file_named(
-            bytes in prop_oneof![
-                proptest::collection::vec(any::<u8>(), 0..2048),
-                npy_like(),
-            ],
+            (dim, bytes) in dim().prop_flat_map(|d| (
+                Just(d),
+                prop_oneof![proptest::collection::vec(any::<u8>(), 0..2048), npy_like(d)],
+            )),
             format in proptest::sample::select(&FORMATS[..]),
-            dim in dim(),
         ) {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
             let _ = read(dir.path(), format, &bytes, dim)?;

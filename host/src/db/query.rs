@@ -185,6 +185,13 @@ impl Bounded<'_> {
         vector: &[f32],
         opts: &SearchOptions,
     ) -> Result<Vec<Hit>> {
+        let dim = self.coll(collection)?.spec.dimension as usize;
+        if vector.len() != dim {
+            return Err(Error::invalid(format!(
+                "query has {} values; collection `{collection}` has {dim} dimensions",
+                vector.len()
+            )));
+        }
         Ok(self
             .search_batch(collection, vector, opts)?
             .pop()

@@ -20,8 +20,8 @@ use crate::auth::AuthError;
 /// Close codes a client may see on its connection.
 pub const CLOSE_SHUTDOWN: u32 = 1;
 pub const CLOSE_TOO_MANY: u32 = 2;
-/// Stream reset code when a request frame is refused before its body was read.
-pub const RESET_REFUSED: u32 = 3;
+/// STOP_SENDING code when a request frame is refused before all of it was read.
+pub const STOP_REFUSED: u32 = 3;
 
 /// Accepts connections until `stop` fires.
 pub async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, stop: CancellationToken) {
@@ -147,10 +147,25 @@ async fn read_frame(recv: &mut RecvStream, max: u64) -> Result<Vec<u8>, ReadFail
     Ok(body)
 }
 
-async fn respond(mut send: SendStream, response: &Response) {
+/// Writes the answer and waits (briefly) until the client has it, so a shutdown that follows
+/// does not discard an answer still in flight.
+async fn respond(mut send: SendStream, response: &Response, max_frame: u64) {
+    let mut bytes = encode_response(response);
+    if bytes.len() as u64 > max_frame {
+        let e = ErrorReply::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the answer is {} bytes, more than this node's frame limit of {max_frame} bytes; ask for fewer rows or a smaller k",
+                bytes.len()
+            ),
+        );
+        bytes = encode_response(&Err(e));
+    }
     // A client that left cannot be answered; nothing else to do.
-    let _ = send.write_all(&encode_response(response)).await;
-    let _ = send.finish();
+    if send.write_all(&bytes).await.is_err() || send.finish().is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }
 
 fn auth_error(e: AuthError) -> ErrorReply {
@@ -177,13 +192,13 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, shared: Arc<Shared
         }
         Ok(Err(ReadFailure::Refuse(e))) => {
             shared.metrics.error("unknown", e.code.name());
-            let _ = recv.stop(VarInt::from_u32(RESET_REFUSED));
-            respond(send, &Err(e)).await;
+            let _ = recv.stop(VarInt::from_u32(STOP_REFUSED));
+            respond(send, &Err(e), limits.max_frame_bytes).await;
             return;
         }
         Err(_) => {
             shared.metrics.error("unknown", "read_timeout");
-            let _ = recv.stop(VarInt::from_u32(RESET_REFUSED));
+            let _ = recv.stop(VarInt::from_u32(STOP_REFUSED));
             let e = ErrorReply::new(
                 ErrorCode::BadRequest,
                 format!(
@@ -191,7 +206,7 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, shared: Arc<Shared
                     limits.read_timeout.as_millis()
                 ),
             );
-            respond(send, &Err(e)).await;
+            respond(send, &Err(e), limits.max_frame_bytes).await;
             return;
         }
     };
@@ -200,7 +215,7 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, shared: Arc<Shared
         Err(e) => {
             shared.metrics.error("unknown", "bad_request");
             let e = ErrorReply::new(ErrorCode::BadRequest, format!("malformed request: {e}"));
-            respond(send, &Err(e)).await;
+            respond(send, &Err(e), limits.max_frame_bytes).await;
             return;
         }
     };
@@ -213,7 +228,7 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, shared: Arc<Shared
         started.elapsed(),
         response.as_ref().err().map(|e| e.code.name()),
     );
-    respond(send, &response).await;
+    respond(send, &response, shared.limits.max_frame_bytes).await;
 }
 
 /// Authorises and runs a decoded request within its deadline.

@@ -81,3 +81,230 @@ pub fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T> 
         None => Err(Error::Storage(format!("{what} record is empty"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any bit pattern (NaNs with payloads, infinities, -0.0) and ordinary values.
+    fn float() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            any::<u32>().prop_map(f32::from_bits),
+            any::<f32>(),
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            Just(f32::NEG_INFINITY),
+            Just(-0.0f32),
+        ]
+    }
+
+    fn vector() -> impl Strategy<Value = Option<Vec<f32>>> {
+        proptest::option::of(proptest::collection::vec(float(), 0..40))
+    }
+
+    fn object() -> impl Strategy<Value = StoredObject> {
+        (
+            any::<String>(),
+            vector(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(properties, vector, hlc, origin, seq)| StoredObject {
+                properties,
+                vector,
+                hlc,
+                origin,
+                seq,
+            })
+    }
+
+    fn edge() -> impl Strategy<Value = StoredEdge> {
+        (any::<String>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(properties, hlc, origin, seq)| StoredEdge {
+                properties,
+                hlc,
+                origin,
+                seq,
+            },
+        )
+    }
+
+    fn node() -> impl Strategy<Value = LogNode> {
+        (any::<String>(), any::<String>()).prop_map(|(collection, id)| LogNode { collection, id })
+    }
+
+    fn write() -> impl Strategy<Value = LogWrite> {
+        prop_oneof![
+            any::<String>().prop_map(|spec| LogWrite::CreateCollection { spec }),
+            (node(), any::<String>(), vector()).prop_map(|(node, properties, vector)| {
+                LogWrite::Upsert {
+                    node,
+                    properties,
+                    vector,
+                }
+            }),
+            node().prop_map(|node| LogWrite::Delete { node }),
+            (node(), any::<String>(), node(), any::<String>()).prop_map(
+                |(from, label, to, properties)| LogWrite::Link {
+                    from,
+                    label,
+                    to,
+                    properties,
+                }
+            ),
+            (node(), any::<String>(), node()).prop_map(|(from, label, to)| LogWrite::Unlink {
+                from,
+                label,
+                to
+            }),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = LogEntry> {
+        (any::<u64>(), proptest::collection::vec(write(), 0..6))
+            .prop_map(|(hlc, writes)| LogEntry { hlc, writes })
+    }
+
+    fn bits(v: &Option<Vec<f32>>) -> Option<Vec<u32>> {
+        v.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect())
+    }
+
+    /// Equality with floats compared bit for bit (so a NaN equals itself).
+    fn same_object(a: &StoredObject, b: &StoredObject) -> bool {
+        (&a.properties, bits(&a.vector), a.hlc, a.origin, a.seq)
+            == (&b.properties, bits(&b.vector), b.hlc, b.origin, b.seq)
+    }
+
+    fn same_write(a: &LogWrite, b: &LogWrite) -> bool {
+        match (a, b) {
+            (
+                LogWrite::Upsert {
+                    node,
+                    properties,
+                    vector,
+                },
+                LogWrite::Upsert {
+                    node: n2,
+                    properties: p2,
+                    vector: v2,
+                },
+            ) => (node, properties, bits(vector)) == (n2, p2, bits(v2)),
+            _ => a == b,
+        }
+    }
+
+    fn same_entry(a: &LogEntry, b: &LogEntry) -> bool {
+        a.hlc == b.hlc
+            && a.writes.len() == b.writes.len()
+            && a.writes
+                .iter()
+                .zip(&b.writes)
+                .all(|(x, y)| same_write(x, y))
+    }
+
+    /// Decodes `bytes` as each record kind: each must give a value or a storage error that
+    /// names the kind.
+    fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
+        fn check<T: for<'a> Deserialize<'a>>(
+            what: &str,
+            bytes: &[u8],
+        ) -> Result<(), TestCaseError> {
+            match decode::<T>(what, bytes) {
+                Ok(_) => Ok(()),
+                Err(Error::Storage(text)) if text.starts_with(&format!("{what} record ")) => Ok(()),
+                Err(e) => Err(TestCaseError::fail(format!(
+                    "{what}: unexpected error {e:?}"
+                ))),
+            }
+        }
+        check::<StoredObject>("object", bytes)?;
+        check::<StoredEdge>("edge", bytes)?;
+        check::<LogEntry>("log entry", bytes)
+    }
+
+    /// A change to a valid encoding.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Flip(prop::sample::Index, u8),
+        Truncate(prop::sample::Index),
+        Insert(prop::sample::Index, u8),
+        Delete(prop::sample::Index),
+        /// Overwrite with a LEB128 varint's worth of 0xff (a huge length or count).
+        Huge(prop::sample::Index),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        use prop::sample::Index;
+        prop_oneof![
+            (any::<Index>(), 1..=255u8).prop_map(|(i, m)| Damage::Flip(i, m)),
+            any::<Index>().prop_map(Damage::Truncate),
+            (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Damage::Insert(i, b)),
+            any::<Index>().prop_map(Damage::Delete),
+            any::<Index>().prop_map(Damage::Huge),
+        ]
+    }
+
+    /// `bytes` (never empty: the version byte) with `d` applied.
+    fn damaged(bytes: &[u8], d: &Damage) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        match d {
+            Damage::Flip(i, mask) => out[i.index(bytes.len())] ^= mask,
+            Damage::Truncate(i) => out.truncate(i.index(bytes.len())),
+            Damage::Insert(i, b) => out.insert(i.index(bytes.len() + 1), *b),
+            Damage::Delete(i) => drop(out.remove(i.index(bytes.len()))),
+            Damage::Huge(i) => {
+                let at = i.index(bytes.len());
+                let end = (at + 9).min(out.len());
+                out[at..end].fill(0xff);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_bit_for_bit(o in object(), e in edge(), l in entry()) {
+            let back: StoredObject = decode("object", &encode(&o).expect("encode"))
+                .expect("decode");
+            prop_assert!(same_object(&back, &o), "{back:?} != {o:?}");
+            let back: StoredEdge = decode("edge", &encode(&e).expect("encode")).expect("decode");
+            prop_assert_eq!(back, e);
+            let back: LogEntry = decode("log entry", &encode(&l).expect("encode"))
+                .expect("decode");
+            prop_assert!(same_entry(&back, &l), "{back:?} != {l:?}");
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_or_give_an_error_naming_the_record(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            version in prop_oneof![Just(None), Just(Some(RECORD_VERSION)), any::<u8>().prop_map(Some)],
+        ) {
+            let bytes: Vec<u8> = version.into_iter().chain(body).collect();
+            decode_all(&bytes)?;
+        }
+
+        #[test]
+        fn damaged_records_decode_or_give_an_error_naming_the_record(
+            o in object(),
+            l in entry(),
+            d in damage(),
+        ) {
+            decode_all(&damaged(&encode(&o).expect("encode"), &d))?;
+            decode_all(&damaged(&encode(&l).expect("encode"), &d))?;
+        }
+    }
+
+    #[test]
+    fn errors_name_the_record_and_what_is_wrong() {
+        let text = |r: Result<StoredEdge>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(text(decode("edge", &[])), "storage: edge record is empty");
+        assert_eq!(
+            text(decode("edge", &[9, 0])),
+            format!("storage: edge record has version 9; this build reads {RECORD_VERSION}")
+        );
+        assert!(text(decode("edge", &[RECORD_VERSION, 0xff]))
+            .starts_with("storage: edge record is damaged: "));
+    }
+}
