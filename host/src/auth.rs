@@ -60,7 +60,9 @@ fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("vg_")?;
     let (id, secret) = rest.split_once('_')?;
     let hexy = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     (hexy(id, 12) && hexy(secret, 48)).then_some((id, secret))
 }
@@ -75,10 +77,9 @@ impl Tokens {
     pub(crate) fn load(store: Arc<Store>) -> Result<Self> {
         let mut by_id = HashMap::new();
         for (id, t) in store.tokens()? {
-            let role = t
-                .role
-                .parse()
-                .map_err(|_| Error::Storage(format!("token `{id}` has unknown role `{}`", t.role)))?;
+            let role = t.role.parse().map_err(|_| {
+                Error::Storage(format!("token `{id}` has unknown role `{}`", t.role))
+            })?;
             by_id.insert(
                 id.clone(),
                 Entry {
@@ -201,7 +202,12 @@ impl Tokens {
     }
 
     /// Checks a token against the role an operation needs.
-    pub fn authorize(&self, token: &str, needs: Role, what: &'static str) -> Result<Role, AuthError> {
+    pub fn authorize(
+        &self,
+        token: &str,
+        needs: Role,
+        what: &'static str,
+    ) -> Result<Role, AuthError> {
         let has = self.check(token)?;
         if has < needs {
             return Err(AuthError::Forbidden { has, needs, what });

@@ -18,6 +18,6 @@ pub mod server;
 pub mod store;
 
 pub use db::Database;
-pub use vektagraf_proto::model;
 pub use edge_config::DatabaseConfig;
 pub use error::{Error, Result};
+pub use vektagraf_proto::model;

@@ -75,7 +75,10 @@ impl<'a> Reader<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(DecodeError::invalid(field, format!("{b} is not a bool (0 or 1)"))),
+            b => Err(DecodeError::invalid(
+                field,
+                format!("{b} is not a bool (0 or 1)"),
+            )),
         }
     }
 

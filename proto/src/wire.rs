@@ -8,9 +8,19 @@ use crate::model::{
 };
 use crate::{wire_struct, wire_tag};
 
-wire_tag!(Metric, Metric::Cosine = 0, Metric::Dot = 1, Metric::Euclidean = 2);
+wire_tag!(
+    Metric,
+    Metric::Cosine = 0,
+    Metric::Dot = 1,
+    Metric::Euclidean = 2
+);
 wire_tag!(IndexKind, IndexKind::Hnsw = 0, IndexKind::Hora = 1);
-wire_tag!(Direction, Direction::Out = 0, Direction::In = 1, Direction::Both = 2);
+wire_tag!(
+    Direction,
+    Direction::Out = 0,
+    Direction::In = 1,
+    Direction::Both = 2
+);
 wire_tag!(Role, Role::Read = 0, Role::Write = 1, Role::Admin = 2);
 
 wire_struct!(CollectionSpec {
@@ -23,16 +33,26 @@ wire_struct!(CollectionSpec {
     ef_search: u32,
     shards: u32,
 });
-wire_struct!(NodeKey { collection: String, id: String });
+wire_struct!(NodeKey {
+    collection: String,
+    id: String
+});
 wire_struct!(Batch { writes: Vec<Write> });
-wire_struct!(Receipt { origin: u64, seq: u64, hlc: u64 });
+wire_struct!(Receipt {
+    origin: u64,
+    seq: u64,
+    hlc: u64
+});
 wire_struct!(Object {
     id: String,
     properties: serde_json::Value,
     vector: Option<Vec<f32>>,
     version: Receipt,
 });
-wire_struct!(Hit { id: String, score: f32 });
+wire_struct!(Hit {
+    id: String,
+    score: f32
+});
 wire_struct!(Step {
     node: NodeKey,
     depth: u32,
@@ -59,8 +79,16 @@ wire_struct!(TraverseOptions {
     depth: u32,
     limit: u32,
 });
-wire_struct!(TokenInfo { id: String, name: String, role: Role, created_ms: u64 });
-wire_struct!(NewToken { info: TokenInfo, token: String });
+wire_struct!(TokenInfo {
+    id: String,
+    name: String,
+    role: Role,
+    created_ms: u64
+});
+wire_struct!(NewToken {
+    info: TokenInfo,
+    token: String
+});
 
 /// `k` travels as a `u32`.
 impl Wire for SearchOptions {

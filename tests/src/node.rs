@@ -86,8 +86,10 @@ impl Cluster {
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
         .await
@@ -99,7 +101,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .context("no status")?
         .parse()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)?
     } else {
         body.to_owned()
@@ -126,7 +131,10 @@ pub fn has_db(dir: &Path) -> bool {
 }
 
 /// A bare QUIC connection to a node (no client crate), for tests that send raw bytes.
-pub async fn raw_connect(addr: SocketAddr, ca: &Path) -> Result<(quinn::Endpoint, quinn::Connection)> {
+pub async fn raw_connect(
+    addr: SocketAddr,
+    ca: &Path,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
@@ -165,6 +173,11 @@ pub async fn raw_request(
         .and_then(|h| h.try_into().ok())
         .context("answer shorter than a frame header")?;
     let len = vektagraf_proto::frame::parse_header(header, 64 << 20)?;
-    anyhow::ensure!(raw.len() == 5 + len, "answer is {} bytes, its header says {}", raw.len(), 5 + len);
+    anyhow::ensure!(
+        raw.len() == 5 + len,
+        "answer is {} bytes, its header says {}",
+        raw.len(),
+        5 + len
+    );
     Ok(vektagraf_proto::decode_response(&raw[5..])?)
 }

@@ -54,7 +54,10 @@ async fn every_operation_over_quic_matches_the_embedded_answers() -> Result<()> 
     let pong = client.ping().await?;
     assert_eq!(pong.node_id, node.database().node_id());
     assert!(client.create_collection(spec("c")).await?);
-    assert!(!client.create_collection(spec("c")).await?, "same spec again is a no-op");
+    assert!(
+        !client.create_collection(spec("c")).await?,
+        "same spec again is a no-op"
+    );
     let e = client
         .create_collection(CollectionSpec::new("c", 4))
         .await
@@ -64,7 +67,10 @@ async fn every_operation_over_quic_matches_the_embedded_answers() -> Result<()> 
 
     let receipt = client.write(line_batch("c"), Some("k1".into())).await?;
     // The same idempotency key again: the first receipt, nothing written twice.
-    assert_eq!(client.write(line_batch("c"), Some("k1".into())).await?, receipt);
+    assert_eq!(
+        client.write(line_batch("c"), Some("k1".into())).await?,
+        receipt
+    );
     assert_eq!(receipt.origin, node.database().node_id());
 
     let got = client.get("c", vec!["p3".into(), "nope".into()]).await?;
@@ -122,15 +128,25 @@ async fn every_operation_over_quic_matches_the_embedded_answers() -> Result<()> 
     client.checkpoint().await?;
 
     // Errors a client can act on: unknown collection, a wrong vector length.
-    let e = client.search("zz", vec![1.0, 2.0, 3.0], SearchOptions::k(1)).await.expect_err("unknown");
+    let e = client
+        .search("zz", vec![1.0, 2.0, 3.0], SearchOptions::k(1))
+        .await
+        .expect_err("unknown");
     assert_eq!(server_code(&e), Some(ErrorCode::NotFound), "{e}");
-    let e = client.search("c", vec![1.0, 2.0], SearchOptions::k(1)).await.expect_err("length");
+    let e = client
+        .search("c", vec![1.0, 2.0], SearchOptions::k(1))
+        .await
+        .expect_err("length");
     assert_eq!(server_code(&e), Some(ErrorCode::BadRequest), "{e}");
     let mut bad = Batch::new();
     bad.upsert("c", "nan", json!({}), Some(vec![f32::NAN, 0.0, 0.0]));
     let e = client.write(bad, None).await.expect_err("NaN");
     assert_eq!(server_code(&e), Some(ErrorCode::BadRequest), "{e}");
-    assert_eq!(client.stats(Some("c".into())).await?[0].objects, 10, "nothing written");
+    assert_eq!(
+        client.stats(Some("c".into())).await?[0].objects,
+        10,
+        "nothing written"
+    );
 
     // Tokens over the protocol.
     let t = client.token_create("reader", Role::Read).await?;
@@ -156,15 +172,22 @@ async fn wrong_tokens_and_roles_are_refused_and_change_nothing() -> Result<()> {
         anyhow::Ok(c)
     };
     let reader = vektagraf_client::Client::connect(with(&reader_token)?).await?;
-    let e = reader.write(line_batch("c"), None).await.expect_err("reader writes");
+    let e = reader
+        .write(line_batch("c"), None)
+        .await
+        .expect_err("reader writes");
     assert_eq!(server_code(&e), Some(ErrorCode::Forbidden));
     assert!(
-        e.to_string().contains("the token's role `read` may not write (needs `write`)"),
+        e.to_string()
+            .contains("the token's role `read` may not write (needs `write`)"),
         "{e}"
     );
     assert!(reader.stats(None).await.is_ok(), "a reader reads");
     let writer = vektagraf_client::Client::connect(with(&writer_token)?).await?;
-    let e = writer.token_list().await.expect_err("writer manages tokens");
+    let e = writer
+        .token_list()
+        .await
+        .expect_err("writer manages tokens");
     assert_eq!(server_code(&e), Some(ErrorCode::Forbidden));
     writer.write(line_batch("c"), None).await?;
 
@@ -187,7 +210,11 @@ async fn wrong_tokens_and_roles_are_refused_and_change_nothing() -> Result<()> {
     assert!(admin.token_revoke(id).await?);
     let e = reader.stats(None).await.expect_err("revoked");
     assert_eq!(server_code(&e), Some(ErrorCode::Unauthenticated));
-    assert_eq!(admin.stats(Some("c".into())).await?[0].objects, 10, "only the writer wrote");
+    assert_eq!(
+        admin.stats(Some("c".into())).await?[0].objects,
+        10,
+        "only the writer wrote"
+    );
     node.shutdown().await?;
     Ok(())
 }
@@ -200,9 +227,13 @@ async fn health_ready_and_metrics_parse_as_prometheus_text() -> Result<()> {
     client.create_collection(spec("c")).await?;
     client.write(line_batch("c"), None).await?;
     for _ in 0..5 {
-        client.search("c", vec![1.0, 0.0, 0.0], SearchOptions::k(2)).await?;
+        client
+            .search("c", vec![1.0, 0.0, 0.0], SearchOptions::k(2))
+            .await?;
     }
-    let _ = client.search("missing", vec![1.0, 0.0, 0.0], SearchOptions::k(2)).await;
+    let _ = client
+        .search("missing", vec![1.0, 0.0, 0.0], SearchOptions::k(2))
+        .await;
 
     assert_eq!(http_get(node.http_addr(), "/health").await?.0, 200);
     let (status, body) = http_get(node.http_addr(), "/ready").await?;
@@ -211,22 +242,34 @@ async fn health_ready_and_metrics_parse_as_prometheus_text() -> Result<()> {
     assert_eq!(status, 200);
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
     let find = |name: &str, labels: &[(&str, &str)]| {
-        scrape.samples.iter().find(|s| {
-            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
     };
     let gauge = |name: &str, labels: &[(&str, &str)]| match find(name, labels).map(|s| &s.value) {
-        Some(prometheus_parse::Value::Gauge(v)) | Some(prometheus_parse::Value::Untyped(v)) => Some(*v),
+        Some(prometheus_parse::Value::Gauge(v)) | Some(prometheus_parse::Value::Untyped(v)) => {
+            Some(*v)
+        }
         Some(prometheus_parse::Value::Counter(v)) => Some(*v),
         _ => None,
     };
     assert!(gauge("vektagraf_active_connections", &[]) >= Some(1.0));
-    assert_eq!(gauge("vektagraf_collection_objects", &[("collection", "c")]), Some(10.0));
-    assert_eq!(gauge("vektagraf_collection_vectors", &[("collection", "c")]), Some(10.0));
+    assert_eq!(
+        gauge("vektagraf_collection_objects", &[("collection", "c")]),
+        Some(10.0)
+    );
+    assert_eq!(
+        gauge("vektagraf_collection_vectors", &[("collection", "c")]),
+        Some(10.0)
+    );
     assert!(gauge("vektagraf_storage_bytes", &[]) > Some(0.0));
     assert_eq!(gauge("vektagraf_engine_traps_total", &[]), Some(0.0));
     assert_eq!(
-        gauge("vektagraf_request_errors_total", &[("operation", "search"), ("kind", "not_found")]),
+        gauge(
+            "vektagraf_request_errors_total",
+            &[("operation", "search"), ("kind", "not_found")]
+        ),
         Some(1.0)
     );
     let buckets = |name: &str, labels: &[(&str, &str)]| -> Vec<(f64, f64)> {
@@ -237,7 +280,10 @@ async fn health_ready_and_metrics_parse_as_prometheus_text() -> Result<()> {
             _ => Vec::new(),
         }
     };
-    let q = buckets("vektagraf_query_duration_seconds", &[("operation", "search")]);
+    let q = buckets(
+        "vektagraf_query_duration_seconds",
+        &[("operation", "search")],
+    );
     let bounds: Vec<f64> = q.iter().map(|b| b.0).filter(|b| b.is_finite()).collect();
     assert_eq!(bounds, [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
     assert_eq!(q.last().map(|b| b.1), Some(6.0), "5 searches + 1 refused");
@@ -265,7 +311,12 @@ async fn graceful_shutdown_loses_no_acknowledged_write() -> Result<()> {
             for i in 0..10_000 {
                 let id = format!("w{w}-{i}");
                 let mut b = Batch::new();
-                b.upsert("c", &id, json!({"w": w}), Some(vec![w as f32, i as f32, 1.0]));
+                b.upsert(
+                    "c",
+                    &id,
+                    json!({"w": w}),
+                    Some(vec![w as f32, i as f32, 1.0]),
+                );
                 match client.write(b, None).await {
                     Ok(_) => acked.push(id),
                     Err(_) => break,
@@ -280,7 +331,11 @@ async fn graceful_shutdown_loses_no_acknowledged_write() -> Result<()> {
     for w in writers {
         acked.extend(w.await?);
     }
-    assert!(acked.len() > 10, "writers got going ({} acknowledged)", acked.len());
+    assert!(
+        acked.len() > 10,
+        "writers got going ({} acknowledged)",
+        acked.len()
+    );
     let db = vektagraf::Database::open(&dir, vektagraf::DatabaseConfig::default())?;
     let missing: Vec<&String> = acked
         .iter()
@@ -315,7 +370,10 @@ async fn reads_survive_a_node_down_and_the_breaker_closes_when_it_returns() -> R
         .into_iter()
         .map(|s| (s.addr, s.requests))
         .collect();
-    assert!(per_node.values().all(|n| (10..=11).contains(n)), "{per_node:?}");
+    assert!(
+        per_node.values().all(|n| (10..=11).contains(n)),
+        "{per_node:?}"
+    );
 
     // Stop node b; every read still succeeds, and b's breaker opens.
     let b_config = {
@@ -349,7 +407,11 @@ async fn reads_survive_a_node_down_and_the_breaker_closes_when_it_returns() -> R
         if state(&client).map(|s| s.1) == Some(vektagraf_client::BreakerState::Closed) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "breaker did not close: {:?}", state(&client));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "breaker did not close: {:?}",
+            state(&client)
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     client.close().await;

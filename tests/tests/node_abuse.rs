@@ -24,11 +24,21 @@ fn search_request(token: &str) -> Vec<u8> {
     .encode()
 }
 
-async fn expect_error(conn: &quinn::Connection, bytes: &[u8], finish: bool, code: ErrorCode, text: &str) -> Result<()> {
+async fn expect_error(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+    finish: bool,
+    code: ErrorCode,
+    text: &str,
+) -> Result<()> {
     match raw_request(conn, bytes, finish).await? {
         Err(e) => {
             assert_eq!(e.code, code, "{e}");
-            assert!(e.message.contains(text), "`{}` does not contain `{text}`", e.message);
+            assert!(
+                e.message.contains(text),
+                "`{}` does not contain `{text}`",
+                e.message
+            );
         }
         Ok(r) => panic!("expected {code:?}, got {r:?}"),
     }
@@ -56,28 +66,86 @@ async fn malformed_oversized_slow_and_vanishing_requests_are_contained() -> Resu
     let (_ep, conn) = raw_connect(node.quic_addr(), &cluster.ca).await?;
 
     // Sanity: a well-formed raw request works.
-    assert!(raw_request(&conn, &search_request(&token), true).await?.is_ok());
+    assert!(raw_request(&conn, &search_request(&token), true)
+        .await?
+        .is_ok());
     // Oversized: refused from its header, before the body is read.
     let mut big = (5000u32).to_le_bytes().to_vec();
     big.push(1);
-    expect_error(&conn, &big, true, ErrorCode::TooLarge, "frame of 5000 bytes is larger than the limit of 4096 bytes").await?;
+    expect_error(
+        &conn,
+        &big,
+        true,
+        ErrorCode::TooLarge,
+        "frame of 5000 bytes is larger than the limit of 4096 bytes",
+    )
+    .await?;
     // Unknown version, empty frame, truncated header and body, garbage body.
-    expect_error(&conn, &[1, 0, 0, 0, 9], true, ErrorCode::UnsupportedVersion, "protocol version 9 is not supported").await?;
-    expect_error(&conn, &[0, 0, 0, 0, 1], true, ErrorCode::BadRequest, "empty frame").await?;
-    expect_error(&conn, &[7, 0, 0], true, ErrorCode::BadRequest, "truncated frame: the stream ended after 3 byte(s)").await?;
+    expect_error(
+        &conn,
+        &[1, 0, 0, 0, 9],
+        true,
+        ErrorCode::UnsupportedVersion,
+        "protocol version 9 is not supported",
+    )
+    .await?;
+    expect_error(
+        &conn,
+        &[0, 0, 0, 0, 1],
+        true,
+        ErrorCode::BadRequest,
+        "empty frame",
+    )
+    .await?;
+    expect_error(
+        &conn,
+        &[7, 0, 0],
+        true,
+        ErrorCode::BadRequest,
+        "truncated frame: the stream ended after 3 byte(s)",
+    )
+    .await?;
     let good = search_request(&token);
-    expect_error(&conn, &good[..good.len() - 4], true, ErrorCode::BadRequest, "truncated frame: the header announced").await?;
+    expect_error(
+        &conn,
+        &good[..good.len() - 4],
+        true,
+        ErrorCode::BadRequest,
+        "truncated frame: the header announced",
+    )
+    .await?;
     let garbage = frame(|out| out.extend_from_slice(&[0xff; 40]));
-    expect_error(&conn, &garbage, true, ErrorCode::BadRequest, "malformed request").await?;
+    expect_error(
+        &conn,
+        &garbage,
+        true,
+        ErrorCode::BadRequest,
+        "malformed request",
+    )
+    .await?;
     let mut unknown_op = frame(|out| {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.push(200);
     });
-    expect_error(&conn, &unknown_op, true, ErrorCode::BadRequest, "unknown Op tag 200").await?;
+    expect_error(
+        &conn,
+        &unknown_op,
+        true,
+        ErrorCode::BadRequest,
+        "unknown Op tag 200",
+    )
+    .await?;
     unknown_op.truncate(0);
     // A slow client that never finishes its frame is cut off at read_timeout.
-    expect_error(&conn, &good[..8], false, ErrorCode::BadRequest, "did not arrive within 300 ms").await?;
+    expect_error(
+        &conn,
+        &good[..8],
+        false,
+        ErrorCode::BadRequest,
+        "did not arrive within 300 ms",
+    )
+    .await?;
 
     // Mutated valid requests: every one gets an answer, none takes the node down.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -102,7 +170,9 @@ async fn malformed_oversized_slow_and_vanishing_requests_are_contained() -> Resu
         gone.close(0u32.into(), b"bye");
         ep.wait_idle().await;
     }
-    assert!(raw_request(&conn, &search_request(&token), true).await?.is_ok());
+    assert!(raw_request(&conn, &search_request(&token), true)
+        .await?
+        .is_ok());
     let stats = client.stats(Some("c".into())).await?;
     assert_eq!(stats[0].objects, 1, "nothing was written by any of it");
     node.shutdown().await?;
@@ -133,7 +203,10 @@ async fn connection_and_stream_limits_hold() -> Result<()> {
         quinn::ConnectionError::ApplicationClosed(close) => {
             assert_eq!(close.error_code, vektagraf::server::CLOSE_TOO_MANY.into());
             let reason = String::from_utf8_lossy(&close.reason);
-            assert!(reason.contains("node at its connection limit (2 connections)"), "{reason}");
+            assert!(
+                reason.contains("node at its connection limit (2 connections)"),
+                "{reason}"
+            );
         }
         other => panic!("expected an application close, got {other}"),
     }
@@ -144,20 +217,31 @@ async fn connection_and_stream_limits_hold() -> Result<()> {
     s1.write_all(&ping[..3]).await?;
     s2.write_all(&ping[..3]).await?;
     let third = tokio::time::timeout(Duration::from_millis(150), c1.open_bi()).await;
-    assert!(third.is_err(), "a third stream opened beyond the limit of 2");
+    assert!(
+        third.is_err(),
+        "a third stream opened beyond the limit of 2"
+    );
     let answer = tokio::time::timeout(Duration::from_secs(5), r1.read_to_end(1 << 20)).await??;
-    assert!(!answer.is_empty(), "the held stream was answered at read_timeout");
+    assert!(
+        !answer.is_empty(),
+        "the held stream was answered at read_timeout"
+    );
     // The node stopped reading it; once the client lets go of its side (as a client does on
     // an answer), the slot is free and a new stream gets through. A client that holds on
     // only blocks its own connection.
     drop((s1, r1));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), raw_request(&c1, &ping, true)).await {
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_secs(1), raw_request(&c1, &ping, true)).await
+        {
             assert!(r.is_ok());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no stream got through after the limit freed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stream got through after the limit freed"
+        );
     }
     node.shutdown().await?;
     Ok(())

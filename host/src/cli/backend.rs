@@ -26,7 +26,12 @@ pub trait Backend {
         done: &mut dyn FnMut(usize),
     ) -> Result<()>;
     fn get(&self, collection: &str, id: &str) -> Result<Option<Object>>;
-    fn search_batch(&self, collection: &str, rows: &[f32], opts: &SearchOptions) -> Result<Vec<Vec<Hit>>>;
+    fn search_batch(
+        &self,
+        collection: &str,
+        rows: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>>;
     fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>>;
     fn stats(&self, collection: Option<String>) -> Result<Vec<CollectionStats>>;
     fn checkpoint(&self) -> Result<()>;
@@ -65,7 +70,12 @@ impl Backend for Database {
     fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
         Ok(Database::get(self, collection, id)?)
     }
-    fn search_batch(&self, collection: &str, rows: &[f32], opts: &SearchOptions) -> Result<Vec<Vec<Hit>>> {
+    fn search_batch(
+        &self,
+        collection: &str,
+        rows: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
         Ok(Database::search_batch(self, collection, rows, opts)?)
     }
     fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
@@ -74,7 +84,10 @@ impl Backend for Database {
     fn stats(&self, collection: Option<String>) -> Result<Vec<CollectionStats>> {
         let names = match collection {
             Some(c) => vec![c],
-            None => Database::collections(self).into_iter().map(|s| s.name).collect(),
+            None => Database::collections(self)
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
         };
         Ok(names
             .iter()
@@ -158,7 +171,9 @@ impl Backend for Remote {
             .with_context(|| format!("collection `{name}` does not exist"))
     }
     fn write(&self, batch: Batch) -> Result<Receipt> {
-        Ok(self.rt.block_on(self.client.write(batch, Some(self.key())))?)
+        Ok(self
+            .rt
+            .block_on(self.client.write(batch, Some(self.key())))?)
     }
     fn write_all(
         &self,
@@ -172,7 +187,9 @@ impl Backend for Remote {
                 wait_front(&self.rt, &mut in_flight, done)?;
             }
             let (client, key) = (self.client.clone(), self.key());
-            let task = self.rt.spawn(async move { client.write(batch, Some(key)).await });
+            let task = self
+                .rt
+                .spawn(async move { client.write(batch, Some(key)).await });
             in_flight.push_back((task, rows));
         }
         while !in_flight.is_empty() {
@@ -186,7 +203,12 @@ impl Backend for Remote {
             .block_on(self.client.get(collection, vec![id.to_owned()]))?;
         Ok(found.pop().flatten())
     }
-    fn search_batch(&self, collection: &str, rows: &[f32], opts: &SearchOptions) -> Result<Vec<Vec<Hit>>> {
+    fn search_batch(
+        &self,
+        collection: &str,
+        rows: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
         Ok(self
             .rt
             .block_on(self.client.search(collection, rows.to_vec(), opts.clone()))?)
@@ -217,14 +239,20 @@ impl Backend for Remote {
     }
 }
 
-type InFlight = VecDeque<(tokio::task::JoinHandle<Result<Receipt, vektagraf_client::ClientError>>, usize)>;
+type InFlight = VecDeque<(
+    tokio::task::JoinHandle<Result<Receipt, vektagraf_client::ClientError>>,
+    usize,
+)>;
 
 /// Waits for the oldest write in flight and reports it.
-fn wait_front(rt: &tokio::runtime::Runtime, in_flight: &mut InFlight, done: &mut dyn FnMut(usize)) -> Result<()> {
+fn wait_front(
+    rt: &tokio::runtime::Runtime,
+    in_flight: &mut InFlight,
+    done: &mut dyn FnMut(usize),
+) -> Result<()> {
     if let Some((task, rows)) = in_flight.pop_front() {
         rt.block_on(task).context("a write task failed")??;
         done(rows);
     }
     Ok(())
 }
-

@@ -117,7 +117,11 @@ pub fn run(mut config: ClientConfig, args: BenchArgs, json_out: bool) -> Result<
         let seed_rows = queries.len().min(dim * 16);
         let ids: Arc<Vec<String>> = Arc::new(
             client
-                .search(&args.collection, queries[..seed_rows].to_vec(), opts.clone())
+                .search(
+                    &args.collection,
+                    queries[..seed_rows].to_vec(),
+                    opts.clone(),
+                )
                 .await?
                 .into_iter()
                 .flatten()
@@ -128,18 +132,28 @@ pub fn run(mut config: ClientConfig, args: BenchArgs, json_out: bool) -> Result<
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..args.clients {
-            let (client, queries, ids, opts) = (client.clone(), queries.clone(), ids.clone(), opts.clone());
+            let (client, queries, ids, opts) =
+                (client.clone(), queries.clone(), ids.clone(), opts.clone());
             let collection = args.collection.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tally = Tally::new()?;
                 let rows = queries.len() / dim;
-                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64).wrapping_mul(0x1000_0000_01b3);
+                let mut state =
+                    0x9e37_79b9_7f4a_7c15u64 ^ (c as u64).wrapping_mul(0x1000_0000_01b3);
                 let mut n = 0u64;
                 while Instant::now() < stop {
-                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     let r = (state >> 33) as u32;
                     let pick = r % (mix[0] + mix[1] + mix[2]);
-                    let op = if pick < mix[0] { 0 } else if pick < mix[0] + mix[1] { 1 } else { 2 };
+                    let op = if pick < mix[0] {
+                        0
+                    } else if pick < mix[0] + mix[1] {
+                        1
+                    } else {
+                        2
+                    };
                     let row = (r as usize / 7) % rows;
                     let q = queries[row * dim..(row + 1) * dim].to_vec();
                     let t = Instant::now();
@@ -152,7 +166,12 @@ pub fn run(mut config: ClientConfig, args: BenchArgs, json_out: bool) -> Result<
                         1 => false,
                         _ => {
                             let mut b = Batch::new();
-                            b.upsert(&collection, &format!("bench-{c}-{n}"), json!({"bench": true}), Some(q));
+                            b.upsert(
+                                &collection,
+                                &format!("bench-{c}-{n}"),
+                                json!({"bench": true}),
+                                Some(q),
+                            );
                             n += 1;
                             client.write(b, None).await.is_ok()
                         }
@@ -171,7 +190,9 @@ pub fn run(mut config: ClientConfig, args: BenchArgs, json_out: bool) -> Result<
         for t in tasks {
             let tally = t.await.context("a bench client failed")??;
             for i in 0..3 {
-                total.hist[i].add(&tally.hist[i]).context("merging histograms")?;
+                total.hist[i]
+                    .add(&tally.hist[i])
+                    .context("merging histograms")?;
                 total.errors[i] += tally.errors[i];
             }
         }

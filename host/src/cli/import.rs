@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::backend::Backend;
 use super::vectors::VectorFile;
 use crate::model::{Batch, NodeKey};
-use super::backend::Backend;
 
 pub struct ImportFiles {
     pub vectors: PathBuf,

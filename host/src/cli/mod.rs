@@ -150,7 +150,9 @@ pub enum TokenCmd {
     },
     List,
     /// Revoke a token by its id (or the whole token).
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -377,13 +379,22 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
         }
         Command::LoadDemo => {
             let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-            let progress = if cli_json { Progress::Quiet } else { Progress::Bars };
+            let progress = if cli_json {
+                Progress::Quiet
+            } else {
+                Progress::Bars
+            };
             demo::load_sample(db, tmp.path(), progress)?;
             let stats = db.stats(Some(demo::COLLECTION.to_owned()))?;
             out.print(&json!(stats), || {
                 stats
                     .iter()
-                    .map(|s| format!("collection `{}` now holds {} objects", s.spec.name, s.objects))
+                    .map(|s| {
+                        format!(
+                            "collection `{}` now holds {} objects",
+                            s.spec.name, s.objects
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });

@@ -90,7 +90,10 @@ fn print_banner(node: &Node, cfg: &NodeConfig) {
         None => {
             let path = crate::server::admin_token_path(&cfg.data_dir);
             if path.exists() {
-                format!("export VEKTAGRAF_TOKEN=$(cat {})", absolute(&path).display())
+                format!(
+                    "export VEKTAGRAF_TOKEN=$(cat {})",
+                    absolute(&path).display()
+                )
             } else {
                 "export VEKTAGRAF_TOKEN=<a token from `vektagraf token create`>".to_owned()
             }
@@ -101,6 +104,8 @@ fn print_banner(node: &Node, cfg: &NodeConfig) {
     println!("  {token_line}");
     match node.ca_file() {
         Some(ca) => println!("  export VEKTAGRAF_CA={}", absolute(ca).display()),
-        None => println!("  export VEKTAGRAF_CA=<the CA file that signed the configured certificate>"),
+        None => {
+            println!("  export VEKTAGRAF_CA=<the CA file that signed the configured certificate>")
+        }
     }
 }

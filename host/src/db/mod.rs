@@ -10,11 +10,11 @@ pub use validate::check_vector;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use edge_config::DatabaseConfig;
 

@@ -148,7 +148,12 @@ impl Database {
     }
 
     /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
-    pub fn filter(&self, collection: &str, expression: &Value, limit: usize) -> Result<Vec<String>> {
+    pub fn filter(
+        &self,
+        collection: &str,
+        expression: &Value,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         self.until(None).filter(collection, expression, limit)
     }
 
@@ -230,7 +235,9 @@ impl Bounded<'_> {
             ef: opts.ef.unwrap_or(0),
             filter: opts.filter.as_ref().map(Value::to_string),
         };
-        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| inst.search(&req, t))?;
+        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
+            inst.search(&req, t)
+        })?;
         Ok(to_hits(coll.merge(parts, vectors.len() / dim, opts.k)))
     }
 
@@ -247,9 +254,9 @@ impl Bounded<'_> {
         let mut ids: Vec<String> = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
             inst.filter(&text, limit32, t)
         })?
-            .into_iter()
-            .flatten()
-            .collect();
+        .into_iter()
+        .flatten()
+        .collect();
         ids.sort();
         ids.truncate(limit);
         Ok(ids)
@@ -321,9 +328,18 @@ impl Bounded<'_> {
 
     pub fn stats(&self, collection: &str) -> Result<CollectionStats> {
         let coll = self.coll(collection)?;
-        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| inst.stats(t))?;
+        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
+            inst.stats(t)
+        })?;
         let snapshot_seq = (0..coll.shard_count())
-            .filter_map(|s| self.db.inner.store.get_snapshot(collection, s).ok().flatten())
+            .filter_map(|s| {
+                self.db
+                    .inner
+                    .store
+                    .get_snapshot(collection, s)
+                    .ok()
+                    .flatten()
+            })
             .map(|(meta, _)| meta.covered.get(&self.db.node_id()).copied().unwrap_or(0))
             .min()
             .unwrap_or(0);

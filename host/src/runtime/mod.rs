@@ -224,7 +224,12 @@ impl ShardInstance {
         call!(self, timeout, call_search, req)
     }
 
-    pub fn filter(&mut self, expression: &str, limit: u32, timeout: Duration) -> CallResult<Vec<String>> {
+    pub fn filter(
+        &mut self,
+        expression: &str,
+        limit: u32,
+        timeout: Duration,
+    ) -> CallResult<Vec<String>> {
         call!(self, timeout, call_filter, expression, limit)
     }
 

@@ -115,7 +115,9 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
                 )));
             }
             let Some(key) = idempotency_key else {
-                let receipt = db.write_before(batch, Some(deadline)).map_err(reply_error)?;
+                let receipt = db
+                    .write_before(batch, Some(deadline))
+                    .map_err(reply_error)?;
                 return Ok(Reply::Written { receipt });
             };
             if key.is_empty() || key.len() > 64 {
@@ -152,7 +154,10 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
             options,
             vectors,
         } => {
-            let dim = db.collection_spec(&collection).map_err(reply_error)?.dimension as usize;
+            let dim = db
+                .collection_spec(&collection)
+                .map_err(reply_error)?
+                .dimension as usize;
             if vectors.len() / dim.max(1) > rows_limit {
                 return Err(too_large(format!(
                     "{} query rows is more than this node's limit of {rows_limit}",

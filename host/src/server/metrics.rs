@@ -96,8 +96,16 @@ impl Metrics {
             "Requests answered with an error, by operation and kind",
             m.request_errors.clone(),
         );
-        registry.register("collection_objects", "Objects per collection", m.objects.clone());
-        registry.register("collection_vectors", "Vectors per collection", m.vectors.clone());
+        registry.register(
+            "collection_objects",
+            "Objects per collection",
+            m.objects.clone(),
+        );
+        registry.register(
+            "collection_vectors",
+            "Vectors per collection",
+            m.vectors.clone(),
+        );
         registry.register(
             "storage_bytes",
             "Size of the database file",

@@ -137,13 +137,12 @@ impl Node {
                 })?;
         }
         let admin_token = if db.tokens().is_empty() {
-            let t = db
-                .tokens()
-                .create("admin", Role::Admin)
-                .map_err(|source| ServeError::Database {
+            let t = db.tokens().create("admin", Role::Admin).map_err(|source| {
+                ServeError::Database {
                     dir: dir.clone(),
                     source,
-                })?;
+                }
+            })?;
             let path = admin_token_path(&dir);
             tls::write_private(&path, format!("{}\n", t.token).as_bytes())?;
             Some((t.token, path))
@@ -258,8 +257,10 @@ impl Node {
         {
             tracing::warn!(grace = ?self.grace, "requests still running at the end of the grace period");
         }
-        self.endpoint
-            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
+            b"node shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let _ = self.http_task.await;
         let shared = self.shared;
@@ -281,7 +282,8 @@ impl Node {
 /// The QUIC transport limits of client connections.
 fn transport(limits: &NodeLimits) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    let streams = quinn::VarInt::from_u64(limits.max_streams_per_connection).unwrap_or(quinn::VarInt::MAX);
+    let streams =
+        quinn::VarInt::from_u64(limits.max_streams_per_connection).unwrap_or(quinn::VarInt::MAX);
     t.max_concurrent_bidi_streams(streams);
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(limits.connection_timeout).ok());

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use vektagraf_proto::frame::{parse_header, FrameError, HEADER_LEN};
 use vektagraf_proto::{encode_response, ErrorCode, ErrorReply, Op, Request, Response};
 
@@ -74,7 +74,8 @@ async fn serve_connection(conn: Connection, shared: Arc<Shared>, stop: Cancellat
     if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
         shared.connections.fetch_sub(1, Ordering::Relaxed);
         shared.metrics.connections_refused.inc();
-        let reason = format!("node at its connection limit ({max} connections); try later or another node");
+        let reason =
+            format!("node at its connection limit ({max} connections); try later or another node");
         conn.close(VarInt::from_u32(CLOSE_TOO_MANY), reason.as_bytes());
         return;
     }
@@ -88,7 +89,10 @@ async fn serve_connection(conn: Connection, shared: Arc<Shared>, stop: Cancellat
         match stream {
             Ok((send, recv)) => {
                 let shared = shared.clone();
-                shared.tracker.clone().spawn(serve_stream(send, recv, shared));
+                shared
+                    .tracker
+                    .clone()
+                    .spawn(serve_stream(send, recv, shared));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "connection ended");

@@ -40,7 +40,10 @@ pub(super) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServeError>
 
 /// Creates the development CA and a certificate for `localhost`, `127.0.0.1` and `::1` (plus
 /// `extra_names`) if they are not there yet; returns the certificate and key files.
-pub fn ensure_dev_certificate(data_dir: &Path, extra_names: &[String]) -> Result<TlsFiles, ServeError> {
+pub fn ensure_dev_certificate(
+    data_dir: &Path,
+    extra_names: &[String],
+) -> Result<TlsFiles, ServeError> {
     let dir = dev_dir(data_dir);
     let files = TlsFiles {
         cert: dir.join("node.pem"),
@@ -65,10 +68,15 @@ pub fn ensure_dev_certificate(data_dir: &Path, extra_names: &[String]) -> Result
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(tls_err("signing the CA"))?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(extra_names.iter().cloned());
     let node_key = rcgen::KeyPair::generate().map_err(tls_err("generating the node key"))?;
-    let mut params = rcgen::CertificateParams::new(names).map_err(tls_err("node certificate names"))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(tls_err("node certificate names"))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "vektagraf node");
@@ -79,7 +87,8 @@ pub fn ensure_dev_certificate(data_dir: &Path, extra_names: &[String]) -> Result
     write_private(&dir.join("ca.key"), issuer.key().serialize_pem().as_bytes())?;
     write_private(&files.key, node_key.serialize_pem().as_bytes())?;
     let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|e| ServeError::io(format!("writing {}", path.display()), e))
+        std::fs::write(path, text)
+            .map_err(|e| ServeError::io(format!("writing {}", path.display()), e))
     };
     write(&files.cert, cert.pem() + &ca_cert.pem())?;
     write(&dev_ca_path(data_dir), ca_cert.pem())?;
@@ -92,7 +101,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A QUIC server configuration from PEM files, offering `vektagraf/1`.
-pub fn server_crypto(files: &TlsFiles) -> Result<quinn::crypto::rustls::QuicServerConfig, ServeError> {
+pub fn server_crypto(
+    files: &TlsFiles,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, ServeError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| ServeError::Tls(format!("reading {}: {e}", files.cert.display())))?;
