@@ -31,3 +31,17 @@ bench:
 # writes the Scale section of docs/BENCHMARKS.md.
 bench-scale:
     cargo bench -p vektagraf --bench scale
+
+# The node over QUIC on loopback against the embedded API: import, search QPS and latency with
+# 1, 8 and 64 clients, full vs resumed handshakes (about 3 min); writes the "Node over QUIC"
+# section of docs/BENCHMARKS.md.
+bench-node:
+    cargo bench -p vektagraf --bench node
+
+# Every decoder of outside bytes (frames, vector files, records, snapshots) against many
+# arbitrary and mutated inputs; CI runs the same property tests with the default 256 cases.
+fuzz cases="20000":
+    PROPTEST_CASES={{cases}} cargo test --release -p vektagraf-proto --test codec
+    PROPTEST_CASES={{cases}} cargo test --release -p vektagraf --lib -- cli::vectors store::records
+    cd guest && PROPTEST_CASES={{cases}} cargo test --release -p vektagraf-engine-core -- codec::
+    cd guest && PROPTEST_CASES={{cases}} cargo test --release -p vektagraf-engine-core --test snapshot_fuzz

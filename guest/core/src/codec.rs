@@ -186,7 +186,10 @@ impl<'s> Reader<'s> {
         self.buf.drain(..self.pos);
         self.pos = 0;
         while self.buf.len() < n {
-            let want = (n - self.buf.len()).max(CHUNK).min(self.unread as usize);
+            // `unread` may not fit a 32-bit `usize` (a snapshot of more than 4 GiB streamed
+            // into Wasm); then it is no limit here.
+            let unread = usize::try_from(self.unread).unwrap_or(usize::MAX);
+            let want = (n - self.buf.len()).max(CHUNK).min(unread);
             let got = self.src.read(want)?;
             if got.is_empty() || got.len() > want {
                 return Err(truncated(what));
@@ -220,14 +223,20 @@ impl<'s> Reader<'s> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    /// A length prefix, refused when `len · elem` cannot fit in what is left: corruption, not
-    /// an allocation to attempt.
+    /// A length prefix, refused when `len · elem` cannot fit in what is left of the declared
+    /// total (or in an allocation: `isize::MAX` bytes, 2 GiB in Wasm): corruption, not an
+    /// allocation to attempt. So the declared total bounds every allocation of the reader.
     fn len(&mut self, elem: usize, what: &str) -> Result<usize, EngineError> {
         let n = self.u64(what)?;
-        if n.checked_mul(elem as u64).is_none_or(|b| b > self.left()) {
-            return Err(truncated(what));
+        let left = self.left();
+        match n.checked_mul(elem as u64) {
+            Some(b) if b <= left && b <= isize::MAX as u64 => {
+                usize::try_from(n).map_err(|_| truncated(what))
+            }
+            _ => Err(EngineError::State(format!(
+                "snapshot is truncated or damaged (while reading {what}: {n} items of {elem} bytes claimed, {left} bytes left)"
+            ))),
         }
-        usize::try_from(n).map_err(|_| truncated(what))
     }
 
     /// `n · size` bytes, handed to `each` a chunk at a time; every piece but the last is a
@@ -240,8 +249,10 @@ impl<'s> Reader<'s> {
         what: &str,
         mut each: impl FnMut(&[u8]),
     ) -> Result<(), EngineError> {
-        let unit = size * align.max(1);
-        let mut left = n * size;
+        // Saturating: `align` may come from the snapshot itself (a dimension), and a unit
+        // larger than a chunk just means one unit per piece.
+        let unit = size.saturating_mul(align.max(1));
+        let mut left = n.checked_mul(size).ok_or_else(|| truncated(what))?;
         while left > 0 {
             let step = left.min((CHUNK / unit).max(1) * unit);
             each(self.take(step, what)?);
@@ -372,5 +383,379 @@ mod tests {
             read(&bytes[..bytes.len() - 10]).is_err(),
             "truncation accepted"
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// One value of a stream: written with the matching [`Writer`] method, read back with the
+    /// matching [`Reader`] one.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Op {
+        U8(u8),
+        U32(u32),
+        U64(u64),
+        /// Written with `raw`, read back with `fixed`.
+        Raw(Vec<u8>),
+        Bytes(Vec<u8>),
+        Str(String),
+        U32s(Vec<u32>),
+        /// Floats as bit patterns (so NaN payloads must survive too), written as `runs`, read
+        /// back in runs of whole multiples of `align` floats.
+        F32s {
+            runs: Vec<Vec<u32>>,
+            align: usize,
+        },
+    }
+
+    /// Deterministic filler for the payloads large enough to cross a chunk boundary.
+    fn filler(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            12 => proptest::collection::vec(any::<u8>(), 0..48),
+            1 => (CHUNK - 16..CHUNK + 16, any::<u8>()).prop_map(|(n, s)| filler(n, s)),
+        ]
+    }
+
+    fn words() -> impl Strategy<Value = Vec<u32>> {
+        prop_oneof![
+            12 => proptest::collection::vec(any::<u32>(), 0..24),
+            1 => (CHUNK / 4 - 8..CHUNK / 4 + 8, any::<u32>()).prop_map(|(n, s)| {
+                (0..n as u32).map(|i| i.wrapping_mul(0x9e37_79b9) ^ s).collect()
+            }),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<u8>().prop_map(Op::U8),
+            any::<u32>().prop_map(Op::U32),
+            any::<u64>().prop_map(Op::U64),
+            payload().prop_map(Op::Raw),
+            payload().prop_map(Op::Bytes),
+            any::<String>().prop_map(Op::Str),
+            words().prop_map(Op::U32s),
+            (proptest::collection::vec(words(), 0..4), 1..400usize)
+                .prop_map(|(runs, align)| Op::F32s { runs, align }),
+        ]
+    }
+
+    /// How many bytes the source hands over per read: from one byte to more than a chunk.
+    fn step() -> impl Strategy<Value = usize> {
+        prop_oneof![1..16usize, 16..5000usize, CHUNK / 2..CHUNK * 2]
+    }
+
+    /// A source that hands over at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Source for Trickle<'_> {
+        fn read(&mut self, max: usize) -> Result<Vec<u8>, EngineError> {
+            let n = max.min(self.step).min(self.data.len());
+            let (head, rest) = self.data.split_at(n);
+            self.data = rest;
+            Ok(head.to_vec())
+        }
+    }
+
+    /// A sink that remembers the largest piece it was handed.
+    #[derive(Default)]
+    struct Pieces {
+        bytes: Vec<u8>,
+        largest: usize,
+    }
+
+    impl Sink for Pieces {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+            self.largest = self.largest.max(bytes.len());
+            self.bytes.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn floats(bits: &[u32]) -> Vec<f32> {
+        bits.iter().copied().map(f32::from_bits).collect()
+    }
+
+    /// Writes `ops`; returns the bytes and the largest piece handed to the sink.
+    fn write_ops(ops: &[Op]) -> (Vec<u8>, usize) {
+        let mut sink = Pieces::default();
+        let total = {
+            let mut w = Writer::new(&mut sink);
+            for op in ops {
+                match op {
+                    Op::U8(v) => w.u8(*v),
+                    Op::U32(v) => w.u32(*v),
+                    Op::U64(v) => w.u64(*v),
+                    Op::Raw(v) => w.raw(v),
+                    Op::Bytes(v) => w.bytes(v),
+                    Op::Str(v) => w.str(v),
+                    Op::U32s(v) => w.u32s(v),
+                    Op::F32s { runs, .. } => {
+                        let runs: Vec<Vec<f32>> = runs.iter().map(|r| floats(r)).collect();
+                        let len = runs.iter().map(Vec::len).sum();
+                        w.f32_runs(len, runs.iter().map(Vec::as_slice));
+                    }
+                }
+            }
+            w.finish().expect("a Vec sink cannot fail")
+        };
+        assert_eq!(total, sink.bytes.len() as u64, "finish returns the length");
+        (sink.bytes, sink.largest)
+    }
+
+    /// Reads `bytes` (declared as `total` long) back as the values `schema` wrote; float
+    /// arrays come back as one run, after checking the runs they were handed in.
+    fn read_ops(
+        bytes: &[u8],
+        total: u64,
+        step: usize,
+        schema: &[Op],
+    ) -> Result<Vec<Op>, EngineError> {
+        let mut src = Trickle { data: bytes, step };
+        let mut r = Reader::new(&mut src, total)?;
+        let mut out = Vec::with_capacity(schema.len());
+        for op in schema {
+            out.push(match op {
+                Op::U8(_) => Op::U8(r.u8("u8")?),
+                Op::U32(_) => Op::U32(r.u32("u32")?),
+                Op::U64(_) => Op::U64(r.u64("u64")?),
+                Op::Raw(v) => Op::Raw(r.fixed(v.len(), "raw")?),
+                Op::Bytes(_) => Op::Bytes(r.bytes("bytes")?),
+                Op::Str(_) => Op::Str(r.string("string")?),
+                Op::U32s(_) => Op::U32s(r.u32s("u32s")?),
+                Op::F32s { align, .. } => {
+                    let mut flat = Vec::new();
+                    let mut lens = Vec::new();
+                    let n = r.f32s_each("floats", *align, |run| {
+                        lens.push(run.len());
+                        flat.extend(run.iter().map(|x| x.to_bits()));
+                    })?;
+                    assert_eq!(n, flat.len(), "f32s_each counts what it hands over");
+                    if let Some((_, init)) = lens.split_last() {
+                        assert!(
+                            init.iter().all(|l| l % align == 0),
+                            "runs {lens:?} are not whole multiples of {align}"
+                        );
+                    }
+                    Op::F32s {
+                        runs: vec![flat],
+                        align: *align,
+                    }
+                }
+            });
+        }
+        r.finish()?;
+        Ok(out)
+    }
+
+    /// `ops` as [`read_ops`] returns them.
+    fn as_read(ops: &[Op]) -> Vec<Op> {
+        ops.iter()
+            .map(|op| match op {
+                Op::F32s { runs, align } => Op::F32s {
+                    runs: vec![runs.concat()],
+                    align: *align,
+                },
+                other => other.clone(),
+            })
+            .collect()
+    }
+
+    /// A read of an arbitrary shape, for streams of arbitrary bytes.
+    #[derive(Debug, Clone)]
+    enum ReadOp {
+        U8,
+        U32,
+        U64,
+        Fixed(usize),
+        Bytes,
+        Str,
+        U32s,
+        F32s(usize),
+    }
+
+    fn read_op() -> impl Strategy<Value = ReadOp> {
+        prop_oneof![
+            Just(ReadOp::U8),
+            Just(ReadOp::U32),
+            Just(ReadOp::U64),
+            (0..64usize).prop_map(ReadOp::Fixed),
+            Just(ReadOp::Bytes),
+            Just(ReadOp::Str),
+            Just(ReadOp::U32s),
+            (0..1000usize).prop_map(ReadOp::F32s),
+        ]
+    }
+
+    /// Runs `reads` then `finish`, stopping at the first error.
+    fn read_shape(
+        bytes: &[u8],
+        total: u64,
+        step: usize,
+        reads: &[ReadOp],
+    ) -> Result<(), EngineError> {
+        let mut src = Trickle { data: bytes, step };
+        let mut r = Reader::new(&mut src, total)?;
+        for op in reads {
+            match op {
+                ReadOp::U8 => drop(r.u8("u8")?),
+                ReadOp::U32 => drop(r.u32("u32")?),
+                ReadOp::U64 => drop(r.u64("u64")?),
+                ReadOp::Fixed(n) => drop(r.fixed(*n, "raw")?),
+                ReadOp::Bytes => drop(r.bytes("bytes")?),
+                ReadOp::Str => drop(r.string("string")?),
+                ReadOp::U32s => drop(r.u32s("u32s")?),
+                ReadOp::F32s(align) => drop(r.f32s_each("floats", *align, |_| ())?),
+            }
+        }
+        r.finish()
+    }
+
+    /// A change to a valid stream.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// XOR one byte with a non-zero mask.
+        Flip(prop::sample::Index, u8),
+        /// Keep only a strict prefix.
+        Truncate(prop::sample::Index),
+        Insert(prop::sample::Index, u8),
+        Delete(prop::sample::Index),
+        Overwrite(prop::sample::Index, Vec<u8>),
+        /// Append bytes after the trailer.
+        Append(Vec<u8>),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            4 => (any::<prop::sample::Index>(), 1..=255u8).prop_map(|(i, m)| Damage::Flip(i, m)),
+            1 => any::<prop::sample::Index>().prop_map(Damage::Truncate),
+            1 => (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Damage::Insert(i, b)),
+            1 => any::<prop::sample::Index>().prop_map(Damage::Delete),
+            1 => (any::<prop::sample::Index>(), proptest::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(i, b)| Damage::Overwrite(i, b)),
+            1 => proptest::collection::vec(any::<u8>(), 1..8).prop_map(Damage::Append),
+        ]
+    }
+
+    /// `bytes` (never empty: a stream has at least its trailer) with `d` applied.
+    fn damaged(bytes: &[u8], d: &Damage) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        match d {
+            Damage::Flip(i, mask) => out[i.index(bytes.len())] ^= mask,
+            Damage::Truncate(i) => out.truncate(i.index(bytes.len())),
+            Damage::Insert(i, b) => out.insert(i.index(bytes.len() + 1), *b),
+            Damage::Delete(i) => drop(out.remove(i.index(bytes.len()))),
+            Damage::Overwrite(i, b) => {
+                let at = i.index(bytes.len());
+                let end = (at + b.len()).min(out.len());
+                out[at..end].copy_from_slice(&b[..end - at]);
+            }
+            Damage::Append(b) => out.extend_from_slice(b),
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn random_values_round_trip_whatever_the_read_size(
+            ops in proptest::collection::vec(op(), 0..10),
+            step in step(),
+        ) {
+            let (bytes, largest) = write_ops(&ops);
+            prop_assert!(largest < 2 * CHUNK, "the writer handed over {largest} bytes at once");
+            let back = read_ops(&bytes, bytes.len() as u64, step, &ops);
+            prop_assert_eq!(back.as_ref().ok(), Some(&as_read(&ops)), "{:?}", back.as_ref().err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            declared in prop_oneof![Just(None), (0..700u64).prop_map(Some)],
+            reads in proptest::collection::vec(read_op(), 0..12),
+            step in step(),
+        ) {
+            // The declared total bounds allocations (see `Reader::len`), so it stays small here.
+            let total = declared.unwrap_or(bytes.len() as u64);
+            // Ok is possible (a stream of arbitrary bytes may happen to carry its own CRC);
+            // what matters is that nothing panics and nothing huge is allocated.
+            let _ = read_shape(&bytes, total, step, &reads);
+        }
+
+        #[test]
+        fn a_damaged_stream_is_never_accepted(
+            ops in proptest::collection::vec(op(), 0..8),
+            d in damage(),
+            step in step(),
+        ) {
+            let (bytes, _) = write_ops(&ops);
+            let bad = damaged(&bytes, &d);
+            prop_assume!(bad != bytes);
+            let back = read_ops(&bad, bad.len() as u64, step, &ops);
+            prop_assert!(back.is_err(), "{d:?} accepted: {back:?}");
+            // The same bytes declared with the original length, and read any other way.
+            let _ = read_ops(&bad, bytes.len() as u64, step, &ops);
+        }
+    }
+
+    #[test]
+    fn every_single_flipped_byte_is_detected() {
+        let ops = [
+            Op::U8(3),
+            Op::Str("a string".into()),
+            Op::U32s(vec![1, 2, u32::MAX]),
+            Op::F32s {
+                runs: vec![vec![0x7fc0_0001, 1.5f32.to_bits()], vec![0]],
+                align: 3,
+            },
+            Op::Bytes(vec![]),
+            Op::U64(u64::MAX),
+        ];
+        let (bytes, _) = write_ops(&ops);
+        assert_eq!(
+            read_ops(&bytes, bytes.len() as u64, 7, &ops).ok(),
+            Some(as_read(&ops))
+        );
+        for at in 0..bytes.len() {
+            for mask in [0x01, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] ^= mask;
+                assert!(
+                    read_ops(&bad, bad.len() as u64, 7, &ops).is_err(),
+                    "byte {at} ^ {mask:#x} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_length_larger_than_the_stream_is_refused_before_allocating() {
+        let mut bytes = Vec::new();
+        {
+            let mut w = Writer::new(&mut bytes);
+            w.u64(u64::MAX / 2);
+            w.finish().expect("finish");
+        }
+        for read in [ReadOp::Bytes, ReadOp::Str, ReadOp::U32s, ReadOp::F32s(384)] {
+            let e = read_shape(
+                &bytes,
+                bytes.len() as u64,
+                CHUNK,
+                std::slice::from_ref(&read),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(
+                e.contains("items of") && e.contains("claimed, 0 bytes left"),
+                "{read:?}: {e}"
+            );
+        }
     }
 }

@@ -324,6 +324,13 @@ impl Hnsw {
         };
         let m = r.u32("m")? as usize;
         let ef_construction = r.u32("ef_construction")? as usize;
+        // Checked before anything is sized by them (the checksum is only checked at the end).
+        if dim == 0 || dim > crate::quant::MAX_DIMENSION {
+            return Err(bad("dimension out of range"));
+        }
+        if !(2..=1 << 16).contains(&m) {
+            return Err(bad("m out of range"));
+        }
         let mut h = Hnsw::new(dim, metric, m, ef_construction);
         h.rng = r.u64("rng")?;
         let entry = r.u32("entry")?;
@@ -370,11 +377,20 @@ impl Hnsw {
                 };
                 let cap = if l == 0 { h.m0 } else { h.m };
                 let c = block[0] as usize;
-                c <= cap && block[1..1 + c].iter().all(|&x| x < n32)
+                // A link on layer `l` must reach a node that is on layer `l` too.
+                c <= cap
+                    && block[1..1 + c]
+                        .iter()
+                        .all(|&x| x < n32 && h.levels[x as usize] >= l)
             })
         });
         if !links_ok || h.entry.is_some_and(|e| e >= n32) {
             return Err(bad("a link points outside the index"));
+        }
+        // Searches descend from the entry point's top layer.
+        let top = h.entry.map_or(0, |e| h.levels[e as usize]);
+        if h.max_level != top || (h.entry.is_none() && n > 0) {
+            return Err(bad("the entry point does not match the levels"));
         }
         Ok(h)
     }

@@ -400,6 +400,11 @@ impl Shard {
                 .map_err(|e| EngineError::State(format!("snapshot: {e}")))?;
             let slot = r.u32("slot")?;
             let slot = (slot != u32::MAX).then_some(slot);
+            if objects.contains_key(&id) {
+                return Err(EngineError::State(format!(
+                    "snapshot: object `{id}` appears twice"
+                )));
+            }
             if let Some(s) = slot {
                 slots.push((s, id.clone()));
             }
