@@ -421,3 +421,86 @@ async fn reads_survive_a_node_down_and_the_breaker_closes_when_it_returns() -> R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_deadline_stops_the_engine_and_refuses_late_writes() -> Result<()> {
+    let cluster = Cluster::new().await?;
+    let node = cluster.start(cluster.config("a")).await?;
+    let admin = cluster.client(&[node.quic_addr()]).await?;
+    let dim = 64;
+    admin
+        .create_collection(CollectionSpec::new("big", dim as u32))
+        .await?;
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let rows: Vec<f32> = (0..4000 * dim).map(|_| next()).collect();
+    for (c, chunk) in rows.chunks(1000 * dim).enumerate() {
+        let mut b = Batch::new();
+        for (i, v) in chunk.chunks(dim).enumerate() {
+            b.upsert("big", &format!("{c}-{i}"), json!({}), Some(v.to_vec()));
+        }
+        admin.write(b, None).await?;
+    }
+    // A client with a 30 ms budget asks for 4000 searches at ef 400: far more than 30 ms.
+    let mut config = cluster.client_config(&[node.quic_addr()], Default::default())?;
+    config.request_timeout = std::time::Duration::from_millis(30);
+    config.retry.max_attempts = 1;
+    let hurried = vektagraf_client::Client::connect(config).await?;
+    let opts = SearchOptions {
+        k: 10,
+        ef: Some(400),
+        filter: None,
+    };
+    let started = std::time::Instant::now();
+    let e = hurried
+        .search("big", rows.clone(), opts.clone())
+        .await
+        .expect_err("too slow");
+    assert!(
+        matches!(e, ClientError::Timeout { .. })
+            || server_code(&e) == Some(ErrorCode::DeadlineExceeded),
+        "{e}"
+    );
+    // The node gave up too: the engine was stopped at the deadline (a trap and a rebuild, or a
+    // refusal before the call), and the shard answers normally afterwards.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, text) = http_get(node.http_addr(), "/metrics").await?;
+        if text.contains(
+            "vektagraf_request_errors_total{operation=\"search\",kind=\"deadline_exceeded\"} 1",
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never reported the deadline:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let hits = admin
+        .search("big", rows[..dim].to_vec(), SearchOptions::k(1))
+        .await?;
+    assert_eq!(hits[0][0].id, "0-0");
+
+    // Embedded: a write whose deadline has passed is refused and writes nothing; reads too.
+    let db = node.database();
+    let mut b = Batch::new();
+    b.upsert("big", "late", json!({}), Some(rows[..dim].to_vec()));
+    let past = Some(std::time::Instant::now());
+    let e = db.write_before(b, past).expect_err("late write");
+    assert!(matches!(e, vektagraf::Error::DeadlineExceeded(_)), "{e}");
+    assert!(db.get("big", "late")?.is_none());
+    let e = db
+        .until(past)
+        .search("big", &rows[..dim], &SearchOptions::k(1))
+        .expect_err("late read");
+    assert!(e.to_string().starts_with("deadline exceeded"), "{e}");
+    node.shutdown().await?;
+    Ok(())
+}
