@@ -33,8 +33,8 @@ bench-scale:
     cargo bench -p vektagraf --bench scale
 
 # The node over QUIC on loopback against the embedded API: import, search QPS and latency with
-# 1, 8 and 64 clients, full vs resumed handshakes (about 3 min); writes the "Node over QUIC"
-# section of docs/BENCHMARKS.md.
+# 1, 8 and 64 clients, full vs resumed handshakes (about 1.5 min after the build); writes the
+# "Node over QUIC" section of docs/BENCHMARKS.md.
 bench-node:
     cargo bench -p vektagraf --bench node
 

@@ -400,10 +400,14 @@ fn main() -> Result<()> {
         root.join("docs/benchmarks.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    // Keep the section `just bench-scale` writes (a separate, much longer run).
+    // Keep the sections the other benchmarks write (separate runs).
     let old = std::fs::read_to_string(root.join("docs/BENCHMARKS.md")).unwrap_or_default();
-    let scale = common::scale_section(&old).map_or(String::new(), |r| format!("\n{}\n", &old[r]));
-    std::fs::write(root.join("docs/BENCHMARKS.md"), format!("{md}{scale}"))?;
+    let kept: String = common::SECTIONS
+        .iter()
+        .filter_map(|name| common::section(&old, name))
+        .map(|r| format!("\n{}\n", &old[r]))
+        .collect();
+    std::fs::write(root.join("docs/BENCHMARKS.md"), format!("{md}{kept}"))?;
     println!("{md}");
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{arg, has, rss_mib, SCALE_BEGIN, SCALE_END};
+use common::{arg, has, markers, rss_mib};
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -238,9 +238,10 @@ fn run_shards(
 }
 
 fn markdown(report: &Value) -> String {
+    let (begin, end) = markers("scale");
     let mut s =
         format!(
-        "{SCALE_BEGIN}\n## Scale: {} x {DIM} synthetic vectors\n\nWritten by `just bench-scale` \
+        "{}\n## Scale: {} x {DIM} synthetic vectors\n\nWritten by `just bench-scale` \
          (`cargo bench -p vektagraf --bench scale`) on {} ({} cores, load average at start: \
          {}). Seeded clustered data ({CLUSTERS} centres of uneven popularity in a \
          {LATENT}-d latent space with Gaussian spread, mapped to {DIM}-d by a random matrix, \
@@ -248,7 +249,7 @@ fn markdown(report: &Value) -> String {
          {GT_QUERIES} of {QUERIES} queries; queries from {QUERY_THREADS} threads at once; \
          M = 16, ef_construction = 200; inserts in durable batches of {BATCH} from one \
          writer.\n\n",
-        report["n"], report["date"].as_str().unwrap_or(""), report["cores"],
+        begin, report["n"], report["date"].as_str().unwrap_or(""), report["cores"],
         report["loadavg"].as_str().unwrap_or("")
     );
     s += "| shards | build s | vectors/s | engine MiB per 1M | RSS growth MiB per 1M | disk MiB \
@@ -281,7 +282,7 @@ fn markdown(report: &Value) -> String {
         }
     }
     s += "\n";
-    s += SCALE_END;
+    s += &end;
     s += "\n";
     s
 }
@@ -332,12 +333,6 @@ fn main() -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     // Replace the scale section of BENCHMARKS.md, keeping the rest (`just bench` writes it).
-    let path = root.join("docs/BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match common::scale_section(&old) {
-        Some(r) => format!("{}{}{}", &old[..r.start], md.trim_end(), &old[r.end..]),
-        None => format!("{}\n{md}", old.trim_end()),
-    };
-    std::fs::write(path, new)?;
+    common::put_section(&root.join("docs/BENCHMARKS.md"), "scale", &md)?;
     Ok(())
 }

@@ -22,14 +22,36 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
 }
 
-/// The markers around the section of docs/BENCHMARKS.md that `just bench-scale` writes.
-pub const SCALE_BEGIN: &str = "<!-- scale:begin -->";
-pub const SCALE_END: &str = "<!-- scale:end -->";
+/// The markers around a section of docs/BENCHMARKS.md that one benchmark owns (`scale`: `just
+/// bench-scale`, `node`: `just bench-node`); `just bench` writes the rest and keeps these.
+pub fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    )
+}
 
-/// Byte range of the scale section (markers included) in `text`, if it has one.
-pub fn scale_section(text: &str) -> Option<std::ops::Range<usize>> {
-    match (text.find(SCALE_BEGIN), text.find(SCALE_END)) {
-        (Some(a), Some(b)) if b > a => Some(a..b + SCALE_END.len()),
+/// The sections other benchmarks own, in the order they appear in the file.
+#[allow(dead_code)]
+pub const SECTIONS: [&str; 2] = ["scale", "node"];
+
+/// Byte range of section `name` (markers included) in `text`, if it has one.
+pub fn section(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let (begin, end) = markers(name);
+    match (text.find(&begin), text.find(&end)) {
+        (Some(a), Some(b)) if b > a => Some(a..b + end.len()),
         _ => None,
     }
+}
+
+/// Replaces section `name` of the file at `path` with `md` (which carries its markers), or
+/// appends it, keeping everything else.
+#[allow(dead_code)]
+pub fn put_section(path: &std::path::Path, name: &str, md: &str) -> std::io::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match section(&old, name) {
+        Some(r) => format!("{}{}{}", &old[..r.start], md.trim_end(), &old[r.end..]),
+        None => format!("{}\n\n{}\n", old.trim_end(), md.trim_end()),
+    };
+    std::fs::write(path, new)
 }

@@ -1,0 +1,746 @@
+//! `just bench-node`: the node over QUIC against the embedded API, in one process on loopback.
+//! A node is started in-process (its own Tokio runtime, own temp directory); the same dataset
+//! is imported into a local database directory through the embedded API and into the node
+//! through the CLI's remote backend; then single-query k-NN throughput and latency over QUIC
+//! with 1, 8 and 64 concurrent clients against the same searches through `Database::search`
+//! from 1 and 2 threads; then connection setup, full against resumed TLS handshakes. Writes the
+//! "Node over QUIC" section of docs/BENCHMARKS.md (between its own markers, keeping the rest).
+//!
+//! cargo bench -p vektagraf --bench node -- [--dataset DIR] [--secs 5] [--warmup 1]
+//!     [--clients 1,8,64] [--threads 1,2] [--pool 4] [--handshakes 200] [--no-write]
+
+// Not every helper the other benches share is used here.
+#[allow(dead_code)]
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{arg, has};
+
+use anyhow::{bail, Context, Result};
+use edge_config::NodeConfig;
+use hdrhistogram::Histogram;
+use vektagraf::cli::backend::{Backend, Remote};
+use vektagraf::cli::import::{self, ImportFiles, ImportReport, Progress};
+use vektagraf::model::{CollectionSpec, Metric, SearchOptions};
+use vektagraf::server::Node;
+use vektagraf::{Database, DatabaseConfig};
+use vektagraf_client::{Client, ClientConfig, Endpoint};
+
+const DIM: usize = 384;
+const K: usize = 10;
+const BATCH: usize = 1000;
+const COLLECTION: &str = "pkgs";
+
+fn read_f32(p: &Path) -> Result<Vec<f32>> {
+    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn list<T: std::str::FromStr>(name: &str, default: &str) -> Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    arg(name)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|s| s.trim().parse::<T>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{name}: expected a comma-separated list"))
+}
+
+/// Latencies in nanoseconds, 3 significant digits, up to a minute.
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("making a histogram")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    h.saturating_record(ns.clamp(1, 60_000_000_000));
+}
+
+/// One measured search configuration.
+struct Run {
+    path: &'static str,
+    concurrency: usize,
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    qps: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+}
+
+/// What the workers of one measurement add up to.
+struct Tally {
+    hist: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            hist: histogram()?,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    fn fail(&mut self, why: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+    }
+
+    fn add(&mut self, other: Tally) -> Result<()> {
+        self.hist.add(&other.hist).context("merging histograms")?;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+
+    fn run(self, path: &'static str, concurrency: usize, seconds: f64) -> Run {
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1e6;
+        Run {
+            path,
+            concurrency,
+            requests: self.hist.len(),
+            errors: self.errors,
+            qps: self.hist.len() as f64 / seconds,
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            first_error: self.first_error,
+        }
+    }
+}
+
+/// `workers` clients (tasks sharing `client`) each issue one single-query k-NN after the
+/// other, walking the query rows from their own offset, until `stop`.
+async fn quic_round(
+    client: &Client,
+    queries: &Arc<Vec<f32>>,
+    workers: usize,
+    run_for: Duration,
+) -> Result<(Tally, f64)> {
+    let rows = queries.len() / DIM;
+    let started = Instant::now();
+    let stop = started + run_for;
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (client, queries) = (client.clone(), queries.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::new()?;
+            let mut row = w * rows / workers;
+            while Instant::now() < stop {
+                let q = queries[row * DIM..(row + 1) * DIM].to_vec();
+                row = (row + 1) % rows;
+                let t = Instant::now();
+                match client.search(COLLECTION, q, SearchOptions::k(K)).await {
+                    Ok(hits) if hits.len() == 1 && hits[0].len() == K => {
+                        record(&mut tally.hist, t.elapsed())
+                    }
+                    Ok(hits) => tally.fail(format!(
+                        "short answer: {} row(s), first with {} hit(s)",
+                        hits.len(),
+                        hits.first().map_or(0, Vec::len)
+                    )),
+                    Err(e) => tally.fail(e.to_string()),
+                }
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut total = Tally::new()?;
+    for t in tasks {
+        total.add(t.await.context("a bench client task failed")??)?;
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
+}
+
+fn quic_search(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    queries: &Arc<Vec<f32>>,
+    workers: usize,
+    warmup: Duration,
+    run_for: Duration,
+) -> Result<Run> {
+    rt.block_on(async {
+        quic_round(client, queries, workers, warmup).await?;
+        let (tally, secs) = quic_round(client, queries, workers, run_for).await?;
+        Ok(tally.run("QUIC", workers, secs))
+    })
+}
+
+/// The same loop through the embedded API, on `threads` OS threads.
+fn embedded_round(
+    db: &Database,
+    queries: &[f32],
+    threads: usize,
+    run_for: Duration,
+) -> Result<(Tally, f64)> {
+    let rows = queries.len() / DIM;
+    let started = Instant::now();
+    let stop = started + run_for;
+    let opts = SearchOptions::k(K);
+    let tallies: Vec<Result<Tally>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let opts = &opts;
+                s.spawn(move || {
+                    let mut tally = Tally::new()?;
+                    let mut row = w * rows / threads;
+                    while Instant::now() < stop {
+                        let q = &queries[row * DIM..(row + 1) * DIM];
+                        row = (row + 1) % rows;
+                        let t = Instant::now();
+                        match db.search(COLLECTION, q, opts) {
+                            Ok(hits) if hits.len() == K => record(&mut tally.hist, t.elapsed()),
+                            Ok(hits) => tally.fail(format!("short answer: {} hit(s)", hits.len())),
+                            Err(e) => tally.fail(e.to_string()),
+                        }
+                    }
+                    Ok(tally)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a search thread panicked")))
+            })
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let mut total = Tally::new()?;
+    for t in tallies {
+        total.add(t?)?;
+    }
+    Ok((total, secs))
+}
+
+fn embedded_search(
+    db: &Database,
+    queries: &[f32],
+    threads: usize,
+    warmup: Duration,
+    run_for: Duration,
+) -> Result<Run> {
+    embedded_round(db, queries, threads, warmup)?;
+    let (tally, secs) = embedded_round(db, queries, threads, run_for)?;
+    Ok(tally.run("embedded", threads, secs))
+}
+
+/// Median and p90 (nearest rank) of durations, in ms.
+fn median_p90(d: &[Duration]) -> (f64, f64) {
+    let mut ms: Vec<f64> = d.iter().map(|x| x.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.9))
+}
+
+struct Handshakes {
+    count: usize,
+    full: (f64, f64),
+    full_resumed: usize,
+    resumed: (f64, f64),
+    resumed_resumed: usize,
+    full_ping: (f64, f64),
+    resumed_ping: (f64, f64),
+}
+
+/// `n` full and `n` resumed handshakes, alternating, after one priming (resumable) handshake,
+/// on a client of their own without health checks (so no other connection opens meanwhile).
+fn handshakes(
+    rt: &tokio::runtime::Runtime,
+    config: ClientConfig,
+    addr: &str,
+    n: usize,
+) -> Result<Handshakes> {
+    rt.block_on(async {
+        let client = Client::connect(ClientConfig {
+            pool_size: 1,
+            health_interval: Duration::ZERO,
+            ..config
+        })
+        .await?;
+        client
+            .handshake(addr, true)
+            .await
+            .context("priming handshake")?;
+        let (mut full, mut resumed) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            full.push(
+                client
+                    .handshake(addr, false)
+                    .await
+                    .context("full handshake")?,
+            );
+            resumed.push(
+                client
+                    .handshake(addr, true)
+                    .await
+                    .context("resumed handshake")?,
+            );
+        }
+        client.close().await;
+        for (what, v) in [("full", &full), ("resumed", &resumed)] {
+            let mut ms: Vec<f64> = v.iter().map(|h| h.elapsed.as_secs_f64() * 1e3).collect();
+            ms.sort_by(f64::total_cmp);
+            if ms.is_empty() {
+                continue;
+            }
+            let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+            eprintln!(
+                "  {what} handshakes, ms: min {:.3} p25 {:.3} p50 {:.3} p75 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+                at(0.0), at(0.25), at(0.5), at(0.75), at(0.9), at(0.99), at(1.0)
+            );
+        }
+        let elapsed = |v: &[vektagraf_client::Handshake]| {
+            median_p90(&v.iter().map(|h| h.elapsed).collect::<Vec<_>>())
+        };
+        let ping = |v: &[vektagraf_client::Handshake]| {
+            median_p90(&v.iter().map(|h| h.ping).collect::<Vec<_>>())
+        };
+        anyhow::Ok(Handshakes {
+            count: n,
+            full: elapsed(&full),
+            full_resumed: full.iter().filter(|h| h.resumed).count(),
+            resumed: elapsed(&resumed),
+            resumed_resumed: resumed.iter().filter(|h| h.resumed).count(),
+            full_ping: ping(&full),
+            resumed_ping: ping(&resumed),
+        })
+    })
+}
+
+/// recall@10 of `rows` (hits per query) against the first 10 of gt.i32's 100 per query.
+fn recall(rows: &[Vec<vektagraf::model::Hit>], gt: &[i32], row_of: &HashMap<String, usize>) -> f64 {
+    let mut hits = 0usize;
+    for (i, r) in rows.iter().enumerate() {
+        let truth = &gt[i * 100..i * 100 + K];
+        hits += r
+            .iter()
+            .take(K)
+            .filter_map(|h| row_of.get(&h.id))
+            .filter(|&&x| i32::try_from(x).is_ok_and(|x| truth.contains(&x)))
+            .count();
+    }
+    hits as f64 / (rows.len() * K) as f64
+}
+
+fn spec() -> CollectionSpec {
+    let mut spec = CollectionSpec::new(COLLECTION, DIM as u32);
+    spec.metric = Metric::Dot;
+    spec
+}
+
+struct Imported {
+    report: ImportReport,
+    checkpoint_s: f64,
+}
+
+fn import_into(db: &dyn Backend, files: &ImportFiles) -> Result<Imported> {
+    db.create_collection(spec())?;
+    let report = import::import(db, COLLECTION, files, BATCH, Progress::Quiet)?;
+    let t = Instant::now();
+    db.checkpoint()?;
+    Ok(Imported {
+        report,
+        checkpoint_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn main() -> Result<()> {
+    let total = Instant::now();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dataset = arg("--dataset")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/debian-pkgs"));
+    let dataset = dataset.canonicalize().unwrap_or(dataset);
+    let secs: f64 = arg("--secs").map_or(Ok(5.0), |s| s.parse())?;
+    let warm: f64 = arg("--warmup").map_or(Ok(1.0), |s| s.parse())?;
+    let clients: Vec<usize> = list("--clients", "1,8,64")?;
+    let threads: Vec<usize> = list("--threads", "1,2")?;
+    let pool: usize = arg("--pool").map_or(Ok(4), |s| s.parse())?;
+    let n_handshakes: usize = arg("--handshakes").map_or(Ok(200), |s| s.parse())?;
+    let (run_for, warmup) = (Duration::from_secs_f64(secs), Duration::from_secs_f64(warm));
+    if clients.contains(&0) || threads.contains(&0) || pool == 0 {
+        bail!("--clients, --threads and --pool must be at least 1");
+    }
+    // Node warnings and errors go to stderr (RUST_LOG overrides).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|x| x.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    let files = ImportFiles {
+        vectors: dataset.join("base.f32"),
+        meta: Some(dataset.join("base.jsonl")),
+        edges: Some(dataset.join("edges.tsv")),
+    };
+    let queries = Arc::new(read_f32(&dataset.join("queries.f32"))?);
+    let gt: Vec<i32> = std::fs::read(dataset.join("gt.i32"))?
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let row_of: HashMap<String, usize> = std::fs::read_to_string(dataset.join("base.jsonl"))?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            let id = v["id"].as_str().context("an id in base.jsonl")?.to_owned();
+            Ok((id, i))
+        })
+        .collect::<Result<_>>()?;
+
+    // The node: its own runtime (2 workers; requests run on its blocking pool) and directory.
+    let node_dir = tempfile::tempdir()?;
+    let local_dir = tempfile::tempdir()?;
+    let node_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("node")
+        .enable_all()
+        .build()?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let node = node_rt.block_on(Node::start(NodeConfig {
+        data_dir: node_dir.path().to_owned(),
+        quic_listen: loopback,
+        http_listen: loopback,
+        ..NodeConfig::default()
+    }))?;
+    let addr = node.quic_addr().to_string();
+    let ca_pem = std::fs::read(node.ca_file().context("the node has a development CA")?)?;
+    let token = node
+        .new_admin_token()
+        .context("a fresh node directory gets an admin token")?
+        .0
+        .to_owned();
+    let config = ClientConfig {
+        endpoints: vec![Endpoint::new(addr.clone())],
+        ca_pem,
+        token,
+        pool_size: pool,
+        ..ClientConfig::default()
+    };
+    // The CLI's remote backend: its own client runtime (2 workers), 4 batches in flight.
+    let remote = Remote::connect(config.clone())?;
+
+    // 1. Import, back to back: embedded, then over QUIC.
+    eprintln!("import into a local directory (embedded API)...");
+    let db = Database::open(local_dir.path(), DatabaseConfig::default())?;
+    let local = import_into(&db, &files)?;
+    eprintln!(
+        "  {:.1} s, {:.0} objects/s",
+        local.report.seconds, local.report.objects_per_second
+    );
+    eprintln!("import into the node over QUIC (remote backend)...");
+    let far = import_into(&remote, &files)?;
+    eprintln!(
+        "  {:.1} s, {:.0} objects/s",
+        far.report.seconds, far.report.objects_per_second
+    );
+    let local_stats = db.stats(COLLECTION)?;
+    let node_stats = remote
+        .stats(Some(COLLECTION.into()))?
+        .pop()
+        .context("the node's stats")?;
+    if local_stats.objects != local.report.objects || node_stats.objects != far.report.objects {
+        bail!(
+            "object counts differ: local {} (imported {}), node {} (imported {})",
+            local_stats.objects,
+            local.report.objects,
+            node_stats.objects,
+            far.report.objects
+        );
+    }
+    // Both answer alike: recall@10 of all queries (one batch request each).
+    let opts = SearchOptions::k(K);
+    let local_recall = recall(&db.search_batch(COLLECTION, &queries, &opts)?, &gt, &row_of);
+    let node_recall = recall(
+        &remote.search_batch(COLLECTION, &queries, &opts)?,
+        &gt,
+        &row_of,
+    );
+
+    // 2. Search: embedded, then over QUIC.
+    let client = remote.client().clone();
+    let mut runs = Vec::new();
+    for &t in &threads {
+        eprintln!("embedded search, {t} thread(s)...");
+        runs.push(embedded_search(&db, &queries, t, warmup, run_for)?);
+    }
+    for &c in &clients {
+        eprintln!("QUIC search, {c} client(s)...");
+        runs.push(quic_search(
+            remote.runtime(),
+            &client,
+            &queries,
+            c,
+            warmup,
+            run_for,
+        )?);
+    }
+    for r in &runs {
+        eprintln!(
+            "  {} x{}: {} requests, {} errors, {:.0} QPS, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            r.path, r.concurrency, r.requests, r.errors, r.qps, r.p50_ms, r.p90_ms, r.p99_ms
+        );
+    }
+
+    // 3. Connection setup.
+    eprintln!("handshakes...");
+    let hs = handshakes(remote.runtime(), config, &addr, n_handshakes)?;
+
+    // Stop everything.
+    remote.runtime().block_on(client.close());
+    drop(client);
+    Box::new(remote).close()?;
+    node_rt.block_on(node.shutdown())?;
+    db.close()?;
+    let wall = total.elapsed().as_secs_f64();
+    let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    let md = markdown(&Report {
+        date,
+        cpu,
+        cores,
+        load: load.trim().to_owned(),
+        load_end: load_end.trim().to_owned(),
+        dataset: dataset.display().to_string(),
+        local,
+        far,
+        local_recall,
+        node_recall,
+        runs,
+        hs,
+        secs,
+        warm,
+        pool,
+        wall,
+    });
+    println!("{md}");
+    if has("--no-write") {
+        return Ok(());
+    }
+    common::put_section(&root.join("docs/BENCHMARKS.md"), "node", &md)?;
+    Ok(())
+}
+
+struct Report {
+    date: String,
+    cpu: String,
+    cores: usize,
+    load: String,
+    load_end: String,
+    dataset: String,
+    local: Imported,
+    far: Imported,
+    local_recall: f64,
+    node_recall: f64,
+    runs: Vec<Run>,
+    hs: Handshakes,
+    secs: f64,
+    warm: f64,
+    pool: usize,
+    wall: f64,
+}
+
+fn markdown(r: &Report) -> String {
+    let (begin, end) = common::markers("node");
+    let mut s = format!(
+        "{begin}\n## Node over QUIC (loopback)\n\nWritten by `just bench-node` \
+         (`cargo bench -p vektagraf --bench node`); every figure below comes from one run in one \
+         process: a node started in-process on 127.0.0.1 (its own Tokio runtime with 2 workers, \
+         its own data directory, development TLS certificate, admin token), the client in the \
+         same process (the CLI's remote backend: another 2-worker runtime), and an embedded \
+         `Database` in a second directory for comparison. Client, node and engine share the \
+         machine's cores, so this measures the protocol's cost, not a network.\n\n\
+         - date: {}\n- machine: {} ({} cores), load average at start: {}\n\
+         - command: `cargo bench -p vektagraf --bench node`; the run took {:.0} s (build not \
+         counted); load average at the end: {}\n\
+         - dataset: {} ({} x {DIM} vectors with base.jsonl properties, {} edges); collection \
+         `{COLLECTION}`: dot, HNSW M = 16, ef_construction = 200, ef_search = 64, 1 shard\n\n",
+        r.date,
+        r.cpu,
+        r.cores,
+        r.load,
+        r.wall,
+        r.load_end,
+        r.dataset,
+        r.local.report.objects,
+        r.local.report.edges
+    );
+    let (l, f) = (&r.local, &r.far);
+    s += &format!(
+        "### Import (vectors + properties + edges, batches of {BATCH})\n\n\
+         `import::import` (what `vektagraf import` runs) once with the `Database` and once with \
+         the `Remote` backend (QUIC, 4 batches in flight, each with an idempotency key), back to \
+         back, embedded first. Time from the start of validation to the last edge batch being \
+         durable; the checkpoint after it is shown apart.\n\n\
+         | path | objects | edges | seconds | objects/s | checkpoint s |\n\
+         | --- | --- | --- | --- | --- | --- |\n\
+         | embedded (`Database`) | {} | {} | {:.1} | {:.0} | {:.2} |\n\
+         | node over QUIC (`Remote`) | {} | {} | {:.1} | {:.0} | {:.2} |\n\n\
+         Remote / local import time: **{:.2}** (objects/s ratio remote / local: {:.2}).\n\n",
+        l.report.objects,
+        l.report.edges,
+        l.report.seconds,
+        l.report.objects_per_second,
+        l.checkpoint_s,
+        f.report.objects,
+        f.report.edges,
+        f.report.seconds,
+        f.report.objects_per_second,
+        f.checkpoint_s,
+        f.report.seconds / l.report.seconds,
+        f.report.objects_per_second / l.report.objects_per_second,
+    );
+    s += &format!(
+        "### Search (k = 10, one query per request)\n\n\
+         Each client issues single-query k-NN searches (rows of queries.f32 in turn) one after \
+         the other for {} s, after a {} s warm-up. QUIC: tokio tasks sharing one `Client` \
+         (pool of {} connections); embedded: `Database::search` on OS threads. Latency \
+         percentiles from an HDR histogram (ns, 3 significant digits); QPS = answered requests / \
+         wall time. Sanity: recall@10 of the 1,000 queries (one batch request) is {:.4} \
+         embedded and {:.4} on the node.\n\n\
+         | path | concurrent clients | requests | errors | QPS | p50 ms | p90 ms | p99 ms |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        r.secs, r.warm, r.pool, r.local_recall, r.node_recall
+    );
+    for x in &r.runs {
+        s += &format!(
+            "| {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} |\n",
+            x.path, x.concurrency, x.requests, x.errors, x.qps, x.p50_ms, x.p90_ms, x.p99_ms
+        );
+    }
+    let find = |path: &str, c: usize| r.runs.iter().find(|x| x.path == path && x.concurrency == c);
+    if let (Some(q1), Some(e1)) = (find("QUIC", 1), find("embedded", 1)) {
+        s += &format!(
+            "\nAt 1 client: QUIC QPS / embedded QPS = **{:.2}**; the median request costs {:.3} ms \
+             more over QUIC ({:.3} against {:.3} ms; p99 {:.3} against {:.3} ms).\n",
+            q1.qps / e1.qps,
+            q1.p50_ms - e1.p50_ms,
+            q1.p50_ms,
+            e1.p50_ms,
+            q1.p99_ms,
+            e1.p99_ms
+        );
+    }
+    let quic: Vec<&Run> = r.runs.iter().filter(|x| x.path == "QUIC").collect();
+    if let Some(first) = quic.first() {
+        let mut steps = vec![format!(
+            "{} client(s) {:.0} QPS",
+            first.concurrency, first.qps
+        )];
+        for w in quic.windows(2) {
+            steps.push(format!(
+                "{} clients {:.0} QPS ({:+.0}% over {}, median latency {:.1}x)",
+                w[1].concurrency,
+                w[1].qps,
+                (w[1].qps / w[0].qps - 1.0) * 100.0,
+                w[0].concurrency,
+                w[1].p50_ms / w[0].p50_ms
+            ));
+        }
+        s += &format!(
+            "\nHow QUIC throughput grew with clients on this {}-core machine (measured): {}.",
+            r.cores,
+            steps.join("; ")
+        );
+        let emb: Vec<&Run> = r.runs.iter().filter(|x| x.path == "embedded").collect();
+        if let [e1, .., e2] = emb[..] {
+            s += &format!(
+                " Embedded, {} thread(s) gave {:.0} QPS against {:.0} with {} ({:.2}x).",
+                e2.concurrency,
+                e2.qps,
+                e1.qps,
+                e1.concurrency,
+                e2.qps / e1.qps
+            );
+        }
+        s += " The collection has one shard, and each shard's engine instance runs one call at a \
+              time (a mutex per shard), in the node as in the embedded API; the client, the \
+              node's runtime and the engine share the same cores.\n";
+    }
+    let errors: Vec<String> = r
+        .runs
+        .iter()
+        .filter_map(|x| {
+            x.first_error.as_ref().map(|e| {
+                format!(
+                    "{} x{}: {} error(s), first: {e}",
+                    x.path, x.concurrency, x.errors
+                )
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
+        s += &format!("\nErrors: {}.\n", errors.join("; "));
+    }
+    let h = &r.hs;
+    s += &format!(
+        "\n### Connection setup\n\n`Client::handshake` on a client of its own (no health \
+         checks): one priming resumable handshake, then {} full (`resume = false`) and {} \
+         resumed (`resume = true`) handshakes, alternating. Time from the first packet to the \
+         handshake's completion (QUIC + TLS 1.3); the ping after it on the new connection is \
+         shown apart.\n\n\
+         | handshake | count | median ms | p90 ms | resumed by TLS | ping median ms | ping p90 ms |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n\
+         | full | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} |\n\
+         | resumed | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} |\n\n\
+         Resumed / full median: {:.2}.\n",
+        h.count,
+        h.count,
+        h.count,
+        h.full.0,
+        h.full.1,
+        h.full_resumed,
+        h.full_ping.0,
+        h.full_ping.1,
+        h.count,
+        h.resumed.0,
+        h.resumed.1,
+        h.resumed_resumed,
+        h.resumed_ping.0,
+        h.resumed_ping.1,
+        h.resumed.0 / h.full.0,
+    );
+    s += &end;
+    s += "\n";
+    s
+}
