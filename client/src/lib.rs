@@ -18,7 +18,8 @@
 //! Nodes that are down, unhealthy or whose breaker is open are skipped; when every node is,
 //! requests go to any of them, so a recovering cluster is found again.
 //!
-//! ```ignore
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use vektagraf_client::{parse_endpoints, read_ca_file, Client, ClientConfig};
 //! use vektagraf_client::proto::model::{Batch, SearchOptions};
 //!
@@ -37,6 +38,9 @@
 //! for state in client.endpoint_states() {
 //!     println!("{} {} breaker {} rtt {:?}", state.addr, state.healthy, state.breaker, state.rtt);
 //! }
+//! # let _ = hits;
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod balance;

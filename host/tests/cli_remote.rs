@@ -186,6 +186,31 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
     );
     assert!(ok(remote(&node, &["token", "list"])?)?.contains("\tread\t"));
 
+    // The load tool: two clients, a mix of searches, gets and writes, for half a second.
+    let report: Value = serde_json::from_str(&ok(remote(
+        &node,
+        &[
+            "--json",
+            "bench-remote",
+            "c",
+            "--queries",
+            &v,
+            "--clients",
+            "2",
+            "--duration",
+            "0.5",
+            "--mix",
+            "80,10,10",
+        ],
+    )?)?)?;
+    let ops = report.as_array().context("a list per operation")?;
+    assert_eq!(ops.len(), 3, "{report}");
+    for op in ops {
+        assert_eq!(op["errors"], 0, "{op}");
+        assert!(op["p99_ms"].as_f64() >= op["p50_ms"].as_f64(), "{op}");
+    }
+    assert!(ops[0]["requests"].as_u64() > Some(0), "{report}");
+
     // A missing CA is a clear error, not a hang.
     let out = bin()
         .env("VEKTAGRAF_REMOTE", &node.remote)
@@ -202,11 +227,13 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
         .success());
     let status = node.child.wait()?;
     assert!(status.success(), "exit status {status}");
-    // The data is all there when the directory is opened locally.
+    // The data is all there when the directory is opened locally: the 39 objects, and what
+    // the load tool wrote.
     let stats: Value = serde_json::from_str(&ok(local(
         &dir.path().join("node"),
         &["--json", "stats", "c"],
     )?)?)?;
-    assert_eq!(stats[0]["objects"], 39);
+    let writes = ops[2]["requests"].as_u64().context("writes")?;
+    assert_eq!(stats[0]["objects"].as_u64(), Some(39 + writes));
     Ok(())
 }

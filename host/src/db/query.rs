@@ -193,7 +193,7 @@ impl Bounded<'_> {
         let dim = self.coll(collection)?.spec.dimension as usize;
         if vector.len() != dim {
             return Err(Error::invalid(format!(
-                "query has {} values; collection `{collection}` has {dim} dimensions",
+                "query has {} values; collection `{collection}` needs rows of {dim} (one row here)",
                 vector.len()
             )));
         }

@@ -57,8 +57,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("vektagraf");
-        let m = Metrics {
+        let mut m = Metrics {
             active_connections: Gauge::default(),
             connections_refused: Counter::default(),
             query_duration: Family::new_with_constructor(|| Histogram::new(QUERY_BUCKETS)),
@@ -69,59 +68,59 @@ impl Metrics {
             storage_bytes: Gauge::default(),
             engine_traps: Counter::default(),
             shard_rebuilds: Counter::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("vektagraf"),
         };
-        registry.register(
+        m.registry.register(
             "active_connections",
             "Client QUIC connections open now",
             m.active_connections.clone(),
         );
-        registry.register(
+        m.registry.register(
             "connections_refused",
             "Connections closed at once because the node was at max_connections",
             m.connections_refused.clone(),
         );
-        registry.register(
+        m.registry.register(
             "query_duration_seconds",
             "Time to answer a request, by operation",
             m.query_duration.clone(),
         );
-        registry.register(
+        m.registry.register(
             "vector_search_duration_seconds",
             "Time to answer a k-NN search (search and hybrid requests)",
             m.vector_search_duration.clone(),
         );
-        registry.register(
+        m.registry.register(
             "request_errors",
             "Requests answered with an error, by operation and kind",
             m.request_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "collection_objects",
             "Objects per collection",
             m.objects.clone(),
         );
-        registry.register(
+        m.registry.register(
             "collection_vectors",
             "Vectors per collection",
             m.vectors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "storage_bytes",
             "Size of the database file",
             m.storage_bytes.clone(),
         );
-        registry.register(
+        m.registry.register(
             "engine_traps",
             "Engine calls that trapped (panic, memory cap, deadline)",
             m.engine_traps.clone(),
         );
-        registry.register(
+        m.registry.register(
             "shard_rebuilds",
             "Engine shards rebuilt from storage after a failure",
             m.shard_rebuilds.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// Records one answered request.
