@@ -17,8 +17,14 @@ cargo clippy --release --workspace --all-targets --locked -- -D warnings
 (cd guest && cargo clippy --release --workspace --all-targets --locked -- -D warnings)
 (cd guest && cargo clippy --release --workspace --locked --target wasm32-wasip2 -- -D warnings)
 
-echo "== tests (guest core, natively)"
-(cd guest && cargo test --release --workspace --locked)
+# Every test binary's result line is kept, to print one total at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
-echo "== tests (host workspace: unit, integration, crash)"
-cargo test --release --workspace --locked
+echo "== tests (guest core, natively)"
+(cd guest && cargo test --release --workspace --locked) 2>&1 | tee -a "$log"
+
+echo "== tests (host workspace: unit, integration, node, client, crash)"
+cargo test --release --workspace --locked 2>&1 | tee -a "$log"
+
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed; exit (failed > 0 || passed == 0) }' "$log"

@@ -125,10 +125,6 @@ fn dechunk(mut body: &str) -> Result<String> {
     }
 }
 
-/// The directory's database file exists (a node has written there).
-pub fn has_db(dir: &Path) -> bool {
-    dir.join(vektagraf::store::DB_FILE).exists()
-}
 
 /// A bare QUIC connection to a node (no client crate), for tests that send raw bytes.
 pub async fn raw_connect(

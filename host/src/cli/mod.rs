@@ -385,6 +385,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
                 Progress::Bars
             };
             demo::load_sample(db, tmp.path(), progress)?;
+            db.checkpoint()?;
             let stats = db.stats(Some(demo::COLLECTION.to_owned()))?;
             out.print(&json!(stats), || {
                 stats
