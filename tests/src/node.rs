@@ -125,7 +125,6 @@ fn dechunk(mut body: &str) -> Result<String> {
     }
 }
 
-
 /// A bare QUIC connection to a node (no client crate), for tests that send raw bytes.
 pub async fn raw_connect(
     addr: SocketAddr,
