@@ -10,6 +10,12 @@ pub enum Error {
     Invalid(String),
     #[error("collection `{0}` does not exist")]
     UnknownCollection(String),
+    /// An object a request starts from (a traversal's start) does not exist.
+    #[error("object `{id}` does not exist in collection `{collection}`")]
+    UnknownObject { collection: String, id: String },
+    /// The commit queue is full: too many writes are waiting. Nothing was written.
+    #[error("the node is busy: {0} writes are already waiting to commit; retry shortly")]
+    Overloaded(usize),
     #[error("collection `{name}` already exists with other parameters ({existing})")]
     CollectionConflict { name: String, existing: String },
     /// The data directory was written by a newer Vektagraf, or is not a Vektagraf directory.

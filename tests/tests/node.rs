@@ -106,6 +106,16 @@ async fn every_operation_over_quic_matches_the_embedded_answers() -> Result<()> 
         .await?;
     let reached: Vec<&str> = steps.iter().map(|s| s.node.id.as_str()).collect();
     assert_eq!(reached, ["p0", "p1", "p2", "p3"]);
+    let e = client
+        .traverse(NodeKey::new("c", "nope"), TraverseOptions::default())
+        .await
+        .expect_err("missing start");
+    assert_eq!(server_code(&e), Some(ErrorCode::NotFound), "{e}");
+    assert!(
+        e.to_string()
+            .contains("object `nope` does not exist in collection `c`"),
+        "{e}"
+    );
     let hybrid = client
         .hybrid(
             "c",

@@ -28,6 +28,10 @@ use commit::{Committer, Job};
 pub use query::Bounded;
 pub use recovery::LoadReport;
 
+/// Write batches that may wait for the committer; beyond this `write` blocks and
+/// `write_before` answers [`Error::Overloaded`].
+const COMMIT_QUEUE: usize = 1024;
+
 /// State shared by the API and the committer.
 pub(crate) struct Inner {
     store: Arc<Store>,
@@ -128,7 +132,7 @@ impl Database {
             reports.push((name, r));
         }
         let committer = Committer::new(inner.clone(), commit::dirty_after_open(&reports))?;
-        let (tx, rx) = sync_channel(1024);
+        let (tx, rx) = sync_channel(COMMIT_QUEUE);
         let handle = std::thread::Builder::new()
             .name("vektagraf-commit".into())
             .spawn(move || committer.run(rx))
@@ -149,6 +153,20 @@ impl Database {
             .ok_or(Error::Closed)?
             .send(make(tx))
             .map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Like `submit`, but refuses at once when the commit queue is full instead of waiting
+    /// (for a server, where waiting would tie up a thread per queued request).
+    fn try_submit<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Job) -> Result<T> {
+        use std::sync::mpsc::TrySendError;
+        let (tx, rx) = sync_channel(1);
+        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
+        match jobs.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Error::Overloaded(COMMIT_QUEUE)),
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -179,13 +197,14 @@ impl Database {
         self.write_before(batch, None)
     }
 
-    /// Like [`write`](Self::write), but refused without effect if the committer has not
-    /// started on it by `deadline`.
+    /// Like [`write`](Self::write), for servers: refused without effect if the committer has
+    /// not started on it by `deadline`, or at once ([`Error::Overloaded`]) if the commit queue
+    /// is full.
     pub fn write_before(&self, batch: Batch, deadline: Option<Instant>) -> Result<Receipt> {
         if batch.is_empty() {
             return Err(Error::invalid("empty batch"));
         }
-        self.submit(|reply| Job::Write(batch, deadline, reply))
+        self.try_submit(|reply| Job::Write(batch, deadline, reply))
     }
 
     /// API tokens stored in this database (used by the node).

@@ -272,10 +272,10 @@ impl Bounded<'_> {
             .get_object(&start.collection, &start.id)?
             .is_none()
         {
-            return Err(Error::invalid(format!(
-                "object `{}` does not exist in collection `{}`",
-                start.id, start.collection
-            )));
+            return Err(Error::UnknownObject {
+                collection: start.collection.clone(),
+                id: start.id.clone(),
+            });
         }
         let req = wit::TraverseRequest {
             start: wit::NodeRef {

@@ -16,7 +16,8 @@ use crate::Database;
 pub fn reply_error(e: Error) -> ErrorReply {
     let code = match &e {
         Error::Invalid(_) => ErrorCode::BadRequest,
-        Error::UnknownCollection(_) => ErrorCode::NotFound,
+        Error::UnknownCollection(_) | Error::UnknownObject { .. } => ErrorCode::NotFound,
+        Error::Overloaded(_) => ErrorCode::Overloaded,
         Error::CollectionConflict { .. } => ErrorCode::Conflict,
         Error::EngineTrap { .. } => ErrorCode::EngineFailed,
         Error::Unavailable { .. } | Error::Closed => ErrorCode::Unavailable,
