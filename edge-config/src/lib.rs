@@ -7,6 +7,9 @@
 //! memory_limit_mib = 4096     # per engine instance (one per shard)
 //! query_timeout_ms = 10000    # epoch deadline of a query call
 //! apply_timeout_ms = 120000   # epoch deadline of a write or rebuild call
+//! read_replicas = 1           # engine instances per shard: searches run on that many at once;
+//!                             # each holds a full copy of the shard's memory, and every write
+//!                             # is applied to each
 //!
 //! [storage]
 //! snapshot_every_ops = 50000  # write index snapshots after this many logged mutations
@@ -73,6 +76,9 @@ pub struct EngineLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     pub engine: EngineLimits,
+    /// Engine instances per shard, all with the same state: a shard serves this many reads at
+    /// once, at the cost of one copy of its memory each (and each write applied to each).
+    pub read_replicas: usize,
     pub snapshot_every_ops: u64,
     pub group_commit_max: usize,
 }
@@ -85,6 +91,7 @@ impl Default for DatabaseConfig {
                 query_timeout: Duration::from_secs(10),
                 apply_timeout: Duration::from_secs(120),
             },
+            read_replicas: 1,
             snapshot_every_ops: 50_000,
             group_commit_max: 64,
         }

@@ -53,6 +53,7 @@ struct RawEngine {
     memory_limit_mib: Option<u64>,
     query_timeout_ms: Option<u64>,
     apply_timeout_ms: Option<u64>,
+    read_replicas: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +235,12 @@ impl RawConfig {
                 }
                 *slot = Duration::from_millis(ms);
             }
+        }
+        if let Some(n) = self.engine.read_replicas {
+            if !(1..=16).contains(&n) {
+                return Err(invalid("engine.read_replicas", "must be between 1 and 16"));
+            }
+            c.read_replicas = n;
         }
         if let Some(n) = self.storage.snapshot_every_ops {
             c.snapshot_every_ops = n;

@@ -232,6 +232,7 @@ fn embedded_round(
 
 fn embedded_search(
     db: &Database,
+    label: &'static str,
     queries: &[f32],
     threads: usize,
     warmup: Duration,
@@ -239,7 +240,7 @@ fn embedded_search(
 ) -> Result<Run> {
     embedded_round(db, queries, threads, warmup)?;
     let (tally, secs) = embedded_round(db, queries, threads, run_for)?;
-    Ok(tally.run("embedded", threads, secs))
+    Ok(tally.run(label, threads, secs))
 }
 
 /// Median and p90 (nearest rank) of durations, in ms.
@@ -378,6 +379,7 @@ fn main() -> Result<()> {
     let clients: Vec<usize> = list("--clients", "1,8,64")?;
     let threads: Vec<usize> = list("--threads", "1,2")?;
     let pool: usize = arg("--pool").map_or(Ok(4), |s| s.parse())?;
+    let replicas: usize = arg("--replicas").map_or(Ok(2), |s| s.parse())?;
     let n_handshakes: usize = arg("--handshakes").map_or(Ok(200), |s| s.parse())?;
     let (run_for, warmup) = (Duration::from_secs_f64(secs), Duration::from_secs_f64(warm));
     if clients.contains(&0) || threads.contains(&0) || pool == 0 {
@@ -437,12 +439,14 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let node = node_rt.block_on(Node::start(NodeConfig {
+    let mut node_config = NodeConfig {
         data_dir: node_dir.path().to_owned(),
         quic_listen: loopback,
         http_listen: loopback,
         ..NodeConfig::default()
-    }))?;
+    };
+    node_config.database.read_replicas = replicas;
+    let node = node_rt.block_on(Node::start(node_config))?;
     let addr = node.quic_addr().to_string();
     let ca_pem = std::fs::read(node.ca_file().context("the node has a development CA")?)?;
     let token = node
@@ -502,7 +506,32 @@ fn main() -> Result<()> {
     let mut runs = Vec::new();
     for &t in &threads {
         eprintln!("embedded search, {t} thread(s)...");
-        runs.push(embedded_search(&db, &queries, t, warmup, run_for)?);
+        runs.push(embedded_search(
+            &db, "embedded", &queries, t, warmup, run_for,
+        )?);
+    }
+    // The same directory reopened with `replicas` engine instances per shard.
+    let one_replica_mib = db.stats(COLLECTION)?.engine_memory_bytes as f64 / (1 << 20) as f64;
+    db.close()?;
+    let reopened = Instant::now();
+    let db = Database::open(
+        local_dir.path(),
+        DatabaseConfig {
+            read_replicas: replicas,
+            ..DatabaseConfig::default()
+        },
+    )?;
+    let replicas_open_s = reopened.elapsed().as_secs_f64();
+    for &t in &threads {
+        eprintln!("embedded search with {replicas} replicas, {t} thread(s)...");
+        runs.push(embedded_search(
+            &db,
+            "embedded, replicas",
+            &queries,
+            t,
+            warmup,
+            run_for,
+        )?);
     }
     for &c in &clients {
         eprintln!("QUIC search, {c} client(s)...");
@@ -547,6 +576,9 @@ fn main() -> Result<()> {
         local_recall,
         node_recall,
         runs,
+        replicas,
+        one_replica_mib,
+        replicas_open_s,
         hs,
         secs,
         warm,
@@ -573,6 +605,12 @@ struct Report {
     local_recall: f64,
     node_recall: f64,
     runs: Vec<Run>,
+    /// Engine instances per shard in the node and in the second embedded round.
+    replicas: usize,
+    /// Engine memory of the collection with one instance per shard.
+    one_replica_mib: f64,
+    /// Opening the embedded directory with `replicas` instances per shard.
+    replicas_open_s: f64,
     hs: Handshakes,
     secs: f64,
     warm: f64,
@@ -682,20 +720,40 @@ fn markdown(r: &Report) -> String {
             r.cores,
             steps.join("; ")
         );
-        let emb: Vec<&Run> = r.runs.iter().filter(|x| x.path == "embedded").collect();
-        if let [e1, .., e2] = emb[..] {
-            s += &format!(
-                " Embedded, {} thread(s) gave {:.0} QPS against {:.0} with {} ({:.2}x).",
-                e2.concurrency,
-                e2.qps,
-                e1.qps,
-                e1.concurrency,
-                e2.qps / e1.qps
-            );
+        for (label, what) in [
+            ("embedded", "one engine instance per shard".to_owned()),
+            (
+                "embedded, replicas",
+                format!("{} replicas per shard", r.replicas),
+            ),
+        ] {
+            let emb: Vec<&Run> = r.runs.iter().filter(|x| x.path == label).collect();
+            if let [e1, .., e2] = emb[..] {
+                s += &format!(
+                    " Embedded with {what}, {} threads gave {:.0} QPS against {:.0} with {} \
+                     ({:.2}x).",
+                    e2.concurrency,
+                    e2.qps,
+                    e1.qps,
+                    e1.concurrency,
+                    e2.qps / e1.qps
+                );
+            }
         }
-        s += " The collection has one shard, and each shard's engine instance runs one call at a \
-              time (a mutex per shard), in the node as in the embedded API; the client, the \
-              node's runtime and the engine share the same cores.\n";
+        s += &format!(
+            " The collection has one shard; an engine instance runs one call at a time, so \
+             concurrent searches of one shard run in parallel only on its read replicas \
+             (`engine.read_replicas`; the node here ran with {}). Each replica holds a full \
+             copy of the shard: {:.0} MiB of engine memory for one, {:.0} MiB for {}; reopening \
+             the directory with {} replicas took {:.2} s. The client, the node's runtime and \
+             the engine share the same cores.\n",
+            r.replicas,
+            r.one_replica_mib,
+            r.one_replica_mib * r.replicas as f64,
+            r.replicas,
+            r.replicas,
+            r.replicas_open_s
+        );
     }
     let errors: Vec<String> = r
         .runs

@@ -158,6 +158,26 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
             "{args:?}"
         );
     }
+    // Query rows on several threads print the same answers in the same order.
+    let single = ok(local(
+        &here,
+        &["--json", "search", "c", "--queries", &v, "--k", "3"],
+    )?)?;
+    for threads in ["2", "5"] {
+        let args = [
+            "--json",
+            "search",
+            "c",
+            "--queries",
+            &v,
+            "--k",
+            "3",
+            "--threads",
+            threads,
+        ];
+        assert_eq!(ok(local(&here, &args)?)?, single);
+        assert_eq!(ok(remote(&node, &args)?)?, single);
+    }
     let got: Value = serde_json::from_str(&ok(remote(&node, &["--json", "get", "c", "o5"])?)?)?;
     assert_eq!(got["properties"]["n"], 5);
     assert_eq!(got["vector"].as_array().map(Vec::len), Some(4));

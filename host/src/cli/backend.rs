@@ -12,8 +12,8 @@ use crate::model::{
 };
 use crate::Database;
 
-/// The operations the CLI needs.
-pub trait Backend {
+/// The operations the CLI needs (from several threads at once: `search --threads`).
+pub trait Backend: Sync {
     fn create_collection(&self, spec: CollectionSpec) -> Result<bool>;
     fn collections(&self) -> Result<Vec<CollectionSpec>>;
     fn collection_spec(&self, name: &str) -> Result<CollectionSpec>;
@@ -120,7 +120,7 @@ pub struct Remote {
     /// Prefix of the idempotency keys of this run's writes (random), so a write retried on
     /// another node is applied once.
     run_id: String,
-    next_write: std::cell::Cell<u64>,
+    next_write: std::sync::atomic::AtomicU64,
 }
 
 impl Remote {
@@ -138,7 +138,7 @@ impl Remote {
             client,
             depth: 4,
             run_id: id.iter().map(|b| format!("{b:02x}")).collect(),
-            next_write: std::cell::Cell::new(0),
+            next_write: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -151,8 +151,9 @@ impl Remote {
     }
 
     fn key(&self) -> String {
-        let n = self.next_write.get();
-        self.next_write.set(n + 1);
+        let n = self
+            .next_write
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("cli-{}-{n}", self.run_id)
     }
 }

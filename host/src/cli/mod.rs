@@ -190,6 +190,9 @@ pub struct SearchArgs {
     k: usize,
     #[arg(long)]
     ef: Option<u32>,
+    /// Run the query rows on this many threads (answers still print in row order).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Filter expression (JSON, docs/query.md).
     #[arg(long)]
     filter: Option<String>,
@@ -467,8 +470,42 @@ fn search(db: &dyn Backend, out: &Out, a: SearchArgs) -> Result<()> {
         (None, None) => bail!("give --queries FILE or --vector '[...]'"),
     };
     let dim = spec.dimension as usize;
-    for chunk in rows.chunks(dim * 256) {
-        for hits in db.search_batch(&a.collection, chunk, &opts)? {
+    let threads = a.threads.max(1);
+    let chunks: Vec<&[f32]> = rows
+        .chunks(dim * if threads > 1 { 32 } else { 256 })
+        .collect();
+    // Threads take chunks in turn; answers are kept by chunk and printed in row order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut answers: Vec<Option<Vec<Vec<crate::model::Hit>>>> = vec![None; chunks.len()];
+    let done = std::thread::scope(|s| -> Result<Vec<(usize, Vec<Vec<crate::model::Hit>>)>> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(usize, Vec<Vec<crate::model::Hit>>)>> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(i) else {
+                            return Ok(mine);
+                        };
+                        mine.push((i, db.search_batch(&a.collection, chunk, &opts)?));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a search thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    for (i, hits) in done {
+        answers[i] = Some(hits);
+    }
+    for rows_hits in answers.into_iter().flatten() {
+        for hits in rows_hits {
             let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
             let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
             out.print(&json!({"ids": ids, "scores": scores}), || {

@@ -1,6 +1,11 @@
-//! A collection at run time: its spec and one engine instance per shard.
+//! A collection at run time: its spec and, per shard, one or more engine instances holding
+//! the same state ("replicas", `engine.read_replicas`). A `Store` runs one call at a time, so
+//! replicas are how one shard serves several searches at once: a read takes any free replica;
+//! a write is applied to every replica of its shards before it commits (so after its commit
+//! every replica has it), at the cost of one copy of the shard's memory per replica.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::error::{Error, Result};
 use crate::model::{CollectionSpec, Metric};
@@ -14,7 +19,10 @@ pub(crate) enum Slot {
 
 pub(crate) struct Collection {
     pub spec: CollectionSpec,
-    shards: Vec<Mutex<Slot>>,
+    /// `shards[s][r]`: replica `r` of shard `s`.
+    shards: Vec<Vec<Mutex<Slot>>>,
+    /// Where a read starts looking for a free replica (spreads waiting readers).
+    next_reader: AtomicUsize,
 }
 
 /// FNV-1a: stable across builds and platforms, so an object always lands on the same shard.
@@ -28,10 +36,15 @@ pub(crate) fn shard_of(id: &str, shards: u32) -> u32 {
 }
 
 impl Collection {
-    pub fn new(spec: CollectionSpec, slots: Vec<Slot>) -> Self {
+    /// `slots[s]` holds the replicas of shard `s` (at least one each).
+    pub fn new(spec: CollectionSpec, slots: Vec<Vec<Slot>>) -> Self {
         Self {
             spec,
-            shards: slots.into_iter().map(Mutex::new).collect(),
+            shards: slots
+                .into_iter()
+                .map(|r| r.into_iter().map(Mutex::new).collect())
+                .collect(),
+            next_reader: AtomicUsize::new(0),
         }
     }
 
@@ -39,14 +52,44 @@ impl Collection {
         self.shards.len() as u32
     }
 
-    pub fn lock(&self, shard: u32) -> Result<MutexGuard<'_, Slot>> {
-        let m = self
-            .shards
+    fn replicas(&self, shard: u32) -> Result<&[Mutex<Slot>]> {
+        self.shards
             .get(shard as usize)
-            .ok_or_else(|| Error::Engine(format!("no shard {shard}")))?;
+            .map(Vec::as_slice)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::Engine(format!("no shard {shard}")))
+    }
+
+    pub fn replica_count(&self, shard: u32) -> usize {
+        self.replicas(shard).map_or(0, <[_]>::len)
+    }
+
+    /// Replica `replica` of `shard`.
+    pub fn lock(&self, shard: u32, replica: usize) -> Result<MutexGuard<'_, Slot>> {
+        let m = self
+            .replicas(shard)?
+            .get(replica)
+            .ok_or_else(|| Error::Engine(format!("no replica {replica} of shard {shard}")))?;
         // A panic while holding the lock can only come from host code between calls; the slot
         // itself is still consistent (calls are atomic), so keep serving.
         Ok(m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A free replica of `shard` for a read (waiting for one only if all are busy), and its
+    /// number.
+    pub fn lock_any(&self, shard: u32) -> Result<(MutexGuard<'_, Slot>, usize)> {
+        let replicas = self.replicas(shard)?;
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..replicas.len() {
+            let r = (start + i) % replicas.len();
+            match replicas[r].try_lock() {
+                Ok(g) => return Ok((g, r)),
+                Err(TryLockError::Poisoned(p)) => return Ok((p.into_inner(), r)),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let r = start % replicas.len();
+        Ok((self.lock(shard, r)?, r))
     }
 
     /// Whether `a` ranks before `b` for this collection's metric.

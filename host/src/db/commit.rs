@@ -457,21 +457,22 @@ impl Committer {
         Err(error.unwrap_or(Error::Engine(first_error)))
     }
 
-    /// Rebuilds a shard from storage plus the current group's pending changes.
+    /// Rebuilds every replica of a shard from storage plus the current group's pending changes.
     fn recover(&self, collection: &str, shard: u32, pending: &Pending) {
         let Ok(coll) = self.inner.collection(collection) else {
             return;
         };
-        let mut slot = match coll.lock(shard) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        *slot = recover_slot(
-            &self.inner,
-            &coll.spec,
-            shard,
-            pending.by_shard.get(&(collection.to_owned(), shard)),
-        );
+        for r in 0..coll.replica_count(shard) {
+            let Ok(mut slot) = coll.lock(shard, r) else {
+                return;
+            };
+            *slot = recover_slot(
+                &self.inner,
+                &coll.spec,
+                shard,
+                pending.by_shard.get(&(collection.to_owned(), shard)),
+            );
+        }
     }
 
     fn due(&self, collection: &str, changes: u64) -> bool {
@@ -501,7 +502,8 @@ impl Committer {
             let coll = self.inner.collection(name)?;
             let mut objects = 0;
             for s in 0..coll.shard_count() {
-                let mut slot = coll.lock(s)?;
+                // Every replica holds the same state: snapshot the first.
+                let mut slot = coll.lock(s, 0)?;
                 let Slot::Ready(inst) = &mut *slot else {
                     continue;
                 };
@@ -537,9 +539,37 @@ enum Staged {
     Fatal(Error),
 }
 
-/// Applies one shard's part of a batch. The flag says whether the shard must be rebuilt.
+/// Applies one shard's part of a batch to every replica of the shard: the first replica first
+/// (a refusal there leaves all of them as they were), then the others in parallel. The flag
+/// says whether the shard must be rebuilt.
 fn apply_one(coll: &Collection, shard: u32, muts: &[wit::Mutation]) -> ShardOutcome {
-    let mut slot = coll.lock(shard).map_err(|e| (e, false))?;
+    apply_replica(coll, shard, 0, muts)?;
+    let results: Vec<ShardOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..coll.replica_count(shard))
+            .map(|r| scope.spawn(move || apply_replica(coll, shard, r, muts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err((Error::Engine("engine thread panicked".into()), true)))
+            })
+            .collect()
+    });
+    // The first replica took the batch, so a later failure leaves the replicas apart.
+    match results.into_iter().find_map(Result::err) {
+        Some((e, _)) => Err((e, true)),
+        None => Ok(()),
+    }
+}
+
+fn apply_replica(
+    coll: &Collection,
+    shard: u32,
+    replica: usize,
+    muts: &[wit::Mutation],
+) -> ShardOutcome {
+    let mut slot = coll.lock(shard, replica).map_err(|e| (e, false))?;
     let inst = match &mut *slot {
         Slot::Ready(i) => i,
         Slot::Broken(reason) => {

@@ -74,20 +74,35 @@ impl Inner {
             .ok_or_else(|| Error::UnknownCollection(name.to_owned()))
     }
 
-    /// Loads every shard of a collection (in parallel) and registers it.
+    /// Loads every replica of every shard of a collection (in parallel) and registers it.
     fn load_collection(&self, spec: CollectionSpec) -> Result<Vec<LoadReport>> {
         use rayon::prelude::*;
-        let loaded: Vec<(Slot, LoadReport)> = (0..spec.shards)
+        let replicas = self.config.read_replicas.max(1);
+        let loaded: Vec<(Slot, LoadReport)> = (0..spec.shards as usize * replicas)
             .into_par_iter()
-            .map(|s| match recovery::load_shard(&self.runtime, &self.store, &spec, s) {
-                Ok((inst, report)) => (Slot::Ready(Box::new(inst)), report),
-                Err(e) => {
-                    tracing::error!(collection = %spec.name, shard = s, error = %e, "shard failed to load");
-                    (Slot::Broken(e.to_string()), LoadReport::default())
+            .map(|i| {
+                let s = (i / replicas) as u32;
+                match recovery::load_shard(&self.runtime, &self.store, &spec, s) {
+                    Ok((inst, report)) => (Slot::Ready(Box::new(inst)), report),
+                    Err(e) => {
+                        tracing::error!(collection = %spec.name, shard = s, error = %e, "shard failed to load");
+                        (Slot::Broken(e.to_string()), LoadReport::default())
+                    }
                 }
             })
             .collect();
-        let (slots, reports): (Vec<_>, Vec<_>) = loaded.into_iter().unzip();
+        // One report per shard (its first replica's), and the slots grouped by shard.
+        let mut slots: Vec<Vec<Slot>> = Vec::new();
+        let mut reports = Vec::new();
+        for (i, (slot, report)) in loaded.into_iter().enumerate() {
+            if i % replicas == 0 {
+                slots.push(Vec::with_capacity(replicas));
+                reports.push(report);
+            }
+            if let Some(last) = slots.last_mut() {
+                last.push(slot);
+            }
+        }
         let name = spec.name.clone();
         self.collections
             .write()
@@ -236,9 +251,11 @@ impl Database {
         let mut out = Vec::new();
         for c in map.values() {
             for s in 0..c.shard_count() {
-                if let Ok(slot) = c.lock(s) {
-                    if let Slot::Broken(reason) = &*slot {
-                        out.push(format!("{}/{s}: {reason}", c.spec.name));
+                for r in 0..c.replica_count(s) {
+                    if let Ok(slot) = c.lock(s, r) {
+                        if let Slot::Broken(reason) = &*slot {
+                            out.push(format!("{}/{s} (replica {r}): {reason}", c.spec.name));
+                        }
                     }
                 }
             }

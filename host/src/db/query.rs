@@ -38,7 +38,7 @@ fn on_shard<T>(
     deadline: Option<Instant>,
     f: impl FnOnce(&mut ShardInstance, Duration) -> CallResult<T>,
 ) -> Result<T> {
-    let mut slot = coll.lock(shard)?;
+    let (mut slot, replica) = coll.lock_any(shard)?;
     let inst = match &mut *slot {
         Slot::Ready(i) => i,
         Slot::Broken(reason) => {
@@ -59,7 +59,7 @@ fn on_shard<T>(
             tracing::warn!(collection = %coll.spec.name, shard, %reason, "engine trapped; rebuilding shard");
             drop(slot);
             let _gate = inner.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
-            let mut slot = coll.lock(shard)?;
+            let mut slot = coll.lock(shard, replica)?;
             *slot = recover_slot(inner, &coll.spec, shard, None);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::DeadlineExceeded(format!(
