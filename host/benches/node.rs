@@ -169,6 +169,7 @@ async fn quic_round(
 
 fn quic_search(
     rt: &tokio::runtime::Runtime,
+    label: &'static str,
     client: &Client,
     queries: &Arc<Vec<f32>>,
     workers: usize,
@@ -178,7 +179,7 @@ fn quic_search(
     rt.block_on(async {
         quic_round(client, queries, workers, warmup).await?;
         let (tally, secs) = quic_round(client, queries, workers, run_for).await?;
-        Ok(tally.run("QUIC", workers, secs))
+        Ok(tally.run(label, workers, secs))
     })
 }
 
@@ -445,8 +446,9 @@ fn main() -> Result<()> {
         http_listen: loopback,
         ..NodeConfig::default()
     };
-    node_config.database.read_replicas = replicas;
-    let node = node_rt.block_on(Node::start(node_config))?;
+    // One engine instance per shard first (like for like with the embedded import); the node
+    // is restarted with `replicas` for a second round of searches.
+    let node = node_rt.block_on(Node::start(node_config.clone()))?;
     let addr = node.quic_addr().to_string();
     let ca_pem = std::fs::read(node.ca_file().context("the node has a development CA")?)?;
     let token = node
@@ -537,6 +539,25 @@ fn main() -> Result<()> {
         eprintln!("QUIC search, {c} client(s)...");
         runs.push(quic_search(
             remote.runtime(),
+            "QUIC",
+            &client,
+            &queries,
+            c,
+            warmup,
+            run_for,
+        )?);
+    }
+    // The node again, on the same address and directory, with read replicas.
+    node_rt.block_on(node.shutdown())?;
+    node_config.quic_listen = addr.parse()?;
+    node_config.database.read_replicas = replicas;
+    let node = node_rt.block_on(Node::start(node_config))?;
+    remote.runtime().block_on(client.ping())?;
+    for &c in &clients {
+        eprintln!("QUIC search with {replicas} replicas, {c} client(s)...");
+        runs.push(quic_search(
+            remote.runtime(),
+            "QUIC, replicas",
             &client,
             &queries,
             c,
@@ -700,26 +721,37 @@ fn markdown(r: &Report) -> String {
         );
     }
     let quic: Vec<&Run> = r.runs.iter().filter(|x| x.path == "QUIC").collect();
-    if let Some(first) = quic.first() {
-        let mut steps = vec![format!(
-            "{} client(s) {:.0} QPS",
-            first.concurrency, first.qps
-        )];
-        for w in quic.windows(2) {
-            steps.push(format!(
-                "{} clients {:.0} QPS ({:+.0}% over {}, median latency {:.1}x)",
-                w[1].concurrency,
-                w[1].qps,
-                (w[1].qps / w[0].qps - 1.0) * 100.0,
-                w[0].concurrency,
-                w[1].p50_ms / w[0].p50_ms
-            ));
+    if !quic.is_empty() {
+        for (label, what) in [
+            ("QUIC", "one engine instance per shard".to_owned()),
+            (
+                "QUIC, replicas",
+                format!("{} replicas per shard", r.replicas),
+            ),
+        ] {
+            let runs: Vec<&Run> = r.runs.iter().filter(|x| x.path == label).collect();
+            let Some(first) = runs.first() else { continue };
+            let mut steps = vec![format!(
+                "{} client(s) {:.0} QPS",
+                first.concurrency, first.qps
+            )];
+            for w in runs.windows(2) {
+                steps.push(format!(
+                    "{} clients {:.0} QPS ({:+.0}% over {}, median latency {:.1}x)",
+                    w[1].concurrency,
+                    w[1].qps,
+                    (w[1].qps / w[0].qps - 1.0) * 100.0,
+                    w[0].concurrency,
+                    w[1].p50_ms / w[0].p50_ms
+                ));
+            }
+            s += &format!(
+                "\nHow QUIC throughput grew with clients on this {}-core machine, node with {what} \
+                 (measured): {}.",
+                r.cores,
+                steps.join("; ")
+            );
         }
-        s += &format!(
-            "\nHow QUIC throughput grew with clients on this {}-core machine (measured): {}.",
-            r.cores,
-            steps.join("; ")
-        );
         for (label, what) in [
             ("embedded", "one engine instance per shard".to_owned()),
             (
@@ -743,7 +775,7 @@ fn markdown(r: &Report) -> String {
         s += &format!(
             " The collection has one shard; an engine instance runs one call at a time, so \
              concurrent searches of one shard run in parallel only on its read replicas \
-             (`engine.read_replicas`; the node here ran with {}). Each replica holds a full \
+             (`engine.read_replicas`; the node's second round ran with {}). Each replica holds a full \
              copy of the shard: {:.0} MiB of engine memory for one, {:.0} MiB for {}; reopening \
              the directory with {} replicas took {:.2} s. The client, the node's runtime and \
              the engine share the same cores.\n",

@@ -103,15 +103,28 @@ fn replicas_answer_as_one_instance_does_under_concurrent_reads_and_writes() -> R
         }
         Ok(())
     })?;
-    // A committed write is on every replica: each of many reads (spread over the replicas)
-    // sees a new nearest object at once.
+    // A committed write is on every replica: reads from several threads at once (so busy
+    // replicas send them to the others) all see a new nearest object at once.
     let mut b = Batch::new();
     b.upsert("c", "new", json!({"odd": true}), Some(vec![9.0; 4]));
     three.write(b)?;
-    for _ in 0..30 {
-        let hits = three.search("c", &[9.0; 4], &SearchOptions::k(1))?;
-        assert_eq!(hits[0].id, "new");
-    }
+    std::thread::scope(|s| -> Result<()> {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    for _ in 0..50 {
+                        let hits = three.search("c", &[9.0; 4], &SearchOptions::k(1))?;
+                        assert_eq!(hits[0].id, "new");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        }
+        Ok(())
+    })?;
     let mut b = Batch::new();
     b.delete("c", "new");
     three.write(b)?;

@@ -75,20 +75,19 @@ impl Collection {
         Ok(m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// A free replica of `shard` for a read (waiting for one only if all are busy), and its
-    /// number.
+    /// A free replica of `shard` for a read, and its number: the first free one, so a lightly
+    /// loaded shard keeps using the same instance (its memory stays in cache); only when all
+    /// are busy does a read wait, on one chosen in turn.
     pub fn lock_any(&self, shard: u32) -> Result<(MutexGuard<'_, Slot>, usize)> {
         let replicas = self.replicas(shard)?;
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..replicas.len() {
-            let r = (start + i) % replicas.len();
-            match replicas[r].try_lock() {
+        for (r, m) in replicas.iter().enumerate() {
+            match m.try_lock() {
                 Ok(g) => return Ok((g, r)),
                 Err(TryLockError::Poisoned(p)) => return Ok((p.into_inner(), r)),
                 Err(TryLockError::WouldBlock) => {}
             }
         }
-        let r = start % replicas.len();
+        let r = self.next_reader.fetch_add(1, Ordering::Relaxed) % replicas.len();
         Ok((self.lock(shard, r)?, r))
     }
 

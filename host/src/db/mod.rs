@@ -330,3 +330,58 @@ impl Drop for Database {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::wit;
+
+    /// Each replica, asked directly, holds every committed write.
+    #[test]
+    fn every_replica_holds_every_committed_write() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let config = DatabaseConfig {
+            read_replicas: 3,
+            ..DatabaseConfig::default()
+        };
+        let db = Database::open(dir.path(), config)?;
+        let mut spec = CollectionSpec::new("c", 2);
+        spec.metric = crate::model::Metric::Euclidean;
+        db.create_collection(spec)?;
+        let mut b = Batch::new();
+        for i in 0..20 {
+            b.upsert(
+                "c",
+                &format!("o{i}"),
+                serde_json::json!({}),
+                Some(vec![i as f32, 0.0]),
+            );
+        }
+        db.write(b)?;
+        let mut b = Batch::new();
+        b.delete("c", "o7");
+        db.write(b)?;
+        let coll = db.inner.collection("c")?;
+        assert_eq!(coll.replica_count(0), 3);
+        let req = wit::SearchRequest {
+            vectors: vec![7.2, 0.0],
+            count: 1,
+            k: 2,
+            ef: 0,
+            filter: None,
+        };
+        for r in 0..3 {
+            let mut slot = coll.lock(0, r)?;
+            let Slot::Ready(inst) = &mut *slot else {
+                panic!("replica {r} is not ready");
+            };
+            let timeout = inst.query_timeout();
+            let hits = inst
+                .search(&req, timeout)
+                .map_err(|e| Error::Engine(e.message()))?;
+            let ids: Vec<&str> = hits[0].iter().map(|h| h.id.as_str()).collect();
+            assert_eq!(ids, ["o8", "o6"], "replica {r}");
+        }
+        db.close()
+    }
+}
