@@ -372,16 +372,7 @@ fn main() -> Result<()> {
         "wasm_over_native_qps": wasm_native,
         "cold_start_over_build": ratio(ours.and_then(|s| s.cold_start_s), ours.map(|s| s.build_s)),
     });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|x| x.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (cpu, cores) = common::machine();
     let report = json!({
         "date": date,
         "machine": {"cpu": cpu, "cores": cores, "loadavg_at_start": load.trim()},

@@ -14,6 +14,22 @@ pub fn has(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
+/// The processor's model name and how many cores this process may use.
+#[allow(dead_code)]
+pub fn machine() -> (String, usize) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|x| x.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    (cpu, cores)
+}
+
 /// Resident set size of this process, MiB.
 pub fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/statm")
