@@ -152,7 +152,7 @@ impl Node {
         let (files, ca_file) = match &config.tls {
             Some(f) => (f.clone(), None),
             None => (
-                tls::ensure_dev_certificate(&dir, &[])?,
+                tls::ensure_dev_certificate(&dir, &dev_names(&config))?,
                 Some(tls::dev_ca_path(&dir)),
             ),
         };
@@ -276,6 +276,17 @@ impl Node {
         })
         .await
         .map_err(|e| ServeError::io("closing the database", std::io::Error::other(e)))?
+    }
+}
+
+/// Names a development certificate covers besides localhost: the QUIC address the node
+/// listens on, when it is a specific one (a wildcard address names no host).
+fn dev_names(config: &NodeConfig) -> Vec<String> {
+    let ip = config.quic_listen.ip();
+    if ip.is_unspecified() || ip.is_loopback() {
+        Vec::new()
+    } else {
+        vec![ip.to_string()]
     }
 }
 
