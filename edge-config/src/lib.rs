@@ -14,6 +14,8 @@
 //! [storage]
 //! snapshot_every_ops = 50000  # write index snapshots after this many logged mutations
 //! group_commit_max = 64       # most write batches folded into one durable commit
+//! commit_queue = 1024         # write batches that may wait for the committer; beyond it a
+//!                             # node answers `overloaded` (an embedded write waits)
 //!
 //! [node]                      # `vektagraf serve` (all optional; these are the defaults)
 //! data_dir = "vektagraf-data"
@@ -81,6 +83,8 @@ pub struct DatabaseConfig {
     pub read_replicas: usize,
     pub snapshot_every_ops: u64,
     pub group_commit_max: usize,
+    /// Write batches that may wait for the committer.
+    pub commit_queue: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -94,6 +98,7 @@ impl Default for DatabaseConfig {
             read_replicas: 1,
             snapshot_every_ops: 50_000,
             group_commit_max: 64,
+            commit_queue: 1024,
         }
     }
 }

@@ -61,6 +61,7 @@ struct RawEngine {
 struct RawStorage {
     snapshot_every_ops: Option<u64>,
     group_commit_max: Option<usize>,
+    commit_queue: Option<usize>,
 }
 
 fn invalid(file: &str, key: &str, reason: &str) -> ConfigError {
@@ -244,6 +245,15 @@ impl RawConfig {
         }
         if let Some(n) = self.storage.snapshot_every_ops {
             c.snapshot_every_ops = n;
+        }
+        if let Some(n) = self.storage.commit_queue {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(invalid(
+                    "storage.commit_queue",
+                    "must be between 1 and 1000000",
+                ));
+            }
+            c.commit_queue = n;
         }
         if let Some(n) = self.storage.group_commit_max {
             if n == 0 {

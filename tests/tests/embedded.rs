@@ -267,3 +267,53 @@ fn hora_collections_answer_and_rebuild_from_storage_on_open() -> Result<()> {
     assert_eq!(db.search("h", &q, &SearchOptions::k(5))?, first);
     Ok(())
 }
+
+#[test]
+fn a_full_commit_queue_refuses_server_writes_at_once_and_writes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = DatabaseConfig {
+        commit_queue: 1,
+        ..DatabaseConfig::default()
+    };
+    let db = Database::open(dir.path(), config)?;
+    let mut spec = CollectionSpec::new("c", 64);
+    spec.metric = Metric::Euclidean;
+    db.create_collection(spec)?;
+    // A batch large enough to keep the committer busy for a while (HNSW inserts), then a
+    // small one that waits in the one-slot queue: a third finds the queue full.
+    let mut big = Batch::new();
+    for i in 0..60_000u32 {
+        let v: Vec<f32> = (0..64u32).map(|d| ((i * 31 + d * 7) % 97) as f32).collect();
+        big.upsert("c", &format!("b{i}"), json!({}), Some(v));
+    }
+    let small = |id: &str| {
+        let mut b = Batch::new();
+        b.upsert("c", id, json!({}), Some(vec![1.0; 64]));
+        b
+    };
+    std::thread::scope(|s| -> Result<()> {
+        let first = s.spawn(|| db.write(big));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let second = s.spawn(|| db.write(small("queued")));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let e = db
+            .write_before(small("refused"), None)
+            .expect_err("queue full");
+        assert!(matches!(e, Error::Overloaded(1)), "{e}");
+        assert!(e.to_string().contains("the node is busy"), "{e}");
+        first
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        second
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        Ok(())
+    })?;
+    assert!(db.get("c", "queued")?.is_some());
+    assert!(
+        db.get("c", "refused")?.is_none(),
+        "a refused write wrote nothing"
+    );
+    db.close()?;
+    Ok(())
+}

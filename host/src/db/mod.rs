@@ -28,10 +28,6 @@ use commit::{Committer, Job};
 pub use query::Bounded;
 pub use recovery::LoadReport;
 
-/// Write batches that may wait for the committer; beyond this `write` blocks and
-/// `write_before` answers [`Error::Overloaded`].
-const COMMIT_QUEUE: usize = 1024;
-
 /// State shared by the API and the committer.
 pub(crate) struct Inner {
     store: Arc<Store>,
@@ -147,7 +143,8 @@ impl Database {
             reports.push((name, r));
         }
         let committer = Committer::new(inner.clone(), commit::dirty_after_open(&reports))?;
-        let (tx, rx) = sync_channel(COMMIT_QUEUE);
+        // Beyond `commit_queue` waiting batches, `write` blocks and `write_before` refuses.
+        let (tx, rx) = sync_channel(inner.config.commit_queue);
         let handle = std::thread::Builder::new()
             .name("vektagraf-commit".into())
             .spawn(move || committer.run(rx))
@@ -179,7 +176,9 @@ impl Database {
         let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
         match jobs.try_send(make(tx)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(Error::Overloaded(COMMIT_QUEUE)),
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::Overloaded(self.inner.config.commit_queue))
+            }
             Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
         }
         rx.recv().map_err(|_| Error::Closed)?
