@@ -316,12 +316,8 @@ fn main() -> Result<()> {
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     };
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let date = common::utc_now();
+    let load = common::loadavg();
     // `--only native,wasm1,wasm2,hora,anchors` runs a subset (for working on one of them).
     let only = arg("--only");
     let run = |what: &str| {

@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -394,12 +393,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let date = common::utc_now();
+    let load = common::loadavg();
     let (cpu, cores) = common::machine();
 
     let files = ImportFiles {
@@ -574,7 +569,7 @@ fn main() -> Result<()> {
     node_rt.block_on(node.shutdown())?;
     db.close()?;
     let wall = total.elapsed().as_secs_f64();
-    let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_end = common::loadavg();
 
     let md = markdown(&Report {
         date,

@@ -298,7 +298,7 @@ fn main() -> Result<()> {
     let n: usize = arg("--n").map_or(Ok(1_000_000), |s| s.parse())?;
     let shard_counts = list("--shards", "1,2,4")?;
     let efs = list("--efs", "32,64,128")?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = common::loadavg();
     eprintln!("generating {n} x {DIM} clustered vectors and {QUERIES} queries...");
     let m = model();
     let base = clustered(n, 1, &m);
@@ -309,11 +309,7 @@ fn main() -> Result<()> {
     for &s in &shard_counts {
         configs.push(run_shards(s, &base, &queries, &gt, &efs)?);
     }
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let date = common::utc_now();
     let report = json!({
         "date": date,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -14,6 +14,22 @@ pub fn has(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
+/// The date and time now, UTC, to the minute.
+#[allow(dead_code)]
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The machine's load averages as `/proc/loadavg` gives them (empty where there is none).
+#[allow(dead_code)]
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+}
+
 /// The processor's model name and how many cores this process may use.
 #[allow(dead_code)]
 pub fn machine() -> (String, usize) {

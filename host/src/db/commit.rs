@@ -613,10 +613,7 @@ pub(super) fn recover_slot(
             Ok(inst)
         },
     );
-    inner
-        .counters
-        .shard_rebuilds
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner.counters.rebuild();
     match loaded {
         Ok(inst) => {
             tracing::info!(collection = %spec.name, shard, "shard rebuilt from storage");

@@ -51,6 +51,10 @@ impl Counters {
     pub fn trap(&self) {
         self.engine_traps.fetch_add(1, Ordering::Relaxed);
     }
+
+    pub fn rebuild(&self) {
+        self.shard_rebuilds.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How often engine instances failed and were rebuilt since the database was opened.
