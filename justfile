@@ -38,6 +38,13 @@ bench-scale:
 bench-node:
     cargo bench -p vektagraf --bench node
 
+# The HTTP API (Qdrant's REST dialect) on loopback: the dataset uploaded through qdrant-client
+# (Python, target/py/venv, made when missing), then the same searches embedded, over QUIC and
+# over REST with 1 and 8 clients (a few minutes after the build); writes the "HTTP API (Qdrant
+# dialect)" section of docs/BENCHMARKS.md.
+bench-http:
+    cargo bench -p vektagraf --bench http
+
 # Every decoder of outside bytes (frames, vector files, records, snapshots) against many
 # arbitrary and mutated inputs; CI runs the same property tests with the default 256 cases.
 fuzz cases="20000":
@@ -45,3 +52,7 @@ fuzz cases="20000":
     PROPTEST_CASES={{cases}} cargo test --release -p vektagraf --lib -- cli::vectors store::records
     cd guest && PROPTEST_CASES={{cases}} cargo test --release -p vektagraf-engine-core -- codec::
     cd guest && PROPTEST_CASES={{cases}} cargo test --release -p vektagraf-engine-core --test snapshot_fuzz
+
+# Regenerate docs/openapi.json from the HTTP handlers (a test checks it is current).
+openapi:
+    cargo run -q -p vektagraf -- openapi > docs/openapi.json

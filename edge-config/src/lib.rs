@@ -27,6 +27,7 @@
 //! max_frame_bytes = 268435456       # largest request or response frame
 //! max_batch_writes = 100000         # writes in one batch
 //! max_query_rows = 100000           # query rows in one search
+//! max_http_requests = 512           # HTTP API requests served at once; beyond it: 429
 //! default_timeout_ms = 30000        # a request's deadline when it names none
 //! max_timeout_ms = 600000           # the longest deadline a request may ask for
 //! read_timeout_ms = 10000           # a request frame must arrive within this
@@ -113,6 +114,8 @@ pub struct NodeLimits {
     pub max_frame_bytes: u64,
     pub max_batch_writes: u64,
     pub max_query_rows: u64,
+    /// HTTP API requests served at once; more are answered 429 with `Retry-After`.
+    pub max_http_requests: u64,
     pub default_timeout: Duration,
     pub max_timeout: Duration,
     /// A client must deliver its whole request frame within this (slow clients are cut off).
@@ -157,6 +160,7 @@ impl Default for NodeConfig {
                 max_frame_bytes: 256 << 20,
                 max_batch_writes: 100_000,
                 max_query_rows: 100_000,
+                max_http_requests: 512,
                 default_timeout: Duration::from_secs(30),
                 max_timeout: Duration::from_secs(600),
                 read_timeout: Duration::from_secs(10),

@@ -31,6 +31,7 @@ struct RawNode {
     max_frame_bytes: Option<u64>,
     max_batch_writes: Option<u64>,
     max_query_rows: Option<u64>,
+    max_http_requests: Option<u64>,
     default_timeout_ms: Option<u64>,
     max_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
@@ -107,7 +108,7 @@ impl RawConfig {
             }
         }
         let l = &mut c.limits;
-        let counts: [(&str, Option<u64>, &mut u64, u64, u64); 5] = [
+        let counts: [(&str, Option<u64>, &mut u64, u64, u64); 6] = [
             (
                 "node.max_connections",
                 n.max_connections,
@@ -140,6 +141,13 @@ impl RawConfig {
                 "node.max_query_rows",
                 n.max_query_rows,
                 &mut l.max_query_rows,
+                1,
+                1_000_000,
+            ),
+            (
+                "node.max_http_requests",
+                n.max_http_requests,
+                &mut l.max_http_requests,
                 1,
                 1_000_000,
             ),

@@ -145,6 +145,7 @@ fn native(data: &Data, efs: &[u32]) -> Result<System> {
                 k: K,
                 ef: ef as usize,
                 filter: None,
+                ..Default::default()
             };
             let hits = shard.search(&req).map_err(engine_err)?;
             Ok(hits[0].iter().filter_map(|h| h.id.parse().ok()).collect())
@@ -211,6 +212,7 @@ fn wasm(data: &Data, efs: &[u32], shards: u32, index: IndexKind) -> Result<Syste
             k: K,
             ef: Some(ef),
             filter: None,
+            ..Default::default()
         };
         sys.runs.push(timed(data, ef, |q| {
             let hits = db.search("bench", q, &opts)?;

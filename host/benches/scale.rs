@@ -186,6 +186,7 @@ fn run_shards(
             k: K,
             ef: Some(ef),
             filter: None,
+            ..Default::default()
         };
         let next = AtomicUsize::new(0);
         let nq = queries.len() / DIM;

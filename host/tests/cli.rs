@@ -162,3 +162,30 @@ fn the_demo_runs_and_reports_its_queries() -> Result<()> {
     assert!(queries[3]["rows"].as_array().is_some_and(|r| r.len() == 5));
     Ok(())
 }
+
+#[test]
+fn collection_drop_removes_it_and_a_second_drop_finds_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("db");
+    assert!(
+        vektagraf(&data, &["collection", "create", "c", "--dim", "4"])?
+            .status
+            .success()
+    );
+    let out = vektagraf(&data, &["--json", "collection", "drop", "c"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v, serde_json::json!({"dropped": true, "collection": "c"}));
+    let out = vektagraf(&data, &["collection", "drop", "c"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no collection `c`"
+    );
+    let out = vektagraf(&data, &["--json", "collection", "list"])?;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout)?,
+        serde_json::json!([])
+    );
+    Ok(())
+}

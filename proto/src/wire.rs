@@ -92,17 +92,19 @@ wire_struct!(NewToken {
 
 /// `k` travels as a `u32`.
 impl Wire for SearchOptions {
-    const MIN_SIZE: usize = 4 + 1 + 1;
+    const MIN_SIZE: usize = 4 + 1 + 1 + 1;
     fn put(&self, out: &mut Vec<u8>) {
         u32::try_from(self.k).unwrap_or(u32::MAX).put(out);
         self.ef.put(out);
         self.filter.put(out);
+        self.exact.put(out);
     }
     fn get(r: &mut Reader<'_>, _field: &'static str) -> Result<Self, DecodeError> {
         Ok(SearchOptions {
             k: r.u32("k")? as usize,
             ef: Wire::get(r, "ef")?,
             filter: Wire::get(r, "filter")?,
+            exact: r.bool("exact")?,
         })
     }
 }

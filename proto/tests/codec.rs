@@ -88,8 +88,14 @@ fn search_options() -> impl Strategy<Value = SearchOptions> {
         0..10_000usize,
         prop::option::of(any::<u32>()),
         prop::option::of(json_value()),
+        any::<bool>(),
     )
-        .prop_map(|(k, ef, filter)| SearchOptions { k, ef, filter })
+        .prop_map(|(k, ef, filter, exact)| SearchOptions {
+            k,
+            ef,
+            filter,
+            exact,
+        })
 }
 
 fn traverse_options() -> impl Strategy<Value = TraverseOptions> {
@@ -352,4 +358,25 @@ fn frame_header_checks() {
         Err(FrameError::UnsupportedVersion(7))
     );
     assert_eq!(parse_header([3, 0, 0, 0, 1], 100), Ok(2));
+}
+
+/// The tokenless search of docs/protocol.md ("Search: 109 bytes"), byte for byte.
+#[test]
+fn the_documented_search_frame() {
+    let req = Request {
+        timeout_ms: 0,
+        token: String::new(),
+        op: Op::Search {
+            collection: "docs".into(),
+            options: SearchOptions::k(2),
+            vectors: vec![1.0, 0.0, 0.5],
+        },
+    };
+    let hex: Vec<String> = req.encode().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex.join(" "),
+        "29 00 00 00 01 00 00 00 00 00 00 00 00 06 04 00 \
+         00 00 64 6f 63 73 02 00 00 00 00 00 00 03 00 00 \
+         00 00 00 80 3f 00 00 00 00 00 00 00 3f"
+    );
 }

@@ -109,6 +109,7 @@ fn bad_input_is_refused_by_name_and_writes_nothing() -> Result<()> {
         k: 1,
         ef: None,
         filter: Some(json!({"n": {"$gtt": 1}})),
+        ..Default::default()
     };
     assert!(
         err_text(db.search("c", &[1.0, 0.0, 0.0], &f)).contains("unknown operator `$gtt` on `n`")
@@ -208,6 +209,7 @@ fn traversal_filters_and_hybrid_answer_from_stored_edges() -> Result<()> {
         k: 2,
         ef: None,
         filter: Some(json!({"n": {"$ne": 1}})),
+        ..Default::default()
     };
     let ids: Vec<String> = db
         .search("c", &[1.0, 0.0, 0.0], &f)?
@@ -315,5 +317,85 @@ fn a_full_commit_queue_refuses_server_writes_at_once_and_writes_nothing() -> Res
         "a refused write wrote nothing"
     );
     db.close()?;
+    Ok(())
+}
+
+#[test]
+fn filters_merge_shards_in_id_order_and_exact_search_is_exact() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path(), DatabaseConfig::default())?;
+    let mut s = spec("s", Metric::Euclidean);
+    s.shards = 4;
+    db.create_collection(s)?;
+    let mut ids: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    ids.extend(["007", "a", "b10", "b9"].map(String::from));
+    let mut b = Batch::new();
+    for (i, id) in ids.iter().enumerate() {
+        let x = i as f32;
+        let tags = if i % 3 == 0 {
+            json!(["x", "y"])
+        } else {
+            json!([])
+        };
+        b.upsert(
+            "s",
+            id,
+            json!({"tags": tags, "at": format!("2024-01-{:02}", i % 28 + 1)}),
+            Some(vec![x, (x * 0.7).sin(), 1.0]),
+        );
+    }
+    db.write(b)?;
+    // Numbers by value first, then the rest by bytes, across the four shards.
+    let all = db.filter("s", &json!({}), 1000)?;
+    assert_eq!(
+        &all[..12],
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"]
+    );
+    assert_eq!(&all[39..], ["39", "007", "a", "b10", "b9"]);
+    assert_eq!(db.filter("s", &json!({}), 3)?, ["0", "1", "2"]);
+    assert_eq!(
+        db.filter("s", &json!({"tags": "y", "$id": {"$gte": "30"}}), 10)?,
+        ["30", "33", "36", "39", "b10"]
+    );
+    assert_eq!(
+        db.filter(
+            "s",
+            &json!({"at": {"$gte": {"$date": "2024-01-27T00:00:00+00:00"}}}),
+            10
+        )?,
+        ["26", "27"]
+    );
+    assert_eq!(
+        db.filter(
+            "s",
+            &json!({"tags": {"$isEmpty": false}, "$id": {"$lt": "7"}}),
+            10
+        )?,
+        ["0", "3", "6"]
+    );
+    let q = [17.2, 0.3, 1.0];
+    let exact = SearchOptions {
+        k: 5,
+        ef: Some(5),
+        exact: true,
+        ..Default::default()
+    };
+    let hits: Vec<String> = db
+        .search("s", &q, &exact)?
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    let mut want: Vec<(f32, &String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let x = i as f32;
+            let v = [x, (x * 0.7).sin(), 1.0];
+            (v.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum(), id)
+        })
+        .collect();
+    want.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let want: Vec<String> = want.iter().take(5).map(|w| w.1.clone()).collect();
+    assert_eq!(hits, want);
     Ok(())
 }

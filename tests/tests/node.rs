@@ -85,6 +85,7 @@ async fn every_operation_over_quic_matches_the_embedded_answers() -> Result<()> 
         k: 3,
         ef: Some(32),
         filter: Some(json!({"even": true})),
+        ..Default::default()
     };
     let rows = vec![2.2, 0.0, 0.0, 8.9, 0.0, 0.0];
     let remote = client.search("c", rows.clone(), opts.clone()).await?;
@@ -465,6 +466,7 @@ async fn a_request_deadline_stops_the_engine_and_refuses_late_writes() -> Result
         k: 10,
         ef: Some(400),
         filter: None,
+        ..Default::default()
     };
     let started = std::time::Instant::now();
     let e = hurried

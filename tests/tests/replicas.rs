@@ -51,6 +51,7 @@ fn answers(db: &Database) -> Result<Vec<Vec<String>>> {
         k: 5,
         ef: Some(64),
         filter: Some(json!({"odd": true})),
+        ..Default::default()
     };
     (0..40)
         .map(|q| {

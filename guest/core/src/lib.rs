@@ -116,3 +116,67 @@ pub fn validate_vector(config: &CollectionConfig, id: &str, v: &[f32]) -> Result
     }
     Ok(())
 }
+
+/// Id order, in which `filter` answers: ids that are canonical unsigned decimal integers
+/// (digits only, no leading zero unless `0`, at most `u64::MAX`) first, by value; then every
+/// other id by its bytes. Twin of `vektagraf_proto::model::id_order` (the host merges shard
+/// answers with it): change both together, and their tests share their cases.
+pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn number(s: &str) -> Option<u64> {
+        let b = s.as_bytes();
+        let canonical =
+            !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1);
+        if canonical {
+            s.parse().ok()
+        } else {
+            None
+        }
+    }
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.as_bytes().cmp(b.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_order;
+    use std::cmp::Ordering;
+
+    /// In id order; the same list is in `proto/src/model.rs`'s test of its twin.
+    const IN_ORDER: [&str; 16] = [
+        "0",
+        "1",
+        "2",
+        "10",
+        "99",
+        "18446744073709551615",
+        "",
+        "+1",
+        "-1",
+        "00",
+        "01",
+        "18446744073709551616",
+        "1a",
+        "A",
+        "a",
+        "é",
+    ];
+
+    #[test]
+    fn id_order_puts_numbers_first_by_value_then_bytes() {
+        for (i, a) in IN_ORDER.iter().enumerate() {
+            for (j, b) in IN_ORDER.iter().enumerate() {
+                assert_eq!(id_order(a, b), i.cmp(&j), "{a:?} vs {b:?}");
+            }
+        }
+        let mut shuffled = IN_ORDER;
+        shuffled.reverse();
+        shuffled.sort_by(|a, b| id_order(a, b));
+        assert_eq!(shuffled, IN_ORDER);
+        assert_eq!(id_order("7", "7"), Ordering::Equal);
+    }
+}

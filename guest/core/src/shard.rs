@@ -13,7 +13,9 @@ use crate::hnsw::Hnsw;
 use crate::hora_index::HoraIndex;
 use crate::index::{Scored, VectorIndex};
 use crate::traverse::{bfs, EdgeSource, Step, TraverseRequest};
-use crate::{validate_vector, CollectionConfig, EngineError, Hit, IndexKind, Metric, Mutation};
+use crate::{
+    id_order, validate_vector, CollectionConfig, EngineError, Hit, IndexKind, Metric, Mutation,
+};
 
 const MAGIC: &[u8; 8] = b"VKGSHARD";
 const FORMAT: u32 = 1;
@@ -31,6 +33,7 @@ struct Obj {
 }
 
 /// A k-NN query against one shard.
+#[derive(Debug, Clone, Default)]
 pub struct SearchRequest<'a> {
     /// `count` rows of the collection's dimension.
     pub vectors: &'a [f32],
@@ -38,6 +41,8 @@ pub struct SearchRequest<'a> {
     /// 0: the collection's `ef_search`.
     pub ef: usize,
     pub filter: Option<&'a str>,
+    /// Brute force over the full vectors instead of the graph: exact, and slower.
+    pub exact: bool,
 }
 
 /// Counters for `stats`.
@@ -228,9 +233,10 @@ impl Shard {
         Ok(())
     }
 
-    fn props_of_slot(&self, slot: u32) -> Option<&Map<String, Value>> {
+    /// The id and properties of the object owning `slot` (none for a tombstone).
+    fn object_of_slot(&self, slot: u32) -> Option<(&str, &Map<String, Value>)> {
         let id = self.slot_owner.get(slot as usize)?.as_ref()?;
-        Some(&self.objects.get(id)?.props)
+        Some((id, &self.objects.get(id)?.props))
     }
 
     /// k-NN for each query row, best first.
@@ -246,7 +252,10 @@ impl Shard {
         // One pass over the shard per request (not per query row) decides who matches.
         let allowed: Option<Vec<bool>> = filter.as_ref().map(|f| {
             (0..self.index.slots())
-                .map(|s| self.props_of_slot(s).is_some_and(|p| f.matches(p)))
+                .map(|s| {
+                    self.object_of_slot(s)
+                        .is_some_and(|(id, p)| f.matches(id, p))
+                })
                 .collect()
         });
         let matching = match &allowed {
@@ -265,10 +274,10 @@ impl Shard {
             let want = req.k.min(matching);
             let accept = |s: u32| allowed.as_ref().is_none_or(|a| a[s as usize]);
             let mut found: Vec<Scored> = Vec::new();
-            if allowed.is_none() || matching > EXACT_FILTER_MAX {
+            if !req.exact && (allowed.is_none() || matching > EXACT_FILTER_MAX) {
                 found = self.index.search(&q, req.k, ef, &accept);
             }
-            if found.len() < want {
+            if req.exact || found.len() < want {
                 found = self.exact(&q, req.k, &accept);
             }
             out.push(
@@ -305,18 +314,25 @@ impl Shard {
         all
     }
 
-    /// Ids of objects matching `expression`, in id order, at most `limit`.
+    /// Ids of objects matching `expression`, in id order ([`crate::id_order`]), at most
+    /// `limit`: the first `limit` are selected before only they are sorted.
     pub fn filter(&self, expression: &str, limit: usize) -> Result<Vec<String>, EngineError> {
         let f = Filter::parse(expression)?;
-        let mut ids: Vec<String> = self
+        let mut ids: Vec<&String> = self
             .objects
             .iter()
-            .filter(|(_, o)| f.matches(&o.props))
-            .map(|(id, _)| id.clone())
+            .filter(|(id, o)| f.matches(id, &o.props))
+            .map(|(id, _)| id)
             .collect();
-        ids.sort();
-        ids.truncate(limit);
-        Ok(ids)
+        let by = |a: &&String, b: &&String| id_order(a, b);
+        if ids.len() > limit {
+            if limit > 0 {
+                ids.select_nth_unstable_by(limit - 1, by);
+            }
+            ids.truncate(limit);
+        }
+        ids.sort_unstable_by(by);
+        Ok(ids.into_iter().cloned().collect())
     }
 
     pub fn traverse(&self, source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {

@@ -117,9 +117,9 @@ proptest! {
         let matching: Vec<usize> = (0..objs.len()).filter(|&i| f.eval(objs[i].0, objs[i].1)).collect();
         for (i, (s, size, _)) in objs.iter().enumerate() {
             let props = json!({"section": SECTIONS[*s], "size": size});
-            prop_assert_eq!(parsed.matches(props.as_object().expect("object")), f.eval(*s, *size), "object {}", i);
+            prop_assert_eq!(parsed.matches(&format!("o{i}"), props.as_object().expect("object")), f.eval(*s, *size), "object {}", i);
         }
-        let hits = shard.search(&SearchRequest { vectors: &q, k, ef: 0, filter: Some(&text) }).expect("search").remove(0);
+        let hits = shard.search(&SearchRequest { vectors: &q, k, ef: 0, filter: Some(&text), ..Default::default() }).expect("search").remove(0);
         // Small shards always use exact search under a filter, so the answer is exact.
         let mut want: Vec<(f32, usize)> = matching.iter().map(|&i| (l2(&objs[i].2, &q), i)).collect();
         want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -243,6 +243,7 @@ fn updates_and_deletes_are_reflected_and_tombstones_get_compacted() {
             k: 2,
             ef: 32,
             filter: None,
+            ..Default::default()
         })
         .expect("search")
         .remove(0);
@@ -270,7 +271,8 @@ fn updates_and_deletes_are_reflected_and_tombstones_get_compacted() {
             vectors: &q,
             k: 2,
             ef: 32,
-            filter: None
+            filter: None,
+            ..Default::default()
         })
         .expect("search")
         .remove(0),
@@ -312,6 +314,7 @@ fn a_broad_filter_is_applied_inside_the_graph_search() {
                 k: 10,
                 ef: 64,
                 filter: Some(r#"{"even": true}"#),
+                ..Default::default()
             })
             .expect("search")
             .remove(0);
@@ -357,6 +360,7 @@ fn hora_with_cosine_finds_the_nearest_vectors() {
                 k: 1,
                 ef: 64,
                 filter: None,
+                ..Default::default()
             })
             .expect("search")
             .remove(0);
@@ -367,4 +371,97 @@ fn hora_with_cosine_finds_the_nearest_vectors() {
         Shard::new(cfg, 0).is_err(),
         "hora with dot product is refused"
     );
+}
+
+#[test]
+fn filter_answers_in_id_order_up_to_the_limit() {
+    use vektagraf_engine_core::id_order;
+    let mut shard = Shard::new(config(IndexKind::Hnsw), 0).expect("shard");
+    let mut ids: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    ids.extend(["a", "b", "007", "x1", "10a", "18446744073709551616"].map(String::from));
+    let batch = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            Mutation::Upsert(Object {
+                id: id.clone(),
+                properties: json!({"odd": i % 2 == 1}).to_string(),
+                vector: None,
+            })
+        })
+        .collect();
+    shard.apply(batch).expect("apply");
+    ids.sort_by(|a, b| id_order(a, b));
+    assert_eq!(&ids[..4], ["0", "1", "2", "3"]);
+    assert_eq!(
+        &ids[149..],
+        ["149", "007", "10a", "18446744073709551616", "a", "b", "x1"]
+    );
+    for limit in [0, 1, 5, 149, 150, 156, 1000] {
+        let got = shard.filter("{}", limit).expect("filter");
+        assert_eq!(got, ids[..limit.min(ids.len())], "limit {limit}");
+    }
+    let got = shard
+        .filter(r#"{"$id": {"$gte": "98", "$lt": "a"}}"#, 1000)
+        .expect_err("one operator per $id");
+    assert!(
+        got.to_string().contains("`$id` takes one operator"),
+        "{got}"
+    );
+    let got = shard
+        .filter(
+            r#"{"$and": [{"$id": {"$gte": "98"}}, {"$id": {"$lt": "a"}}], "odd": false}"#,
+            5,
+        )
+        .expect("filter");
+    assert_eq!(got, ["98", "100", "102", "104", "106"]);
+}
+
+#[test]
+fn exact_search_is_brute_force_and_can_filter_by_id() {
+    let mut shard = Shard::new(config(IndexKind::Hnsw), 0).expect("shard");
+    let mut rnd = uniform(11, 1442695040888963407);
+    let rows: Vec<Vec<f32>> = (0..3000).map(|_| (0..8).map(|_| rnd()).collect()).collect();
+    let batch = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Mutation::Upsert(Object {
+                id: i.to_string(),
+                properties: "{}".into(),
+                vector: Some(v.clone()),
+            })
+        })
+        .collect();
+    shard.apply(batch).expect("apply");
+    for _ in 0..10 {
+        let q: Vec<f32> = (0..8).map(|_| rnd()).collect();
+        let mut want: Vec<(f32, usize)> = (0..3000).map(|i| (l2(&rows[i], &q), i)).collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let want: Vec<String> = want.iter().take(20).map(|x| x.1.to_string()).collect();
+        let hits = shard
+            .search(&SearchRequest {
+                vectors: &q,
+                k: 20,
+                ef: 20,
+                exact: true,
+                ..Default::default()
+            })
+            .expect("search")
+            .remove(0);
+        let got: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+        assert_eq!(got, want);
+        let hits = shard
+            .search(&SearchRequest {
+                vectors: &q,
+                k: 3,
+                filter: Some(r#"{"$id": {"$in": ["5", "17", 2999, "nope"]}}"#),
+                ..Default::default()
+            })
+            .expect("search")
+            .remove(0);
+        let mut got: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+        got.sort();
+        assert_eq!(got, ["17", "2999", "5"]);
+    }
 }

@@ -248,6 +248,7 @@ fn exercise(shard: &mut Shard, q: &[f32]) -> Result<(), EngineError> {
                 k,
                 ef: 0,
                 filter,
+                ..Default::default()
             })?;
         }
     }
@@ -271,6 +272,7 @@ fn exercise(shard: &mut Shard, q: &[f32]) -> Result<(), EngineError> {
         k: 5,
         ef: 0,
         filter: None,
+        ..Default::default()
     })?;
     let again = shard.snapshot()?;
     let mut copy = Shard::new(shard.config().clone(), 0)?;
@@ -289,6 +291,7 @@ fn answers(shard: &mut Shard, q: &[f32]) -> Vec<Vec<(String, u32)>> {
             k: 10,
             ef: 64,
             filter: None,
+            ..Default::default()
         })
         .expect("search");
     hits.into_iter()

@@ -141,6 +141,7 @@ impl Guest for Engine {
             k: r.k as usize,
             ef: r.ef as usize,
             filter: r.filter.as_deref(),
+            exact: r.exact,
         };
         let rows = with_shard(|s| s.search(&req))?;
         Ok(rows

@@ -15,6 +15,8 @@ use crate::Database;
 /// The operations the CLI needs (from several threads at once: `search --threads`).
 pub trait Backend: Sync {
     fn create_collection(&self, spec: CollectionSpec) -> Result<bool>;
+    /// Drops a collection; false if there was none. Local only: the protocol has no drop yet.
+    fn drop_collection(&self, name: &str) -> Result<bool>;
     fn collections(&self) -> Result<Vec<CollectionSpec>>;
     fn collection_spec(&self, name: &str) -> Result<CollectionSpec>;
     fn write(&self, batch: Batch) -> Result<Receipt>;
@@ -45,6 +47,9 @@ pub trait Backend: Sync {
 impl Backend for Database {
     fn create_collection(&self, spec: CollectionSpec) -> Result<bool> {
         Ok(Database::create_collection(self, spec)?)
+    }
+    fn drop_collection(&self, name: &str) -> Result<bool> {
+        Ok(Database::drop_collection(self, name)?)
     }
     fn collections(&self) -> Result<Vec<CollectionSpec>> {
         Ok(Database::collections(self))
@@ -161,6 +166,11 @@ impl Remote {
 impl Backend for Remote {
     fn create_collection(&self, spec: CollectionSpec) -> Result<bool> {
         Ok(self.rt.block_on(self.client.create_collection(spec))?)
+    }
+    fn drop_collection(&self, name: &str) -> Result<bool> {
+        anyhow::bail!(
+            "cannot drop collection `{name}` over --remote: the protocol has no drop operation yet; run `vektagraf --data DIR collection drop {name}` on the node's directory while it is stopped"
+        )
     }
     fn collections(&self) -> Result<Vec<CollectionSpec>> {
         Ok(self.rt.block_on(self.client.list_collections())?)

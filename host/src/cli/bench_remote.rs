@@ -113,6 +113,7 @@ pub fn run(mut config: ClientConfig, args: BenchArgs, json_out: bool) -> Result<
             k: args.k,
             ef: args.ef,
             filter: None,
+            ..Default::default()
         };
         let seed_rows = queries.len().min(dim * 16);
         let ids: Arc<Vec<String>> = Arc::new(

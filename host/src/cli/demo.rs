@@ -104,6 +104,7 @@ pub fn run(json_out: bool) -> Result<()> {
             k: 5,
             ef: None,
             filter: Some(filter.clone()),
+            ..Default::default()
         },
     )?;
     record(

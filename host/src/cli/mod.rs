@@ -129,8 +129,10 @@ pub enum Command {
     /// Load the demo's 2,500 Debian packages into collection `packages` (of a node with
     /// --remote, or of --data).
     LoadDemo,
-    /// Run a node: QUIC client protocol and HTTP (health, ready, metrics).
+    /// Run a node: QUIC client protocol and HTTP (Qdrant-compatible API, health, metrics).
     Serve(serve::ServeArgs),
+    /// Print the OpenAPI document of the node's HTTP API (docs/openapi.json is a copy).
+    Openapi,
     /// Create, list or revoke API tokens (on a node with --remote, or in --data).
     #[command(subcommand)]
     Token(TokenCmd),
@@ -175,6 +177,10 @@ pub enum CollectionCmd {
         ef_search: u32,
     },
     List,
+    /// Drop a collection with its objects, edges and snapshots (local directory only).
+    Drop {
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -196,6 +202,9 @@ pub struct SearchArgs {
     /// Filter expression (JSON, docs/query.md).
     #[arg(long)]
     filter: Option<String>,
+    /// Exact search: brute force over every vector instead of the graph (slower).
+    #[arg(long)]
+    exact: bool,
 }
 
 const DEFAULT_DATA: &str = "vektagraf-data";
@@ -205,6 +214,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo => return demo::run(cli.json),
         Command::Serve(args) => return serve::run(cli.data, cli.config, args),
+        Command::Openapi => {
+            println!("{}", crate::server::qdrant::openapi::document());
+            return Ok(());
+        }
         Command::BenchRemote(args) => {
             let config = cli
                 .remote
@@ -267,6 +280,16 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
                     spec.index,
                     spec.shards
                 )
+            });
+        }
+        Command::Collection(CollectionCmd::Drop { name }) => {
+            let dropped = db.drop_collection(&name)?;
+            out.print(&json!({"dropped": dropped, "collection": name}), || {
+                if dropped {
+                    format!("dropped collection `{name}`")
+                } else {
+                    format!("no collection `{name}`")
+                }
             });
         }
         Command::Collection(CollectionCmd::List) => {
@@ -429,7 +452,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             }
             out.print(&json!({"revoked": id}), || format!("revoked token `{id}`"));
         }
-        Command::Demo | Command::Serve(_) | Command::BenchRemote(_) => {
+        Command::Demo | Command::Serve(_) | Command::Openapi | Command::BenchRemote(_) => {
             unreachable!("handled in run")
         }
     }
@@ -462,6 +485,7 @@ fn search(db: &dyn Backend, out: &Out, a: SearchArgs) -> Result<()> {
         k: a.k,
         ef: a.ef,
         filter,
+        exact: a.exact,
     };
     let rows = match (&a.queries, &a.vector) {
         (Some(path), _) => VectorFile::open(path, spec.dimension as usize)?.read_all()?,

@@ -23,6 +23,7 @@ use super::{recovery, Inner};
 pub(crate) enum Job {
     Write(Batch, Option<Instant>, SyncSender<Result<Receipt>>),
     CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
+    DropCollection(String, SyncSender<Result<bool>>),
     Checkpoint(SyncSender<Result<()>>),
 }
 
@@ -103,6 +104,10 @@ impl Committer {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.create_collection(spec));
                 }
+                Job::DropCollection(name, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.drop_collection(&name));
+                }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.checkpoint(false));
@@ -143,6 +148,47 @@ impl Committer {
         txn.set_meta("hlc", hlc)?;
         txn.commit()?;
         self.inner.load_collection(spec)?;
+        Ok(true)
+    }
+
+    /// Drops a collection in one durable transaction with its log entry, then unregisters it
+    /// (its engine instances go when the last read holding them finishes). Later batches,
+    /// also of the same group, resolve the name afresh and fail with `UnknownCollection`.
+    fn drop_collection(&mut self, name: &str) -> Result<bool> {
+        if self.inner.collection(name).is_err() {
+            return Ok(false);
+        }
+        let seq_before = self.next_seq;
+        let stored = (|| -> Result<()> {
+            let mut txn = self.inner.store.begin_write()?;
+            let (seq, hlc) = self.stamp();
+            txn.drop_collection(name)?;
+            txn.append_log(
+                self.origin,
+                seq,
+                &LogEntry {
+                    hlc,
+                    writes: vec![LogWrite::DropCollection {
+                        name: name.to_owned(),
+                    }],
+                },
+            )?;
+            txn.set_meta("hlc", hlc)?;
+            txn.commit()
+        })();
+        if let Err(e) = stored {
+            self.next_seq = seq_before;
+            return Err(e);
+        }
+        let removed = self
+            .inner
+            .collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.dirty.remove(name);
+        self.snapshot_size.remove(name);
+        drop(removed);
         Ok(true)
     }
 
@@ -373,7 +419,7 @@ impl Committer {
                         label,
                         &NodeKey::new(&to.collection, &to.id),
                     )?,
-                    LogWrite::CreateCollection { .. } => {}
+                    LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. } => {}
                 }
             }
             txn.append_log(
@@ -641,4 +687,112 @@ pub(crate) fn dirty_after_open(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::mpsc::{sync_channel, Receiver};
+    use std::sync::{Arc, Mutex, RwLock};
+
+    use edge_config::DatabaseConfig;
+    use serde_json::json;
+
+    use super::{Committer, Job};
+    use crate::db::{Counters, Inner};
+    use crate::error::{Error, Result};
+    use crate::model::{Batch, CollectionSpec, Direction, NodeKey, Receipt};
+    use crate::runtime::{Runtime, DEFAULT_ENGINE};
+    use crate::store::records::LogWrite;
+    use crate::store::Store;
+
+    fn committer(dir: &std::path::Path) -> Result<Committer> {
+        let config = DatabaseConfig::default();
+        let inner = Arc::new(Inner {
+            store: Arc::new(Store::open(dir)?),
+            runtime: Runtime::new(DEFAULT_ENGINE, config.engine.clone())?,
+            config,
+            collections: RwLock::new(HashMap::new()),
+            commit_gate: Mutex::new(()),
+            counters: Counters::default(),
+        });
+        Committer::new(inner, HashMap::new())
+    }
+
+    fn write(b: Batch) -> (Job, Receiver<Result<Receipt>>) {
+        let (tx, rx) = sync_channel(1);
+        (Job::Write(b, None, tx), rx)
+    }
+
+    fn answer<T>(rx: &Receiver<Result<T>>) -> Result<T> {
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// One commit group: a batch before the drop commits (and is then dropped with the
+    /// collection); the drop is logged; batches after it in the same group resolve the name
+    /// afresh and fail with `UnknownCollection`, writing nothing, also to other collections.
+    #[test]
+    fn a_batch_after_a_drop_in_the_same_group_fails_cleanly() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut c = committer(dir.path())?;
+        for name in ["c", "d"] {
+            let (tx, rx) = sync_channel(1);
+            c.process(vec![Job::CreateCollection(
+                CollectionSpec::new(name, 2),
+                tx,
+            )]);
+            assert!(answer(&rx)?);
+        }
+        let mut before = Batch::new();
+        before.upsert("c", "a", json!({}), Some(vec![1.0, 0.0]));
+        let mut after = Batch::new();
+        after
+            .upsert("d", "x", json!({}), Some(vec![1.0, 0.0]))
+            .upsert("c", "b", json!({}), Some(vec![0.0, 1.0]));
+        let mut unlink = Batch::new();
+        unlink.unlink(NodeKey::new("d", "x"), "l", NodeKey::new("c", "a"));
+        let (w0, r0) = write(before);
+        let (drop_tx, drop_rx) = sync_channel(1);
+        let (w1, r1) = write(after);
+        let (w2, r2) = write(unlink);
+        let (again_tx, again_rx) = sync_channel(1);
+        c.process(vec![
+            w0,
+            Job::DropCollection("c".into(), drop_tx),
+            w1,
+            w2,
+            Job::DropCollection("c".into(), again_tx),
+        ]);
+        answer(&r0)?;
+        assert!(answer(&drop_rx)?);
+        assert!(matches!(answer(&r1), Err(Error::UnknownCollection(n)) if n == "c"));
+        assert!(matches!(answer(&r2), Err(Error::UnknownCollection(n)) if n == "c"));
+        assert!(!answer(&again_rx)?, "a second drop finds nothing");
+
+        let store = &c.inner.store;
+        assert!(c.inner.collection("c").is_err());
+        assert_eq!(store.get_object("c", "a")?, None);
+        assert_eq!(store.get_object("c", "b")?, None);
+        assert_eq!(
+            store.get_object("d", "x")?,
+            None,
+            "the refused batch wrote nothing"
+        );
+        let names: Vec<String> = store.collections()?.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["d"]);
+        let log = store.log_after(&Default::default())?;
+        let last = log.last().map(|(_, _, e)| e.writes.clone());
+        assert_eq!(
+            last,
+            Some(vec![LogWrite::DropCollection { name: "c".into() }])
+        );
+        // Sequence numbers stay dense: nothing refused took one.
+        let seqs: Vec<u64> = log.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        assert!(!c.dirty.contains_key("c") && !c.snapshot_size.contains_key("c"));
+        assert!(store
+            .edges(&NodeKey::new("d", "x"), None, Direction::Both)?
+            .is_empty());
+        Ok(())
+    }
 }

@@ -195,6 +195,39 @@ impl Database {
         self.submit(|reply| Job::CreateCollection(spec, reply))
     }
 
+    /// Drops a collection durably: its objects, every edge touching them (also edges from
+    /// objects of other collections), its index snapshots and its metadata
+    /// ([`collection_meta`](Self::collection_meta)), in one transaction with its log entry.
+    /// Returns false (and writes nothing) if there was no such collection. Reads already
+    /// running on it finish; later calls naming it get [`Error::UnknownCollection`], and so
+    /// does a write batch that reaches the committer after the drop.
+    pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        self.submit(|reply| Job::DropCollection(name.to_owned(), reply))
+    }
+
+    /// A collection's metadata: JSON stored beside it by the node's HTTP API (the Qdrant API
+    /// keeps the vector form and payload index schema there). It is **node-local**: written
+    /// straight to storage, not through the committer, and not in the operation log, so
+    /// replication will not carry it. Dropping the collection removes it. `Ok(None)` if none
+    /// was set; [`Error::UnknownCollection`] if the collection does not exist.
+    pub fn collection_meta(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let Some(text) = self.inner.store.collection_meta(name)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Storage(format!("metadata of collection `{name}` is damaged: {e}")))
+    }
+
+    /// Replaces a collection's node-local metadata (see
+    /// [`collection_meta`](Self::collection_meta)) durably; [`Error::UnknownCollection`] if the
+    /// collection does not exist. Checked in the same storage transaction as the write, so it
+    /// never leaves metadata behind a concurrent drop.
+    pub fn set_collection_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(|e| Error::invalid(e.to_string()))?;
+        self.inner.store.put_collection_meta(name, &text)
+    }
+
     pub fn collections(&self) -> Vec<CollectionSpec> {
         let map = self
             .inner
@@ -372,6 +405,7 @@ mod tests {
             k: 2,
             ef: 0,
             filter: None,
+            exact: false,
         };
         for r in 0..3 {
             let mut slot = coll.lock(0, r)?;

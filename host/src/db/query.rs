@@ -11,7 +11,8 @@ use super::commit::recover_slot;
 use super::{Database, Inner};
 use crate::error::{Error, Result};
 use crate::model::{
-    CollectionStats, Direction, Hit, HybridHit, NodeKey, SearchOptions, Step, TraverseOptions,
+    id_order, CollectionStats, Direction, Hit, HybridHit, NodeKey, SearchOptions, Step,
+    TraverseOptions,
 };
 use crate::runtime::{wit, CallError, CallResult, ShardInstance};
 
@@ -147,7 +148,8 @@ impl Database {
         self.until(None).search_batch(collection, vectors, opts)
     }
 
-    /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
+    /// Ids of objects that match `expression` (docs/query.md), in id order
+    /// ([`crate::model::id_order`]), at most `limit`.
     pub fn filter(
         &self,
         collection: &str,
@@ -234,6 +236,7 @@ impl Bounded<'_> {
             k: opts.k as u32,
             ef: opts.ef.unwrap_or(0),
             filter: opts.filter.as_ref().map(Value::to_string),
+            exact: opts.exact,
         };
         let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
             inst.search(&req, t)
@@ -241,7 +244,8 @@ impl Bounded<'_> {
         Ok(to_hits(coll.merge(parts, vectors.len() / dim, opts.k)))
     }
 
-    /// Ids of objects whose properties match `expression` (docs/query.md), in id order.
+    /// Ids of objects that match `expression` (docs/query.md), in id order
+    /// ([`crate::model::id_order`]), at most `limit`.
     pub fn filter(
         &self,
         collection: &str,
@@ -257,7 +261,9 @@ impl Bounded<'_> {
         .into_iter()
         .flatten()
         .collect();
-        ids.sort();
+        // Each shard answered its first `limit` in id order; the first `limit` of all of them
+        // are among those (the engine's order is the same function: see `id_order`).
+        ids.sort_unstable_by(|a, b| id_order(a, b));
         ids.truncate(limit);
         Ok(ids)
     }

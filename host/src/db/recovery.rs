@@ -64,10 +64,23 @@ pub(crate) fn load_shard(
             }
         }
     }
-    match covered {
-        Some(vv) => report.replayed = replay(&mut inst, store, spec, shard, &vv)?,
-        None => report.rebuilt = rebuild(&mut inst, store, spec, shard)?,
+    if let Some(vv) = covered {
+        match replay(&mut inst, store, spec, shard, &vv)? {
+            Some(n) => {
+                report.replayed = n;
+                return Ok((inst, report));
+            }
+            None => {
+                tracing::warn!(
+                    shard = inst.label(),
+                    "index snapshot predates a drop of its collection; rebuilding from storage"
+                );
+                report.restored_snapshot = false;
+                inst = rt.instantiate(spec, shard, store.clone())?;
+            }
+        }
     }
+    report.rebuilt = rebuild(&mut inst, store, spec, shard)?;
     Ok((inst, report))
 }
 
@@ -97,18 +110,22 @@ fn rebuild(
 }
 
 /// Re-applies the current stored state of every object of this shard touched after `covered`.
+/// `None` (nothing applied) if a later entry drops the collection: the snapshot belongs to an
+/// earlier collection of the same name. (A drop deletes the snapshots in its own transaction,
+/// so this is a guard, not the normal path.)
 fn replay(
     inst: &mut ShardInstance,
     store: &Store,
     spec: &CollectionSpec,
     shard: u32,
     covered: &VersionVector,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
     let mut touched = BTreeSet::new();
     for (_, _, entry) in store.log_after(covered)? {
         for w in entry.writes {
             let node = match w {
                 LogWrite::Upsert { node, .. } | LogWrite::Delete { node } => node,
+                LogWrite::DropCollection { name } if name == spec.name => return Ok(None),
                 _ => continue,
             };
             if node.collection == spec.name && shard_of(&node.id, spec.shards) == shard {
@@ -127,5 +144,5 @@ fn replay(
         }
         apply(inst, &batch)?;
     }
-    Ok(ids.len() as u64)
+    Ok(Some(ids.len() as u64))
 }

@@ -1,6 +1,6 @@
 //! The node's HTTP port: `/health` (the process is up), `/ready` (storage open, every engine
-//! shard loaded, not shutting down) and `/metrics` (Prometheus text). The Qdrant-compatible
-//! JSON API will live beside these.
+//! shard loaded, not shutting down) and `/metrics` (Prometheus text), open to all; beside them
+//! the data API in Qdrant's dialect (`qdrant/`), which needs a token.
 
 use std::sync::Arc;
 
@@ -18,7 +18,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(super::qdrant::router(shared))
 }
 
 async fn health() -> impl IntoResponse {

@@ -7,12 +7,14 @@
 //! - `quic.rs`: connections, streams, frames, limits, authorisation.
 //! - `handler.rs`: one request against the database, bounded by its deadline.
 //! - `http.rs`: `/health`, `/ready`, `/metrics`.
+//! - `qdrant/`: the HTTP data API in Qdrant's REST dialect, and our graph extensions.
 //! - `metrics.rs`: the Prometheus registry.
 //! - `tls.rs`: certificates (configured, or a development CA).
 
 mod handler;
 mod http;
 pub mod metrics;
+pub mod qdrant;
 mod quic;
 pub mod tls;
 

@@ -33,6 +33,8 @@ const SNAPSHOTS_UNCHUNKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_snapshot_meta");
 const SNAPSHOT_CHUNKS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("index_snapshot_chunks");
+/// Node-local collection metadata: collection name -> JSON text (not in the operation log).
+const COLLECTION_META: TableDefinition<&str, &str> = TableDefinition::new("collection_meta");
 /// API tokens: token id -> [`StoredToken`] (hash of the secret, never the secret).
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
@@ -144,6 +146,7 @@ impl Store {
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(SNAPSHOT_CHUNKS)?;
             txn.open_table(TOKENS)?;
+            txn.open_table(COLLECTION_META)?;
         }
         txn.commit()?;
         Ok(Store { db, path, node_id })
@@ -363,6 +366,32 @@ impl Store {
         Ok(())
     }
 
+    /// A collection's node-local metadata (JSON text), read in one transaction with the check
+    /// that the collection exists: `Err(UnknownCollection)` if it does not, `Ok(None)` if it
+    /// has none.
+    pub fn collection_meta(&self, collection: &str) -> Result<Option<String>> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
+            return Err(Error::UnknownCollection(collection.to_owned()));
+        }
+        let table = txn.open_table(COLLECTION_META)?;
+        let found = table.get(collection)?.map(|v| v.value().to_owned());
+        Ok(found)
+    }
+
+    /// Replaces a collection's node-local metadata durably. The check that the collection
+    /// exists is made in the same write transaction, so it cannot race with a drop (redb runs
+    /// one write transaction at a time): a drop either comes first (this fails) or removes it.
+    pub fn put_collection_meta(&self, collection: &str, json: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
+            return Err(Error::UnknownCollection(collection.to_owned()));
+        }
+        txn.open_table(COLLECTION_META)?.insert(collection, json)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn begin_write(&self) -> Result<WriteTxn> {
         Ok(WriteTxn {
             txn: self.db.begin_write()?,
@@ -428,6 +457,46 @@ impl WriteTxn {
             .open_table(COLLECTIONS)?
             .insert(spec.name.as_str(), json.as_str())?;
         Ok(())
+    }
+
+    /// Removes a collection and everything keyed by it: its row, its objects, every edge out of
+    /// or into any of its objects (also from objects of other collections, in both edge
+    /// tables), its index snapshots (meta and chunks) and its node-local metadata. Returns
+    /// whether the collection existed.
+    pub fn drop_collection(&mut self, name: &str) -> Result<bool> {
+        let existed = self.txn.open_table(COLLECTIONS)?.remove(name)?.is_some();
+        self.txn.open_table(COLLECTION_META)?.remove(name)?;
+        let prefix = keys::collection_prefix(name);
+        let end = keys::prefix_end(&prefix);
+        let range = prefix.as_slice()..end.as_slice();
+        for table in [OBJECTS, SNAPSHOTS, SNAPSHOT_CHUNKS] {
+            self.txn
+                .open_table(table)?
+                .retain_in(range.clone(), |_, _| false)?;
+        }
+        // Unchunked snapshots of earlier builds are never read; drop them as `put_snapshot` does.
+        self.txn.delete_table(SNAPSHOTS_UNCHUNKED)?;
+        let mut outs = self.txn.open_table(EDGES_OUT)?;
+        let mut ins = self.txn.open_table(EDGES_IN)?;
+        // Edges out of its objects: their reverse entries, wherever the target lives.
+        for row in outs.range(range.clone())? {
+            let (k, _) = row?;
+            if let Some(&[c, id, label, tc, tid]) = keys::parts(k.value()).as_deref() {
+                let reverse = keys::edge(&NodeKey::new(tc, tid), label, &NodeKey::new(c, id));
+                ins.remove(reverse.as_slice())?;
+            }
+        }
+        outs.retain_in(range.clone(), |_, _| false)?;
+        // Edges into its objects that are left come from objects of other collections.
+        for row in ins.range(range.clone())? {
+            let (k, _) = row?;
+            if let Some(&[c, id, label, fc, fid]) = keys::parts(k.value()).as_deref() {
+                let forward = keys::edge(&NodeKey::new(fc, fid), label, &NodeKey::new(c, id));
+                outs.remove(forward.as_slice())?;
+            }
+        }
+        ins.retain_in(range, |_, _| false)?;
+        Ok(existed)
     }
 
     pub fn object_exists(&self, node: &NodeKey) -> Result<bool> {

@@ -56,6 +56,10 @@ pub enum LogWrite {
         label: String,
         to: LogNode,
     },
+    /// Removes the collection with its objects, every edge touching them (also from other
+    /// collections), its index snapshots and its node-local metadata. Appended last: variants
+    /// are encoded by index, so records written before it still decode.
+    DropCollection { name: String },
 }
 
 /// One committed batch: `(origin, seq) -> LogEntry` in the `oplog` table.
@@ -159,6 +163,7 @@ mod tests {
                 label,
                 to
             }),
+            any::<String>().prop_map(|name| LogWrite::DropCollection { name }),
         ]
     }
 
@@ -294,6 +299,45 @@ mod tests {
             decode_all(&damaged(&encode(&o).expect("encode"), &d))?;
             decode_all(&damaged(&encode(&l).expect("encode"), &d))?;
         }
+    }
+
+    /// Variant indexes are the encoding: the older kinds keep theirs, so logs written before
+    /// `DropCollection` existed still decode.
+    #[test]
+    fn log_write_variants_keep_their_indexes() {
+        let node = || LogNode {
+            collection: "c".into(),
+            id: "a".into(),
+        };
+        let index = |w: LogWrite| postcard::to_stdvec(&w).expect("encode")[0];
+        assert_eq!(index(LogWrite::CreateCollection { spec: "{}".into() }), 0);
+        assert_eq!(
+            index(LogWrite::Upsert {
+                node: node(),
+                properties: "{}".into(),
+                vector: None
+            }),
+            1
+        );
+        assert_eq!(index(LogWrite::Delete { node: node() }), 2);
+        assert_eq!(
+            index(LogWrite::Link {
+                from: node(),
+                label: "l".into(),
+                to: node(),
+                properties: "{}".into()
+            }),
+            3
+        );
+        assert_eq!(
+            index(LogWrite::Unlink {
+                from: node(),
+                label: "l".into(),
+                to: node()
+            }),
+            4
+        );
+        assert_eq!(index(LogWrite::DropCollection { name: "c".into() }), 5);
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! Our extensions beside the Qdrant routes, in the same envelope: typed edges (link and unlink
+//! in batches), traversal, hybrid k-NN-then-expand, and collection statistics.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use super::api::{update_result, Api, ApiError, Body, Cx};
+use super::ids;
+use super::points::{short, Form};
+use super::reads::check_read_fields;
+use crate::model::{Batch, Direction, NodeKey, Role, SearchOptions, Step, TraverseOptions};
+
+/// One end of an edge: a point id of this collection, or `{"collection": .., "id": ..}`.
+fn end(name: &str, v: Option<&Value>, what: &str) -> Result<NodeKey, ApiError> {
+    match v {
+        Some(Value::Object(m)) => {
+            let coll = m
+                .get("collection")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad(format!("{what}: `collection` must be a string")))?;
+            Ok(NodeKey::new(
+                coll,
+                ids::to_ours(m.get("id").unwrap_or(&Value::Null))?,
+            ))
+        }
+        Some(id) => Ok(NodeKey::new(name, ids::to_ours(id)?)),
+        None => Err(ApiError::bad(format!("{what} is missing"))),
+    }
+}
+
+fn key_json(k: &NodeKey) -> Value {
+    json!({"collection": k.collection, "id": ids::to_qdrant(&k.id)})
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "collection": s.node.collection,
+        "id": ids::to_qdrant(&s.node.id),
+        "depth": s.depth,
+        "via": s.via.as_ref().map(|(label, from)| json!({"label": label, "from": key_json(from)})),
+    })
+}
+
+#[utoipa::path(put, path = "/collections/{name}/edges", tag = "vektagraf", params(("name" = String, Path)),
+    request_body(content = Object, description = "`{link: [{from, label, to, properties?}], unlink: [{from, label, to}]}`; an end is a point id or {collection, id}"),
+    responses((status = 200, description = "UpdateResult"), (status = 404, description = "an end does not exist")))]
+pub async fn edges(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<Map<String, Value>>,
+) -> Response {
+    api.run("http_edges", &headers, Role::Write, move |cx| {
+        cx.db.collection_spec(&name)?;
+        let mut batch = Batch::new();
+        for (k, v) in &body {
+            let list = v
+                .as_array()
+                .ok_or_else(|| ApiError::bad(format!("`{k}` must be a list of edges")))?;
+            for (i, e) in list.iter().enumerate() {
+                let what = format!("{k}[{i}]");
+                let e = e
+                    .as_object()
+                    .ok_or_else(|| ApiError::bad(format!("{what} is not an object")))?;
+                let label = e
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::bad(format!("{what}: `label` must be a string")))?;
+                let from = end(&name, e.get("from"), &format!("{what}.from"))?;
+                let to = end(&name, e.get("to"), &format!("{what}.to"))?;
+                match k.as_str() {
+                    "link" => {
+                        let props = e.get("properties").cloned().unwrap_or_else(|| json!({}));
+                        batch.link(from, label, to, props);
+                    }
+                    "unlink" => {
+                        batch.unlink(from, label, to);
+                    }
+                    other => {
+                        return Err(ApiError::bad(format!(
+                            "unknown field `{other}` (link, unlink)"
+                        )))
+                    }
+                }
+            }
+        }
+        if batch.len() > cx.max_batch {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} edges is more than this node's limit of {}",
+                    batch.len(),
+                    cx.max_batch
+                ),
+            ));
+        }
+        let seq = if batch.is_empty() {
+            0
+        } else {
+            cx.db.write_before(batch, Some(cx.deadline))?.seq
+        };
+        Ok(update_result(seq))
+    })
+    .await
+}
+
+/// `{label, direction, depth, limit}` of a traversal (all optional).
+fn traverse_options(v: Option<&Value>) -> Result<TraverseOptions, ApiError> {
+    let mut opts = TraverseOptions::default();
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(opts);
+    };
+    let m = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("traversal options must be an object"))?;
+    for (k, v) in m {
+        let n = || {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ApiError::bad(format!("`{k}`: `{v}` is not a non-negative integer")))
+        };
+        match k.as_str() {
+            "label" => opts.label = v.as_str().map(str::to_owned),
+            "direction" => {
+                opts.direction = match v.as_str() {
+                    Some("out") => Direction::Out,
+                    Some("in") => Direction::In,
+                    Some("both") => Direction::Both,
+                    _ => {
+                        return Err(ApiError::bad(format!(
+                            "`direction`: `{}` is not out, in or both",
+                            short(v)
+                        )))
+                    }
+                }
+            }
+            "depth" => opts.depth = n()?,
+            "limit" => opts.limit = n()?,
+            other => {
+                return Err(ApiError::bad(format!(
+                    "unknown field `{other}` (label, direction, depth, limit)"
+                )))
+            }
+        }
+    }
+    Ok(opts)
+}
+
+#[utoipa::path(post, path = "/collections/{name}/points/{id}/traverse", tag = "vektagraf", params(("name" = String, Path), ("id" = String, Path)),
+    request_body(content = Object, description = "`{label?, direction: out|in|both, depth, limit}`"),
+    responses((status = 200, description = "`{steps: [{collection, id, depth, via}]}`"), (status = 404, description = "no such point")))]
+pub async fn traverse(
+    State(api): State<Arc<Api>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body<Value>,
+) -> Response {
+    api.run("http_traverse", &headers, Role::Read, move |cx| {
+        let given = id
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(id));
+        let start = NodeKey::new(name, ids::to_ours(&given)?);
+        let steps = cx.reads.traverse(&start, &traverse_options(Some(&body))?)?;
+        Ok(json!({"steps": steps.iter().map(step_json).collect::<Vec<_>>()}))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/collections/{name}/points/hybrid", tag = "vektagraf", params(("name" = String, Path)),
+    request_body(content = Object, description = "`{query: vector, limit, filter (engine language or Qdrant), params {hnsw_ef}, expand: {label, direction, depth, limit}}`"),
+    responses((status = 200, description = "`{points: [{id, score, neighbours: [step]}]}`")))]
+pub async fn hybrid(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<Map<String, Value>>,
+) -> Response {
+    api.run("http_hybrid", &headers, Role::Read, move |cx| {
+        hybrid_run(cx, &name, &body)
+    })
+    .await
+}
+
+fn hybrid_run(cx: &Cx<'_>, name: &str, body: &Map<String, Value>) -> Result<Value, ApiError> {
+    check_read_fields(
+        body,
+        &["query", "limit", "filter", "params", "expand"],
+        "the hybrid query",
+    )?;
+    let form = Form::load(cx, name)?;
+    let vector = form.vector_in(body.get("query").unwrap_or(&Value::Null), "query")?;
+    let k = super::reads::limit_of(body.get("limit"), 10, cx.max_rows)?.max(1);
+    let ef = body
+        .get("params")
+        .and_then(|p| p.get("hnsw_ef"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok());
+    let opts = SearchOptions {
+        k,
+        ef,
+        filter: super::filter::translate(body.get("filter"))?,
+        ..SearchOptions::default()
+    };
+    let hits = cx
+        .reads
+        .hybrid(name, &vector, &opts, &traverse_options(body.get("expand"))?)?;
+    Ok(json!({"points": hits.iter().map(|h| json!({
+        "id": ids::to_qdrant(&h.hit.id),
+        "score": h.hit.score,
+        "neighbours": h.neighbours.iter().map(step_json).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>()}))
+}
+
+#[utoipa::path(get, path = "/collections/{name}/stats", tag = "vektagraf", params(("name" = String, Path)),
+    responses((status = 200, description = "objects, vectors, deleted slots, engine memory, snapshot position, parameters")))]
+pub async fn stats(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    api.run("http_stats", &headers, Role::Read, move |cx| {
+        let s = cx.reads.stats(&name)?;
+        serde_json::to_value(&s)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+}
