@@ -55,7 +55,8 @@ pub fn rss_mib() -> f64 {
 }
 
 /// The markers around a section of docs/BENCHMARKS.md that one benchmark owns (`scale`: `just
-/// bench-scale`, `node`: `just bench-node`); `just bench` writes the rest and keeps these.
+/// bench-scale`, `node`: `just bench-node`, `http`: `just bench-http`); `just bench` writes the
+/// rest and keeps these.
 pub fn markers(name: &str) -> (String, String) {
     (
         format!("<!-- {name}:begin -->"),
@@ -65,7 +66,7 @@ pub fn markers(name: &str) -> (String, String) {
 
 /// The sections other benchmarks own, in the order they appear in the file.
 #[allow(dead_code)]
-pub const SECTIONS: [&str; 2] = ["scale", "node"];
+pub const SECTIONS: [&str; 3] = ["scale", "node", "http"];
 
 /// Byte range of section `name` (markers included) in `text`, if it has one.
 pub fn section(text: &str, name: &str) -> Option<std::ops::Range<usize>> {

@@ -78,7 +78,7 @@ fn print_banner(node: &Node, cfg: &NodeConfig) {
         absolute(&cfg.data_dir).display()
     );
     println!("  QUIC  quic://{quic}   (ALPN vektagraf/1)");
-    println!("  HTTP  http://{http}   (/health /ready /metrics)");
+    println!("  HTTP  http://{http}   (Qdrant-compatible API; /health /ready /metrics)");
     let token_line = match node.new_admin_token() {
         Some((token, path)) => {
             println!(

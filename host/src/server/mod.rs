@@ -198,6 +198,12 @@ impl Node {
         let http_task = {
             let stop = shared.stopping.clone();
             let app = http::router(shared.clone());
+            // Answers go out as soon as they are written (no Nagle delay on small replies).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             tokio::spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
