@@ -131,7 +131,16 @@ impl Metrics {
                 operation: operation.to_owned(),
             })
             .observe(secs);
-        if matches!(operation, "search" | "hybrid") {
+        if matches!(
+            operation,
+            "search"
+                | "hybrid"
+                | "http_query"
+                | "http_query_batch"
+                | "http_search"
+                | "http_search_batch"
+                | "http_hybrid"
+        ) {
             self.vector_search_duration.observe(secs);
         }
         if let Some(kind) = error {
