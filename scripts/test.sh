@@ -27,4 +27,7 @@ echo "== tests (guest core, natively)"
 echo "== tests (host workspace: unit, integration, node, client, crash)"
 cargo test --release --workspace --locked 2>&1 | tee -a "$log"
 
+echo "== tests (Python clients against a node: qdrant-client, LangChain, LlamaIndex)"
+bash scripts/python-tests.sh 2>&1 | tee -a "$log"
+
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed; exit (failed > 0 || passed == 0) }' "$log"
