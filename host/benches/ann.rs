@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{arg, has, rss_mib};
+use common::{arg, has, read_f32, rss_mib};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vektagraf::model::{Batch, CollectionSpec, IndexKind, Metric, SearchOptions};
@@ -52,13 +52,6 @@ struct System {
     snapshot_mib: Option<f64>,
     cold_start_s: Option<f64>,
     runs: Vec<Run>,
-}
-
-fn read_f32(p: &Path) -> Result<Vec<f32>> {
-    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
 }
 
 fn recall(data: &Data, answers: &[Vec<usize>]) -> f64 {

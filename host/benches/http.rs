@@ -21,11 +21,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{arg, has};
+use common::load::{self, embedded_search, net_search, Ask, Run, COLLECTION, DIM, K};
+use common::{arg, list, read_f32};
 
 use anyhow::{bail, Context, Result};
-use edge_config::NodeConfig;
-use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Uri};
@@ -34,102 +33,12 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use vektagraf::model::SearchOptions;
 use vektagraf::server::Node;
-use vektagraf::Database;
 use vektagraf_client::{Client, ClientConfig, Endpoint};
 
-const DIM: usize = 384;
-const K: usize = 10;
-const COLLECTION: &str = "pkgs";
 /// Queries whose top-10 ids must be the same on all three paths.
 const HANDFUL: usize = 20;
 
 type Http = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
-
-fn read_f32(p: &Path) -> Result<Vec<f32>> {
-    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-fn list<T: std::str::FromStr>(name: &str, default: &str) -> Result<Vec<T>>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    arg(name)
-        .unwrap_or_else(|| default.into())
-        .split(',')
-        .map(|s| s.trim().parse::<T>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{name}: expected a comma-separated list"))
-}
-
-/// Latencies in nanoseconds, 3 significant digits, up to a minute.
-fn histogram() -> Result<Histogram<u64>> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("making a histogram")
-}
-
-fn record(h: &mut Histogram<u64>, d: Duration) {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    h.saturating_record(ns.clamp(1, 60_000_000_000));
-}
-
-/// One measured search configuration.
-struct Run {
-    path: &'static str,
-    concurrency: usize,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    qps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// What the workers of one measurement add up to.
-struct Tally {
-    hist: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-impl Tally {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            hist: histogram()?,
-            errors: 0,
-            first_error: None,
-        })
-    }
-
-    fn fail(&mut self, why: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(why);
-    }
-
-    fn add(&mut self, other: Tally) -> Result<()> {
-        self.hist.add(&other.hist).context("merging histograms")?;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        Ok(())
-    }
-
-    fn run(self, path: &'static str, concurrency: usize, seconds: f64) -> Run {
-        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1e6;
-        Run {
-            path,
-            concurrency,
-            requests: self.hist.len(),
-            errors: self.errors,
-            qps: self.hist.len() as f64 / seconds,
-            p50_ms: ms(0.5),
-            p99_ms: ms(0.99),
-            first_error: self.first_error,
-        }
-    }
-}
 
 /// The REST request body: Qdrant's `QueryRequest` with a plain vector.
 #[derive(Serialize)]
@@ -193,136 +102,29 @@ impl Rest {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Path3 {
-    Quic,
-    Rest,
+/// A network path for the timed searches; a full answer has `K` hits.
+#[derive(Clone)]
+enum Via {
+    Quic(Client),
+    Rest(Arc<Rest>),
 }
 
-/// `workers` clients (tokio tasks) each issue one single-query k-NN after the other, walking the
-/// query rows from their own offset, for `run_for`.
-async fn net_round(
-    via: Path3,
-    quic: &Client,
-    rest: &Arc<Rest>,
-    queries: &Arc<Vec<f32>>,
-    workers: usize,
-    run_for: Duration,
-) -> Result<(Tally, f64)> {
-    let rows = queries.len() / DIM;
-    let started = Instant::now();
-    let stop = started + run_for;
-    let mut tasks = Vec::with_capacity(workers);
-    for w in 0..workers {
-        let (quic, rest, queries) = (quic.clone(), rest.clone(), queries.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::new()?;
-            let mut row = w * rows / workers;
-            while Instant::now() < stop {
-                let q = &queries[row * DIM..(row + 1) * DIM];
-                row = (row + 1) % rows;
-                let t = Instant::now();
-                let got = match via {
-                    Path3::Quic => quic
-                        .search(COLLECTION, q.to_vec(), SearchOptions::k(K))
-                        .await
-                        .map_err(anyhow::Error::from)
-                        .map(|hits| hits.first().map_or(0, Vec::len)),
-                    Path3::Rest => rest.query(q).await.map(|(ids, _, _)| ids.len()),
-                };
-                match got {
-                    Ok(n) if n == K => record(&mut tally.hist, t.elapsed()),
-                    Ok(n) => tally.fail(format!("short answer: {n} hit(s)")),
-                    Err(e) => tally.fail(format!("{e:#}")),
-                }
-            }
-            anyhow::Ok(tally)
-        }));
+impl Ask for Via {
+    async fn ask(&self, q: &[f32]) -> Result<(), String> {
+        let got = match self {
+            Via::Quic(quic) => quic
+                .search(COLLECTION, q.to_vec(), SearchOptions::k(K))
+                .await
+                .map_err(anyhow::Error::from)
+                .map(|hits| hits.first().map_or(0, Vec::len)),
+            Via::Rest(rest) => rest.query(q).await.map(|(ids, _, _)| ids.len()),
+        };
+        match got {
+            Ok(n) if n == K => Ok(()),
+            Ok(n) => Err(format!("short answer: {n} hit(s)")),
+            Err(e) => Err(format!("{e:#}")),
+        }
     }
-    let mut total = Tally::new()?;
-    for t in tasks {
-        total.add(t.await.context("a bench client task failed")??)?;
-    }
-    Ok((total, started.elapsed().as_secs_f64()))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn net_search(
-    rt: &tokio::runtime::Runtime,
-    via: Path3,
-    quic: &Client,
-    rest: &Arc<Rest>,
-    queries: &Arc<Vec<f32>>,
-    workers: usize,
-    warmup: Duration,
-    run_for: Duration,
-) -> Result<Run> {
-    rt.block_on(async {
-        net_round(via, quic, rest, queries, workers, warmup).await?;
-        let (tally, secs) = net_round(via, quic, rest, queries, workers, run_for).await?;
-        let label = if via == Path3::Quic { "QUIC" } else { "REST" };
-        Ok(tally.run(label, workers, secs))
-    })
-}
-
-/// The same loop through the embedded API, on `threads` OS threads.
-fn embedded_round(
-    db: &Database,
-    queries: &[f32],
-    threads: usize,
-    run_for: Duration,
-) -> Result<(Tally, f64)> {
-    let rows = queries.len() / DIM;
-    let started = Instant::now();
-    let stop = started + run_for;
-    let opts = SearchOptions::k(K);
-    let tallies: Vec<Result<Tally>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|w| {
-                let opts = &opts;
-                s.spawn(move || {
-                    let mut tally = Tally::new()?;
-                    let mut row = w * rows / threads;
-                    while Instant::now() < stop {
-                        let q = &queries[row * DIM..(row + 1) * DIM];
-                        row = (row + 1) % rows;
-                        let t = Instant::now();
-                        match db.search(COLLECTION, q, opts) {
-                            Ok(hits) if hits.len() == K => record(&mut tally.hist, t.elapsed()),
-                            Ok(hits) => tally.fail(format!("short answer: {} hit(s)", hits.len())),
-                            Err(e) => tally.fail(e.to_string()),
-                        }
-                    }
-                    Ok(tally)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a search thread panicked")))
-            })
-            .collect()
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let mut total = Tally::new()?;
-    for t in tallies {
-        total.add(t?)?;
-    }
-    Ok((total, secs))
-}
-
-fn embedded_search(
-    db: &Database,
-    queries: &[f32],
-    threads: usize,
-    warmup: Duration,
-    run_for: Duration,
-) -> Result<Run> {
-    embedded_round(db, queries, threads, warmup)?;
-    let (tally, secs) = embedded_round(db, queries, threads, run_for)?;
-    Ok(tally.run("embedded", threads, secs))
 }
 
 /// Exact top-10 rows (inner product; the vectors are normalised) of each query among the first
@@ -494,12 +296,8 @@ fn main() -> Result<()> {
     let total = Instant::now();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let root = root.canonicalize().unwrap_or(root);
-    let dataset = arg("--dataset")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/debian-pkgs"));
-    let dataset = dataset.canonicalize().unwrap_or(dataset);
-    let secs: f64 = arg("--secs").map_or(Ok(5.0), |s| s.parse())?;
-    let warm: f64 = arg("--warmup").map_or(Ok(1.0), |s| s.parse())?;
+    let dataset = load::dataset(&root);
+    let (secs, warm) = load::seconds()?;
     let clients: Vec<usize> = list("--clients", "1,8")?;
     let batch: usize = arg("--batch").map_or(Ok(256), |s| s.parse())?;
     let pool: usize = arg("--pool").map_or(Ok(4), |s| s.parse())?;
@@ -508,17 +306,9 @@ fn main() -> Result<()> {
     if clients.contains(&0) || pool == 0 || batch == 0 {
         bail!("--clients, --pool and --batch must be at least 1");
     }
-    // Node warnings and errors go to stderr (RUST_LOG overrides).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    load::log_warnings();
 
-    let date = common::utc_now();
-    let load = common::loadavg();
-    let (cpu, cores) = common::machine();
+    let start = load::Start::now();
     let py = python(&root)?;
 
     let base = read_f32(&dataset.join("base.f32"))?;
@@ -551,27 +341,11 @@ fn main() -> Result<()> {
 
     // The node: its own runtime (2 workers; requests run on its blocking pool) and directory.
     let node_dir = tempfile::tempdir()?;
-    let node_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("node")
-        .enable_all()
-        .build()?;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let node_config = NodeConfig {
-        data_dir: node_dir.path().to_owned(),
-        quic_listen: loopback,
-        http_listen: loopback,
-        ..NodeConfig::default()
-    };
-    let node = node_rt.block_on(Node::start(node_config))?;
+    let node_rt = load::runtime("node")?;
+    let node = node_rt.block_on(Node::start(load::loopback_node(node_dir.path())))?;
     let quic_addr = node.quic_addr().to_string();
     let http_url = format!("http://{}", node.http_addr());
-    let ca_pem = std::fs::read(node.ca_file().context("the node has a development CA")?)?;
-    let token = node
-        .new_admin_token()
-        .context("a fresh node directory gets an admin token")?
-        .0
-        .to_owned();
+    let (ca_pem, token) = load::credentials(&node)?;
 
     // 1. Upload through qdrant-client.
     eprintln!("upload of {rows} points through qdrant-client (batches of {batch})...");
@@ -593,11 +367,7 @@ fn main() -> Result<()> {
 
     // The clients: their own runtime (2 workers), QUIC with a pool of `pool` connections, and
     // hyper's pooled HTTP/1.1 client (keep-alive, TCP_NODELAY as reqwest and Go set it).
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
+    let client_rt = load::runtime("client")?;
     let quic = client_rt.block_on(Client::connect(ClientConfig {
         endpoints: vec![Endpoint::new(quic_addr)],
         ca_pem,
@@ -661,29 +431,18 @@ fn main() -> Result<()> {
     let mut runs = Vec::new();
     for &c in &clients {
         eprintln!("{c} client(s): embedded...");
-        runs.push(embedded_search(&db, &queries, c, warmup, run_for)?);
-        eprintln!("{c} client(s): QUIC...");
-        runs.push(net_search(
-            &client_rt,
-            Path3::Quic,
-            &quic,
-            &rest,
-            &queries,
-            c,
-            warmup,
-            run_for,
+        runs.push(embedded_search(
+            &db, "embedded", &queries, c, warmup, run_for,
         )?);
-        eprintln!("{c} client(s): REST...");
-        runs.push(net_search(
-            &client_rt,
-            Path3::Rest,
-            &quic,
-            &rest,
-            &queries,
-            c,
-            warmup,
-            run_for,
-        )?);
+        for (label, via) in [
+            ("QUIC", Via::Quic(quic.clone())),
+            ("REST", Via::Rest(rest.clone())),
+        ] {
+            eprintln!("{c} client(s): {label}...");
+            runs.push(net_search(
+                &client_rt, label, &via, &queries, c, warmup, run_for,
+            )?);
+        }
     }
     for r in &runs {
         eprintln!(
@@ -702,16 +461,11 @@ fn main() -> Result<()> {
     drop(client_rt);
     drop(db);
     node_rt.block_on(node.shutdown())?;
-    let wall = total.elapsed().as_secs_f64();
-    let load_end = common::loadavg();
+    let frame = start.finish(total);
 
     let spec = stats.spec;
     let md = markdown(&Report {
-        date,
-        cpu,
-        cores,
-        load: load.trim().to_owned(),
-        load_end: load_end.trim().to_owned(),
+        frame,
         dataset: dataset.display().to_string(),
         rows,
         all_rows,
@@ -734,22 +488,12 @@ fn main() -> Result<()> {
         secs,
         warm,
         pool,
-        wall,
     });
-    println!("{md}");
-    if has("--no-write") {
-        return Ok(());
-    }
-    common::put_section(&root.join("docs/BENCHMARKS.md"), "http", &md)?;
-    Ok(())
+    common::publish(&root, "http", &md)
 }
 
 struct Report {
-    date: String,
-    cpu: String,
-    cores: usize,
-    load: String,
-    load_end: String,
+    frame: load::Frame,
     dataset: String,
     rows: usize,
     all_rows: usize,
@@ -769,7 +513,6 @@ struct Report {
     secs: f64,
     warm: f64,
     pool: usize,
-    wall: f64,
 }
 
 fn markdown(r: &Report) -> String {
@@ -798,13 +541,13 @@ fn markdown(r: &Report) -> String {
          `POST /collections/{COLLECTION}/points/query` over HTTP/1.1 (REST). The clients share a \
          second 2-worker runtime in the same process; client, node and engine share the \
          machine's cores, so this measures the protocols' cost, not a network.\n\n\
-         - date: {}\n- machine: {} ({} cores), load average at start: {}\n\
-         - command: `{command}`; the run took {:.0} s (build not counted); load average at the \
-         end: {}\n\
-         - dataset: {} ({} x {DIM} vectors with their base.jsonl objects as payload{part}); \
+         {}- dataset: {} ({} x {DIM} vectors with their base.jsonl objects as payload{part}); \
          collection `{COLLECTION}` created by qdrant-client with `VectorParams(size=384, \
          distance=COSINE)` and Qdrant's default HNSW: {}\n\n",
-        r.date, r.cpu, r.cores, r.load, r.wall, r.load_end, r.dataset, r.rows, r.hnsw
+        r.frame.markdown(&command),
+        r.dataset,
+        r.rows,
+        r.hnsw
     );
     s += &format!(
         "### Upload through qdrant-client\n\n\
@@ -879,21 +622,7 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
-    let errors: Vec<String> = r
-        .runs
-        .iter()
-        .filter_map(|x| {
-            x.first_error.as_ref().map(|e| {
-                format!(
-                    "{} x{}: {} error(s), first: {e}",
-                    x.path, x.concurrency, x.errors
-                )
-            })
-        })
-        .collect();
-    if !errors.is_empty() {
-        s += &format!("\nErrors: {}.\n", errors.join("; "));
-    }
+    s += &load::errors_markdown(&r.runs);
     // What the figures say, from this run's numbers.
     if let (Some(rest), Some(quic), Some(emb)) =
         (find("REST", 1), find("QUIC", 1), find("embedded", 1))
@@ -944,7 +673,7 @@ fn markdown(r: &Report) -> String {
                      instance answers one search at a time, and the clients, the node's runtime \
                      and the engine share the same cores, so the protocols' CPU cost comes out \
                      of search throughput.",
-                    r.cores,
+                    r.frame.cores,
                     rest.qps,
                     quic.qps,
                     rest.qps / emb.qps * 100.0,

@@ -14,15 +14,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{arg, has};
+use common::load::{self, embedded_search, net_search, Ask, Run, COLLECTION, DIM, K};
+use common::{arg, list, read_f32};
 
 use anyhow::{bail, Context, Result};
-use edge_config::NodeConfig;
-use hdrhistogram::Histogram;
 use vektagraf::cli::backend::{Backend, Remote};
 use vektagraf::cli::import::{self, ImportFiles, ImportReport, Progress};
 use vektagraf::model::{CollectionSpec, Metric, SearchOptions};
@@ -30,217 +30,24 @@ use vektagraf::server::Node;
 use vektagraf::{Database, DatabaseConfig};
 use vektagraf_client::{Client, ClientConfig, Endpoint};
 
-const DIM: usize = 384;
-const K: usize = 10;
 const BATCH: usize = 1000;
-const COLLECTION: &str = "pkgs";
 
-fn read_f32(p: &Path) -> Result<Vec<f32>> {
-    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-fn list<T: std::str::FromStr>(name: &str, default: &str) -> Result<Vec<T>>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    arg(name)
-        .unwrap_or_else(|| default.into())
-        .split(',')
-        .map(|s| s.trim().parse::<T>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{name}: expected a comma-separated list"))
-}
-
-/// Latencies in nanoseconds, 3 significant digits, up to a minute.
-fn histogram() -> Result<Histogram<u64>> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("making a histogram")
-}
-
-fn record(h: &mut Histogram<u64>, d: Duration) {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    h.saturating_record(ns.clamp(1, 60_000_000_000));
-}
-
-/// One measured search configuration.
-struct Run {
-    path: &'static str,
-    concurrency: usize,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    qps: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-}
-
-/// What the workers of one measurement add up to.
-struct Tally {
-    hist: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-impl Tally {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            hist: histogram()?,
-            errors: 0,
-            first_error: None,
-        })
-    }
-
-    fn fail(&mut self, why: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(why);
-    }
-
-    fn add(&mut self, other: Tally) -> Result<()> {
-        self.hist.add(&other.hist).context("merging histograms")?;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        Ok(())
-    }
-
-    fn run(self, path: &'static str, concurrency: usize, seconds: f64) -> Run {
-        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1e6;
-        Run {
-            path,
-            concurrency,
-            requests: self.hist.len(),
-            errors: self.errors,
-            qps: self.hist.len() as f64 / seconds,
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
-            first_error: self.first_error,
-        }
-    }
-}
-
-/// `workers` clients (tasks sharing `client`) each issue one single-query k-NN after the
-/// other, walking the query rows from their own offset, until `stop`.
-async fn quic_round(
-    client: &Client,
-    queries: &Arc<Vec<f32>>,
-    workers: usize,
-    run_for: Duration,
-) -> Result<(Tally, f64)> {
-    let rows = queries.len() / DIM;
-    let started = Instant::now();
-    let stop = started + run_for;
-    let mut tasks = Vec::with_capacity(workers);
-    for w in 0..workers {
-        let (client, queries) = (client.clone(), queries.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::new()?;
-            let mut row = w * rows / workers;
-            while Instant::now() < stop {
-                let q = queries[row * DIM..(row + 1) * DIM].to_vec();
-                row = (row + 1) % rows;
-                let t = Instant::now();
-                match client.search(COLLECTION, q, SearchOptions::k(K)).await {
-                    Ok(hits) if hits.len() == 1 && hits[0].len() == K => {
-                        record(&mut tally.hist, t.elapsed())
-                    }
-                    Ok(hits) => tally.fail(format!(
-                        "short answer: {} row(s), first with {} hit(s)",
-                        hits.len(),
-                        hits.first().map_or(0, Vec::len)
-                    )),
-                    Err(e) => tally.fail(e.to_string()),
-                }
+/// Over QUIC: a full answer is one row of `K` hits.
+impl Ask for Client {
+    fn ask(&self, q: &[f32]) -> impl Future<Output = Result<(), String>> + Send {
+        let q = q.to_vec();
+        async move {
+            match self.search(COLLECTION, q, SearchOptions::k(K)).await {
+                Ok(hits) if hits.len() == 1 && hits[0].len() == K => Ok(()),
+                Ok(hits) => Err(format!(
+                    "short answer: {} row(s), first with {} hit(s)",
+                    hits.len(),
+                    hits.first().map_or(0, Vec::len)
+                )),
+                Err(e) => Err(e.to_string()),
             }
-            anyhow::Ok(tally)
-        }));
+        }
     }
-    let mut total = Tally::new()?;
-    for t in tasks {
-        total.add(t.await.context("a bench client task failed")??)?;
-    }
-    Ok((total, started.elapsed().as_secs_f64()))
-}
-
-fn quic_search(
-    rt: &tokio::runtime::Runtime,
-    label: &'static str,
-    client: &Client,
-    queries: &Arc<Vec<f32>>,
-    workers: usize,
-    warmup: Duration,
-    run_for: Duration,
-) -> Result<Run> {
-    rt.block_on(async {
-        quic_round(client, queries, workers, warmup).await?;
-        let (tally, secs) = quic_round(client, queries, workers, run_for).await?;
-        Ok(tally.run(label, workers, secs))
-    })
-}
-
-/// The same loop through the embedded API, on `threads` OS threads.
-fn embedded_round(
-    db: &Database,
-    queries: &[f32],
-    threads: usize,
-    run_for: Duration,
-) -> Result<(Tally, f64)> {
-    let rows = queries.len() / DIM;
-    let started = Instant::now();
-    let stop = started + run_for;
-    let opts = SearchOptions::k(K);
-    let tallies: Vec<Result<Tally>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|w| {
-                let opts = &opts;
-                s.spawn(move || {
-                    let mut tally = Tally::new()?;
-                    let mut row = w * rows / threads;
-                    while Instant::now() < stop {
-                        let q = &queries[row * DIM..(row + 1) * DIM];
-                        row = (row + 1) % rows;
-                        let t = Instant::now();
-                        match db.search(COLLECTION, q, opts) {
-                            Ok(hits) if hits.len() == K => record(&mut tally.hist, t.elapsed()),
-                            Ok(hits) => tally.fail(format!("short answer: {} hit(s)", hits.len())),
-                            Err(e) => tally.fail(e.to_string()),
-                        }
-                    }
-                    Ok(tally)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a search thread panicked")))
-            })
-            .collect()
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let mut total = Tally::new()?;
-    for t in tallies {
-        total.add(t?)?;
-    }
-    Ok((total, secs))
-}
-
-fn embedded_search(
-    db: &Database,
-    label: &'static str,
-    queries: &[f32],
-    threads: usize,
-    warmup: Duration,
-    run_for: Duration,
-) -> Result<Run> {
-    embedded_round(db, queries, threads, warmup)?;
-    let (tally, secs) = embedded_round(db, queries, threads, run_for)?;
-    Ok(tally.run(label, threads, secs))
 }
 
 /// Median and p90 (nearest rank) of durations, in ms.
@@ -370,12 +177,8 @@ fn import_into(db: &dyn Backend, files: &ImportFiles) -> Result<Imported> {
 fn main() -> Result<()> {
     let total = Instant::now();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dataset = arg("--dataset")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/debian-pkgs"));
-    let dataset = dataset.canonicalize().unwrap_or(dataset);
-    let secs: f64 = arg("--secs").map_or(Ok(5.0), |s| s.parse())?;
-    let warm: f64 = arg("--warmup").map_or(Ok(1.0), |s| s.parse())?;
+    let dataset = load::dataset(&root);
+    let (secs, warm) = load::seconds()?;
     let clients: Vec<usize> = list("--clients", "1,8,64")?;
     let threads: Vec<usize> = list("--threads", "1,2")?;
     let pool: usize = arg("--pool").map_or(Ok(4), |s| s.parse())?;
@@ -385,17 +188,9 @@ fn main() -> Result<()> {
     if clients.contains(&0) || threads.contains(&0) || pool == 0 {
         bail!("--clients, --threads and --pool must be at least 1");
     }
-    // Node warnings and errors go to stderr (RUST_LOG overrides).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    load::log_warnings();
 
-    let date = common::utc_now();
-    let load = common::loadavg();
-    let (cpu, cores) = common::machine();
+    let start = load::Start::now();
 
     let files = ImportFiles {
         vectors: dataset.join("base.f32"),
@@ -420,28 +215,13 @@ fn main() -> Result<()> {
     // The node: its own runtime (2 workers; requests run on its blocking pool) and directory.
     let node_dir = tempfile::tempdir()?;
     let local_dir = tempfile::tempdir()?;
-    let node_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("node")
-        .enable_all()
-        .build()?;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut node_config = NodeConfig {
-        data_dir: node_dir.path().to_owned(),
-        quic_listen: loopback,
-        http_listen: loopback,
-        ..NodeConfig::default()
-    };
+    let node_rt = load::runtime("node")?;
+    let mut node_config = load::loopback_node(node_dir.path());
     // One engine instance per shard first (like for like with the embedded import); the node
     // is restarted with `replicas` for a second round of searches.
     let node = node_rt.block_on(Node::start(node_config.clone()))?;
     let addr = node.quic_addr().to_string();
-    let ca_pem = std::fs::read(node.ca_file().context("the node has a development CA")?)?;
-    let token = node
-        .new_admin_token()
-        .context("a fresh node directory gets an admin token")?
-        .0
-        .to_owned();
+    let (ca_pem, token) = load::credentials(&node)?;
     let config = ClientConfig {
         endpoints: vec![Endpoint::new(addr.clone())],
         ca_pem,
@@ -523,7 +303,7 @@ fn main() -> Result<()> {
     }
     for &c in &clients {
         eprintln!("QUIC search, {c} client(s)...");
-        runs.push(quic_search(
+        runs.push(net_search(
             remote.runtime(),
             "QUIC",
             &client,
@@ -541,7 +321,7 @@ fn main() -> Result<()> {
     remote.runtime().block_on(client.ping())?;
     for &c in &clients {
         eprintln!("QUIC search with {replicas} replicas, {c} client(s)...");
-        runs.push(quic_search(
+        runs.push(net_search(
             remote.runtime(),
             "QUIC, replicas",
             &client,
@@ -568,15 +348,10 @@ fn main() -> Result<()> {
     Box::new(remote).close()?;
     node_rt.block_on(node.shutdown())?;
     db.close()?;
-    let wall = total.elapsed().as_secs_f64();
-    let load_end = common::loadavg();
+    let frame = start.finish(total);
 
     let md = markdown(&Report {
-        date,
-        cpu,
-        cores,
-        load: load.trim().to_owned(),
-        load_end: load_end.trim().to_owned(),
+        frame,
         dataset: dataset.display().to_string(),
         local,
         far,
@@ -590,22 +365,12 @@ fn main() -> Result<()> {
         secs,
         warm,
         pool,
-        wall,
     });
-    println!("{md}");
-    if has("--no-write") {
-        return Ok(());
-    }
-    common::put_section(&root.join("docs/BENCHMARKS.md"), "node", &md)?;
-    Ok(())
+    common::publish(&root, "node", &md)
 }
 
 struct Report {
-    date: String,
-    cpu: String,
-    cores: usize,
-    load: String,
-    load_end: String,
+    frame: load::Frame,
     dataset: String,
     local: Imported,
     far: Imported,
@@ -622,7 +387,6 @@ struct Report {
     secs: f64,
     warm: f64,
     pool: usize,
-    wall: f64,
 }
 
 fn markdown(r: &Report) -> String {
@@ -635,17 +399,9 @@ fn markdown(r: &Report) -> String {
          same process (the CLI's remote backend: another 2-worker runtime), and an embedded \
          `Database` in a second directory for comparison. Client, node and engine share the \
          machine's cores, so this measures the protocol's cost, not a network.\n\n\
-         - date: {}\n- machine: {} ({} cores), load average at start: {}\n\
-         - command: `cargo bench -p vektagraf --bench node`; the run took {:.0} s (build not \
-         counted); load average at the end: {}\n\
-         - dataset: {} ({} x {DIM} vectors with base.jsonl properties, {} edges); collection \
+         {}- dataset: {} ({} x {DIM} vectors with base.jsonl properties, {} edges); collection \
          `{COLLECTION}`: dot, HNSW M = 16, ef_construction = 200, ef_search = 64, 1 shard\n\n",
-        r.date,
-        r.cpu,
-        r.cores,
-        r.load,
-        r.wall,
-        r.load_end,
+        r.frame.markdown("cargo bench -p vektagraf --bench node"),
         r.dataset,
         r.local.report.objects,
         r.local.report.edges
@@ -734,7 +490,7 @@ fn markdown(r: &Report) -> String {
             s += &format!(
                 "\nHow QUIC throughput grew with clients on this {}-core machine, node with {what} \
                  (measured): {}.",
-                r.cores,
+                r.frame.cores,
                 steps.join("; ")
             );
         }
@@ -773,21 +529,7 @@ fn markdown(r: &Report) -> String {
             r.replicas_open_s
         );
     }
-    let errors: Vec<String> = r
-        .runs
-        .iter()
-        .filter_map(|x| {
-            x.first_error.as_ref().map(|e| {
-                format!(
-                    "{} x{}: {} error(s), first: {e}",
-                    x.path, x.concurrency, x.errors
-                )
-            })
-        })
-        .collect();
-    if !errors.is_empty() {
-        s += &format!("\nErrors: {}.\n", errors.join("; "));
-    }
+    s += &load::errors_markdown(&r.runs);
     let h = &r.hs;
     s += &format!(
         "\n### Connection setup\n\n`Client::handshake` on a client of its own (no health \

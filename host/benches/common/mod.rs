@@ -1,4 +1,12 @@
-//! What both benchmarks need: flags and the process's resident memory.
+//! What the benchmarks share: flags, the dataset's vector files, the machine, the process's
+//! resident memory and the sections of docs/BENCHMARKS.md; `load` has what the node and http
+//! benches share.
+
+// Only the node and http benches use it.
+#[allow(dead_code)]
+pub mod load;
+
+use anyhow::{Context, Result};
 
 /// The value after `--name` on the command line.
 pub fn arg(name: &str) -> Option<String> {
@@ -12,6 +20,29 @@ pub fn arg(name: &str) -> Option<String> {
 /// Whether `--name` is on the command line.
 pub fn has(name: &str) -> bool {
     std::env::args().any(|a| a == name)
+}
+
+/// The comma-separated values after `--name`, else those of `default`.
+#[allow(dead_code)]
+pub fn list<T: std::str::FromStr>(name: &str, default: &str) -> Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    arg(name)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|s| s.trim().parse::<T>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{name}: expected a comma-separated list"))
+}
+
+/// A file of little-endian f32s (the dataset's base.f32 and queries.f32).
+#[allow(dead_code)]
+pub fn read_f32(p: &std::path::Path) -> Result<Vec<f32>> {
+    let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// The date and time now, UTC, to the minute.
@@ -67,6 +98,18 @@ pub fn markers(name: &str) -> (String, String) {
 /// The sections other benchmarks own, in the order they appear in the file.
 #[allow(dead_code)]
 pub const SECTIONS: [&str; 3] = ["scale", "node", "http"];
+
+/// Prints a benchmark's section of docs/BENCHMARKS.md (`md`, which carries its markers) and,
+/// unless `--no-write`, puts it into the file under `root`.
+#[allow(dead_code)]
+pub fn publish(root: &std::path::Path, name: &str, md: &str) -> Result<()> {
+    println!("{md}");
+    if has("--no-write") {
+        return Ok(());
+    }
+    put_section(&root.join("docs/BENCHMARKS.md"), name, md)?;
+    Ok(())
+}
 
 /// Byte range of section `name` (markers included) in `text`, if it has one.
 pub fn section(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
