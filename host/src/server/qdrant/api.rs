@@ -174,7 +174,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// What handlers share: the node, and the permits that bound requests in flight.
 pub(crate) struct Api {
     pub shared: Arc<Shared>,
-    pub(super) permits: Semaphore,
+    pub(super) permits: Arc<Semaphore>,
 }
 
 /// What the work of one request sees on the blocking pool.
@@ -191,7 +191,7 @@ impl Api {
         let permits = usize::try_from(shared.limits.max_http_requests).unwrap_or(usize::MAX);
         Self {
             shared,
-            permits: Semaphore::new(permits.min(Semaphore::MAX_PERMITS)),
+            permits: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
         }
     }
 
@@ -242,7 +242,8 @@ impl Api {
         work: impl FnOnce(&Cx<'_>) -> Result<Value, ApiError> + Send + 'static,
     ) -> Result<Value, ApiError> {
         self.authorize(headers, needs)?;
-        let permit = self.permits.try_acquire().map_err(|_| {
+        // Held by the work itself: a client that goes away does not free it early.
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -253,7 +254,8 @@ impl Api {
         })?;
         let api = self.clone();
         let deadline = Instant::now() + api.shared.limits.default_timeout;
-        let out = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let db: &Database = &api.shared.db;
             let cx = Cx {
                 db,
@@ -271,9 +273,7 @@ impl Api {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the request failed inside the node: {e}"),
             )
-        })?;
-        drop(permit);
-        out
+        })?
     }
 }
 
