@@ -2,7 +2,8 @@
 //! durable redb transaction (group commit). For each batch it validates, applies the change to
 //! the engine shards, then stages it in the transaction with its log entry; the engine goes
 //! first so a batch that makes the engine fail (trap, memory cap) is refused before anything
-//! is stored. If the commit itself fails, the touched shards are rebuilt from storage.
+//! is stored. If staging a batch in storage or the commit itself fails, the group is abandoned
+//! and every shard a batch of it changed is rebuilt from storage.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -369,8 +370,14 @@ impl Committer {
                 }
             }
         }
+        // A refused batch leaves the engine as it was (`apply_to_engine` rebuilt what took it).
         self.apply_to_engine(&collections, &plan, pending)
             .map_err(Staged::Rejected)?;
+        // From here the engine holds this batch: record it before anything can fail, so a
+        // rollback of the group (a storage failure below, or the commit) rebuilds its shards.
+        for (k, muts) in plan {
+            pending.by_shard.entry(k).or_default().push(muts);
+        }
 
         let (seq, hlc) = self.stamp();
         let receipt = Receipt {
@@ -436,9 +443,6 @@ impl Committer {
             return Err(Staged::Fatal(e));
         }
         overlay.extend(local);
-        for (k, muts) in plan {
-            pending.by_shard.entry(k).or_default().push(muts);
-        }
         Ok(receipt)
     }
 
@@ -581,7 +585,8 @@ impl Committer {
 enum Staged {
     /// The batch is refused; the transaction and engine are as before it.
     Rejected(Error),
-    /// Storage failed mid-batch: the whole group must be abandoned.
+    /// Storage failed mid-batch: the whole group must be abandoned. The batch's engine
+    /// changes are in `pending`, so the rollback rebuilds its shards too.
     Fatal(Error),
 }
 
@@ -691,7 +696,7 @@ pub(crate) fn dirty_after_open(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
     use std::sync::mpsc::{sync_channel, Receiver};
     use std::sync::{Arc, Mutex, RwLock};
 
@@ -707,7 +712,10 @@ mod tests {
     use crate::store::Store;
 
     fn committer(dir: &std::path::Path) -> Result<Committer> {
-        let config = DatabaseConfig::default();
+        committer_with(dir, DatabaseConfig::default())
+    }
+
+    fn committer_with(dir: &std::path::Path, config: DatabaseConfig) -> Result<Committer> {
         let inner = Arc::new(Inner {
             store: Arc::new(Store::open(dir)?),
             runtime: Runtime::new(DEFAULT_ENGINE, config.engine.clone())?,
@@ -793,6 +801,172 @@ mod tests {
         assert!(store
             .edges(&NodeKey::new("d", "x"), None, Direction::Both)?
             .is_empty());
+        Ok(())
+    }
+
+    fn engine_ids(c: &Committer, name: &str) -> Result<BTreeSet<String>> {
+        crate::db::tests::engine_ids(&c.inner, name)
+    }
+
+    fn stored_ids(c: &Committer, name: &str) -> Result<BTreeSet<String>> {
+        Ok(c.inner
+            .store
+            .scan_objects(name, None, usize::MAX)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Log sequence numbers of this node, which must be 1..=n.
+    fn dense_log(c: &Committer) -> Result<u64> {
+        let log = c.inner.store.log_after(&Default::default())?;
+        let seqs: Vec<u64> = log.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        Ok(seqs.len() as u64)
+    }
+
+    /// Two collections of two shards each, read with two replicas per shard.
+    fn two_collections(dir: &std::path::Path) -> Result<Committer> {
+        let config = DatabaseConfig {
+            read_replicas: 2,
+            ..DatabaseConfig::default()
+        };
+        let mut c = committer_with(dir, config)?;
+        for name in ["a", "b"] {
+            let mut spec = CollectionSpec::new(name, 2);
+            spec.shards = 2;
+            let (tx, rx) = sync_channel(1);
+            c.process(vec![Job::CreateCollection(spec, tx)]);
+            assert!(answer(&rx)?);
+        }
+        Ok(c)
+    }
+
+    fn upsert(collection: &str, id: &str) -> Batch {
+        let mut b = Batch::new();
+        b.upsert(collection, id, json!({ "id": id }), Some(vec![1.0, 0.5]));
+        b
+    }
+
+    /// A storage error while staging the second batch of a group, which touches only
+    /// collection `b`: the group is abandoned, every batch of it is answered with an error,
+    /// and the engine of both collections holds exactly what storage holds, for a failure at
+    /// each of the batch's storage writes (its object, its log entry, the clock).
+    #[test]
+    fn a_staging_failure_rolls_back_every_shard_the_group_touched() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut c = two_collections(dir.path())?;
+        let (w, r) = write(upsert("b", "kept"));
+        c.process(vec![w]);
+        let last = answer(&r)?.seq;
+        // Batch 1 stages three writes (object, log entry, clock); batch 2 fails at its n-th.
+        for (n, what) in [(4, "put_object"), (5, "append_log"), (6, "set_meta")] {
+            let (w1, r1) = write(upsert("a", &format!("a{n}")));
+            let (w2, r2) = write(upsert("b", &format!("b{n}")));
+            let mut late = upsert("a", &format!("late{n}"));
+            late.upsert("b", &format!("late{n}"), json!({}), Some(vec![0.0, 1.0]));
+            let (w3, r3) = write(late);
+            c.inner.store.faults().fail_write(n);
+            c.process(vec![w1, w2, w3]);
+            c.inner.store.faults().fail_write(0);
+            let e1 = answer(&r1).expect_err("the group was not committed");
+            assert!(
+                matches!(&e1, Error::Storage(m) if m.starts_with("commit failed") && m.contains(what)),
+                "{e1:?}"
+            );
+            let e2 = answer(&r2).expect_err("the failing batch");
+            assert!(
+                matches!(&e2, Error::Storage(m) if m.contains("injected") && m.contains(what)),
+                "{e2:?}"
+            );
+            let e3 = answer(&r3).expect_err("a batch after the failing one");
+            assert!(
+                matches!(&e3, Error::Storage(m) if m.contains("earlier batch")),
+                "{e3:?}"
+            );
+            for name in ["a", "b"] {
+                assert_eq!(
+                    engine_ids(&c, name)?,
+                    stored_ids(&c, name)?,
+                    "{name} after {what}"
+                );
+            }
+            assert_eq!(engine_ids(&c, "a")?, ids(&[]));
+            assert_eq!(engine_ids(&c, "b")?, ids(&["kept"]));
+            assert_eq!(dense_log(&c)?, last, "nothing of the group is logged");
+        }
+        // The sequence numbers of the abandoned groups are given back.
+        let (w, r) = write(upsert("b", "after"));
+        c.process(vec![w]);
+        assert_eq!(answer(&r)?.seq, last + 1);
+        assert_eq!(engine_ids(&c, "b")?, ids(&["after", "kept"]));
+        assert_eq!(dense_log(&c)?, last + 1);
+        Ok(())
+    }
+
+    /// A failure of the commit itself: no batch of the group is in the engine or in storage
+    /// (refused ones neither), and the next write takes the next sequence number.
+    #[test]
+    fn a_commit_failure_leaves_nothing_and_reuses_sequence_numbers() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut c = two_collections(dir.path())?;
+        let mut first = upsert("a", "x");
+        first.upsert("b", "x", json!({}), Some(vec![0.0, 1.0]));
+        let (w, r) = write(first);
+        c.process(vec![w]);
+        let last = answer(&r)?.seq;
+
+        let mut both = Batch::new();
+        for i in 0..6 {
+            both.upsert(
+                "a",
+                &format!("g{i}"),
+                json!({ "i": i }),
+                Some(vec![1.0, i as f32]),
+            );
+        }
+        both.delete("b", "x").link(
+            NodeKey::new("a", "x"),
+            "to",
+            NodeKey::new("a", "g0"),
+            json!({}),
+        );
+        let (w1, r1) = write(both);
+        let (w2, r2) = write(upsert("b", "y"));
+        let mut bad = upsert("a", "bad");
+        bad.upsert("a", "short", json!({}), Some(vec![1.0]));
+        let (w3, r3) = write(bad);
+        let (w4, r4) = write(upsert("b", "z"));
+        c.inner.store.faults().fail_commit(1);
+        c.process(vec![w1, w2, w3, w4]);
+        for r in [&r1, &r2, &r4] {
+            let e = answer(r).expect_err("the commit failed");
+            assert!(
+                matches!(&e, Error::Storage(m) if m.contains("commit failed") && m.contains("injected")),
+                "{e:?}"
+            );
+        }
+        assert!(matches!(answer(&r3), Err(Error::Invalid(_))));
+        for name in ["a", "b"] {
+            assert_eq!(engine_ids(&c, name)?, stored_ids(&c, name)?, "{name}");
+            assert_eq!(engine_ids(&c, name)?, ids(&["x"]), "{name}");
+        }
+        assert!(c
+            .inner
+            .store
+            .edges(&NodeKey::new("a", "x"), None, Direction::Both)?
+            .is_empty());
+        assert_eq!(dense_log(&c)?, last);
+
+        let (w, r) = write(upsert("b", "y"));
+        c.process(vec![w]);
+        assert_eq!(answer(&r)?.seq, last + 1, "no gap in the log");
+        assert_eq!(engine_ids(&c, "b")?, ids(&["x", "y"]));
+        assert_eq!(dense_log(&c)?, last + 1);
         Ok(())
     }
 }

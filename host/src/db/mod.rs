@@ -20,6 +20,8 @@ use edge_config::DatabaseConfig;
 
 use crate::auth::Tokens;
 use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::model::SearchOptions;
 use crate::model::{Batch, CollectionSpec, Direction, Edge, NodeKey, Object, Receipt};
 use crate::runtime::{Runtime, DEFAULT_ENGINE};
 use crate::store::Store;
@@ -368,9 +370,272 @@ impl Drop for Database {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
     use crate::runtime::wit;
+
+    /// Matches every object (docs/query.md: `$atLeast` with count 0 always holds).
+    pub(crate) const ALL: &str = r#"{"$atLeast": {"count": 0, "of": []}}"#;
+
+    /// The ids the engine holds for a collection, asked of every replica of every shard (the
+    /// replicas must agree, and each shard's object count must match its ids).
+    pub(crate) fn engine_ids(inner: &Inner, name: &str) -> Result<BTreeSet<String>> {
+        let coll = inner.collection(name)?;
+        let mut out = BTreeSet::new();
+        for s in 0..coll.shard_count() {
+            let mut first: Option<BTreeSet<String>> = None;
+            for r in 0..coll.replica_count(s) {
+                let mut slot = coll.lock(s, r)?;
+                let Slot::Ready(inst) = &mut *slot else {
+                    panic!("{name}/{s} replica {r} is not ready");
+                };
+                let t = inst.query_timeout();
+                let engine = |e: crate::runtime::CallError| Error::Engine(e.message());
+                let ids: BTreeSet<String> = inst
+                    .filter(ALL, u32::MAX, t)
+                    .map_err(engine)?
+                    .into_iter()
+                    .collect();
+                let objects = inst.stats(t).map_err(engine)?.objects;
+                assert_eq!(objects, ids.len() as u64, "{name}/{s} replica {r}");
+                match &first {
+                    None => first = Some(ids),
+                    Some(f) => assert_eq!(f, &ids, "replicas of {name}/{s} differ"),
+                }
+            }
+            out.extend(first.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// What one writer thread saw: the receipts it got, and the objects (with the sequence
+    /// number that wrote them) and edges its acknowledged batches leave.
+    #[derive(Default)]
+    struct Seen {
+        seqs: Vec<u64>,
+        objects: BTreeMap<NodeKey, u64>,
+        edges: BTreeSet<(NodeKey, NodeKey)>,
+        failed: usize,
+        refused: usize,
+    }
+
+    fn writer(db: &Database, t: usize, rounds: usize) -> Seen {
+        let mut seen = Seen::default();
+        for i in 0..rounds {
+            let a = NodeKey::new("c", format!("t{t}-{i}-a"));
+            let b = NodeKey::new("d", format!("t{t}-{i}-b"));
+            let v = Some(vec![1.0 + t as f32, 1.0 + i as f32]);
+            let mut batch = Batch::new();
+            let kind = (i + t) % 6;
+            let mut victim = None;
+            match kind {
+                // Accepted: two objects in two collections and an edge between them, and now
+                // and then a delete of one of this writer's earlier objects.
+                0..=2 => {
+                    batch
+                        .upsert("c", &a.id, serde_json::json!({ "t": t, "i": i }), v.clone())
+                        .upsert("d", &b.id, serde_json::json!({}), v.clone())
+                        .link(a.clone(), "p", b.clone(), serde_json::json!({}));
+                    if kind == 2 {
+                        victim = seen.objects.keys().next().cloned();
+                        if let Some(k) = &victim {
+                            batch.delete(&k.collection, &k.id);
+                        }
+                    }
+                }
+                // Refused: a vector of the wrong length.
+                3 => {
+                    batch
+                        .upsert("c", &a.id, serde_json::json!({}), v.clone())
+                        .upsert("d", &b.id, serde_json::json!({}), Some(vec![1.0; 3]));
+                }
+                // Refused: an unknown collection.
+                4 => {
+                    batch
+                        .upsert("d", &b.id, serde_json::json!({}), v.clone())
+                        .upsert("nope", &a.id, serde_json::json!({}), v.clone());
+                }
+                // Refused: an edge to an object that does not exist.
+                _ => {
+                    batch
+                        .upsert("c", &a.id, serde_json::json!({}), v.clone())
+                        .link(
+                            a.clone(),
+                            "p",
+                            NodeKey::new("d", format!("missing-{t}-{i}")),
+                            serde_json::json!({}),
+                        );
+                }
+            }
+            match db.write(batch) {
+                Ok(receipt) => {
+                    assert!(
+                        kind <= 2,
+                        "writer {t} round {i}: a refused batch was accepted"
+                    );
+                    seen.seqs.push(receipt.seq);
+                    seen.objects.insert(a.clone(), receipt.seq);
+                    seen.objects.insert(b.clone(), receipt.seq);
+                    seen.edges.insert((a, b));
+                    if let Some(k) = victim {
+                        seen.objects.remove(&k);
+                        seen.edges.retain(|(f, to)| *f != k && *to != k);
+                    }
+                }
+                Err(Error::Storage(_)) => seen.failed += 1,
+                Err(Error::Invalid(_)) if kind == 3 || kind == 5 => seen.refused += 1,
+                Err(Error::UnknownCollection(n)) if kind == 4 && n == "nope" => seen.refused += 1,
+                Err(e) => panic!("writer {t} round {i} (kind {kind}): unexpected {e:?}"),
+            }
+        }
+        seen
+    }
+
+    /// The engine (every replica, through filter, search and stats), `get` and storage agree
+    /// with what the writers were told.
+    fn check_state(db: &Database, objects: &BTreeMap<NodeKey, u64>) -> Result<()> {
+        for name in ["c", "d"] {
+            let want: BTreeSet<String> = objects
+                .keys()
+                .filter(|k| k.collection == name)
+                .map(|k| k.id.clone())
+                .collect();
+            assert_eq!(engine_ids(&db.inner, name)?, want, "engine of {name}");
+            let filtered: BTreeSet<String> = db
+                .filter(
+                    name,
+                    &serde_json::from_str(ALL).map_err(|e| Error::invalid(e.to_string()))?,
+                    100_000,
+                )?
+                .into_iter()
+                .collect();
+            assert_eq!(filtered, want, "filter of {name}");
+            let opts = SearchOptions {
+                exact: true,
+                ..SearchOptions::k(10_000)
+            };
+            let found: BTreeSet<String> = db
+                .search(name, &[1.0, 1.0], &opts)?
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            assert_eq!(found, want, "search of {name}");
+            assert_eq!(db.stats(name)?.objects, want.len() as u64);
+            let stored: BTreeSet<String> = db
+                .inner
+                .store
+                .scan_objects(name, None, usize::MAX)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(stored, want, "storage of {name}");
+        }
+        for (k, seq) in objects {
+            let got = db.get(&k.collection, &k.id)?;
+            assert_eq!(got.map(|o| o.version.seq), Some(*seq), "{k:?}");
+        }
+        Ok(())
+    }
+
+    /// Writers race batches into one database, accepted ones and refused ones, while storage
+    /// faults are injected now at a staged write, now at a commit. Whatever groups the
+    /// committer folds them into, the state is exactly that of the acknowledged batches, and
+    /// their sequence numbers are the log, without gaps.
+    #[test]
+    fn concurrent_writers_with_refusals_and_storage_faults() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let config = DatabaseConfig {
+            read_replicas: 2,
+            ..DatabaseConfig::default()
+        };
+        let db = Database::open(dir.path(), config.clone())?;
+        for (name, shards) in [("c", 3), ("d", 2)] {
+            let mut spec = CollectionSpec::new(name, 2);
+            spec.shards = shards;
+            db.create_collection(spec)?;
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let seen: Vec<Seen> = std::thread::scope(|scope| {
+            let faults = scope.spawn(|| {
+                let mut x: u32 = 0x9e37_79b9;
+                let mut armed = 0;
+                while !done.load(Ordering::Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    if x.is_multiple_of(3) {
+                        db.inner.store.faults().fail_commit(1 + x % 2);
+                    } else {
+                        db.inner.store.faults().fail_write(1 + x % 40);
+                    }
+                    armed += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(3));
+                }
+                db.inner.store.faults().fail_write(0);
+                db.inner.store.faults().fail_commit(0);
+                armed
+            });
+            let writers: Vec<_> = (0..4)
+                .map(|t| {
+                    let db = &db;
+                    scope.spawn(move || writer(db, t, 60))
+                })
+                .collect();
+            let seen = writers
+                .into_iter()
+                .map(|h| h.join().expect("writer panicked"))
+                .collect();
+            done.store(true, Ordering::Relaxed);
+            assert!(faults.join().expect("fault thread panicked") > 0);
+            seen
+        });
+        let failed: usize = seen.iter().map(|s| s.failed).sum();
+        let refused: usize = seen.iter().map(|s| s.refused).sum();
+        let accepted: usize = seen.iter().map(|s| s.seqs.len()).sum();
+        assert!(
+            failed > 0 && refused > 0 && accepted > 0,
+            "{failed} {refused} {accepted}"
+        );
+
+        // Each writer's receipts increase; all of them together, after the two collection
+        // creations, are exactly the log.
+        let mut seqs: Vec<u64> = Vec::new();
+        for s in &seen {
+            assert!(s.seqs.windows(2).all(|w| w[0] < w[1]));
+            seqs.extend(&s.seqs);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (3..3 + accepted as u64).collect::<Vec<_>>());
+        let log: Vec<u64> = db
+            .inner
+            .store
+            .log_after(&Default::default())?
+            .iter()
+            .map(|(_, s, _)| *s)
+            .collect();
+        assert_eq!(log, (1..3 + accepted as u64).collect::<Vec<_>>());
+
+        let objects: BTreeMap<NodeKey, u64> = seen.iter().flat_map(|s| s.objects.clone()).collect();
+        let edges: BTreeSet<(NodeKey, NodeKey)> =
+            seen.iter().flat_map(|s| s.edges.clone()).collect();
+        check_state(&db, &objects)?;
+        let mut stored_edges = BTreeSet::new();
+        for k in objects.keys().filter(|k| k.collection == "c") {
+            for e in db.edges(k, None, Direction::Out)? {
+                stored_edges.insert((e.from, e.to));
+            }
+        }
+        assert_eq!(stored_edges, edges);
+        assert!(db.broken_shards().is_empty());
+
+        // And a fresh open rebuilds the same state from storage.
+        db.close()?;
+        let db = Database::open(dir.path(), config)?;
+        check_state(&db, &objects)?;
+        db.close()
+    }
 
     /// Each replica, asked directly, holds every committed write.
     #[test]

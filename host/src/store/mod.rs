@@ -10,6 +10,8 @@ pub use tokens::StoredToken;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use redb::{Database as Redb, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -83,6 +85,43 @@ pub struct Store {
     db: Redb,
     path: PathBuf,
     node_id: u64,
+    faults: Arc<Faults>,
+}
+
+/// Storage faults injected on purpose, so tests can reach the paths where a write transaction
+/// fails part-way (a staged write) or at its end (the commit). Each is a countdown: 0 is off
+/// (the only cost when unused is one relaxed atomic load per call), `n` makes the `n`-th call
+/// from now fail once.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Faults {
+    writes: AtomicU32,
+    commits: AtomicU32,
+}
+
+impl Faults {
+    /// The `n`-th write staged in a [`WriteTxn`] from now fails (`put_collection`,
+    /// `drop_collection`, `put_object`, `delete_object`, `link`, `unlink`, `append_log` and
+    /// `set_meta` each count one); 0 disarms.
+    pub fn fail_write(&self, n: u32) {
+        self.writes.store(n, Ordering::SeqCst);
+    }
+
+    /// The `n`-th [`WriteTxn::commit`] from now fails without committing; 0 disarms.
+    pub fn fail_commit(&self, n: u32) {
+        self.commits.store(n, Ordering::SeqCst);
+    }
+
+    fn check(counter: &AtomicU32, what: &str) -> Result<()> {
+        if counter.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let before = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match before {
+            Ok(1) => Err(Error::Storage(format!("injected storage fault at {what}"))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn random_node_id() -> u64 {
@@ -149,7 +188,18 @@ impl Store {
             txn.open_table(COLLECTION_META)?;
         }
         txn.commit()?;
-        Ok(Store { db, path, node_id })
+        Ok(Store {
+            db,
+            path,
+            node_id,
+            faults: Arc::default(),
+        })
+    }
+
+    /// Storage fault injection, for tests.
+    #[doc(hidden)]
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     pub fn path(&self) -> &Path {
@@ -395,6 +445,7 @@ impl Store {
     pub fn begin_write(&self) -> Result<WriteTxn> {
         Ok(WriteTxn {
             txn: self.db.begin_write()?,
+            faults: self.faults.clone(),
         })
     }
 }
@@ -448,10 +499,16 @@ fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
 /// One write transaction: state and log change together or not at all.
 pub struct WriteTxn {
     txn: redb::WriteTransaction,
+    faults: Arc<Faults>,
 }
 
 impl WriteTxn {
+    fn fault(&self, what: &str) -> Result<()> {
+        Faults::check(&self.faults.writes, what)
+    }
+
     pub fn put_collection(&mut self, spec: &CollectionSpec) -> Result<()> {
+        self.fault("put_collection")?;
         let json = serde_json::to_string(spec).map_err(|e| Error::Storage(e.to_string()))?;
         self.txn
             .open_table(COLLECTIONS)?
@@ -464,6 +521,7 @@ impl WriteTxn {
     /// tables), its index snapshots (meta and chunks) and its node-local metadata. Returns
     /// whether the collection existed.
     pub fn drop_collection(&mut self, name: &str) -> Result<bool> {
+        self.fault("drop_collection")?;
         let existed = self.txn.open_table(COLLECTIONS)?.remove(name)?.is_some();
         self.txn.open_table(COLLECTION_META)?.remove(name)?;
         let prefix = keys::collection_prefix(name);
@@ -508,6 +566,7 @@ impl WriteTxn {
     }
 
     pub fn put_object(&mut self, node: &NodeKey, obj: &StoredObject) -> Result<()> {
+        self.fault("put_object")?;
         let mut table = self.txn.open_table(OBJECTS)?;
         table.insert(
             keys::node(&node.collection, &node.id).as_slice(),
@@ -518,6 +577,7 @@ impl WriteTxn {
 
     /// Removes an object and every edge touching it. Returns whether it existed.
     pub fn delete_object(&mut self, node: &NodeKey) -> Result<bool> {
+        self.fault("delete_object")?;
         let key = keys::node(&node.collection, &node.id);
         let existed = self
             .txn
@@ -539,12 +599,12 @@ impl WriteTxn {
         }
         for k in out_keys {
             if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
-                self.unlink(node, label, &NodeKey::new(*c, *id))?;
+                self.remove_edge(node, label, &NodeKey::new(*c, *id))?;
             }
         }
         for k in in_keys {
             if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
-                self.unlink(&NodeKey::new(*c, *id), label, node)?;
+                self.remove_edge(&NodeKey::new(*c, *id), label, node)?;
             }
         }
         Ok(existed)
@@ -557,6 +617,7 @@ impl WriteTxn {
         to: &NodeKey,
         e: &StoredEdge,
     ) -> Result<()> {
+        self.fault("link")?;
         self.txn.open_table(EDGES_OUT)?.insert(
             keys::edge(from, label, to).as_slice(),
             encode(e)?.as_slice(),
@@ -568,6 +629,11 @@ impl WriteTxn {
     }
 
     pub fn unlink(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
+        self.fault("unlink")?;
+        self.remove_edge(from, label, to)
+    }
+
+    fn remove_edge(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
         self.txn
             .open_table(EDGES_OUT)?
             .remove(keys::edge(from, label, to).as_slice())?;
@@ -578,6 +644,7 @@ impl WriteTxn {
     }
 
     pub fn append_log(&mut self, origin: u64, seq: u64, entry: &LogEntry) -> Result<()> {
+        self.fault("append_log")?;
         self.txn
             .open_table(OPLOG)?
             .insert((origin, seq), encode(entry)?.as_slice())?;
@@ -586,12 +653,14 @@ impl WriteTxn {
     }
 
     pub fn set_meta(&mut self, key: &str, value: u64) -> Result<()> {
+        self.fault("set_meta")?;
         self.txn.open_table(META)?.insert(key, value)?;
         Ok(())
     }
 
     /// Commits durably: when this returns, the batch survives a crash.
     pub fn commit(self) -> Result<()> {
+        Faults::check(&self.faults.commits, "commit")?;
         self.txn.commit()?;
         Ok(())
     }
