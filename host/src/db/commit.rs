@@ -135,19 +135,27 @@ impl Committer {
             });
         }
         let json = serde_json::to_string(&spec).map_err(|e| Error::Storage(e.to_string()))?;
-        let mut txn = self.inner.store.begin_write()?;
-        let (seq, hlc) = self.stamp();
-        txn.put_collection(&spec)?;
-        txn.append_log(
-            self.origin,
-            seq,
-            &LogEntry {
-                hlc,
-                writes: vec![LogWrite::CreateCollection { spec: json }],
-            },
-        )?;
-        txn.set_meta("hlc", hlc)?;
-        txn.commit()?;
+        // A failure anywhere below gives the sequence number back: the log has no gaps.
+        let seq_before = self.next_seq;
+        let stored = (|| -> Result<()> {
+            let mut txn = self.inner.store.begin_write()?;
+            let (seq, hlc) = self.stamp();
+            txn.put_collection(&spec)?;
+            txn.append_log(
+                self.origin,
+                seq,
+                &LogEntry {
+                    hlc,
+                    writes: vec![LogWrite::CreateCollection { spec: json }],
+                },
+            )?;
+            txn.set_meta("hlc", hlc)?;
+            txn.commit()
+        })();
+        if let Err(e) = stored {
+            self.next_seq = seq_before;
+            return Err(e);
+        }
         self.inner.load_collection(spec)?;
         Ok(true)
     }
@@ -850,6 +858,33 @@ mod tests {
         let mut b = Batch::new();
         b.upsert(collection, id, json!({ "id": id }), Some(vec![1.0, 0.5]));
         b
+    }
+
+    /// A collection whose creation fails in storage (at its row, its log entry, or the commit)
+    /// does not exist afterwards and leaves no gap in the log: the next write takes the next
+    /// sequence number.
+    #[test]
+    fn a_failed_collection_creation_leaves_no_gap() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut c = two_collections(dir.path())?;
+        let faults: [(&str, &dyn Fn(&crate::store::Faults)); 3] = [
+            ("row", &|f| f.fail_write(1)),
+            ("log entry", &|f| f.fail_write(2)),
+            ("commit", &|f| f.fail_commit(1)),
+        ];
+        for (what, arm) in faults {
+            arm(c.inner.store.faults());
+            let (tx, rx) = sync_channel(1);
+            c.process(vec![Job::CreateCollection(CollectionSpec::new("c", 2), tx)]);
+            assert!(answer(&rx).is_err(), "creation should fail at its {what}");
+            assert!(c.inner.collection("c").is_err(), "{what}");
+            let before = dense_log(&c)?;
+            let (w, r) = write(upsert("a", what));
+            c.process(vec![w]);
+            assert_eq!(answer(&r)?.seq, before + 1, "after a failure at the {what}");
+            dense_log(&c)?;
+        }
+        Ok(())
     }
 
     /// A storage error while staging the second batch of a group, which touches only
