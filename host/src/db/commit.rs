@@ -867,10 +867,11 @@ mod tests {
     fn a_failed_collection_creation_leaves_no_gap() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         let mut c = two_collections(dir.path())?;
-        let faults: [(&str, &dyn Fn(&crate::store::Faults)); 3] = [
-            ("row", &|f| f.fail_write(1)),
-            ("log entry", &|f| f.fail_write(2)),
-            ("commit", &|f| f.fail_commit(1)),
+        type Arm = fn(&crate::store::Faults);
+        let faults: [(&str, Arm); 3] = [
+            ("row", |f| f.fail_write(1)),
+            ("log entry", |f| f.fail_write(2)),
+            ("commit", |f| f.fail_commit(1)),
         ];
         for (what, arm) in faults {
             arm(c.inner.store.faults());
