@@ -24,6 +24,27 @@ impl Hlc {
         self.last
     }
 
+    /// Takes in a timestamp from another node: the clock moves past it, so whatever this node
+    /// stamps next orders after what it has seen. A remote timestamp more than `max_skew_ms`
+    /// ahead of this node's wall clock is refused (and the clock left alone): one node with a
+    /// clock far in the future must not drag every other node's timestamps along.
+    pub fn observe(
+        &mut self,
+        remote: u64,
+        wall_ms: u64,
+        max_skew_ms: u64,
+    ) -> Result<u64, ClockSkew> {
+        let ahead = Self::wall_ms(remote).saturating_sub(wall_ms);
+        if ahead > max_skew_ms {
+            return Err(ClockSkew {
+                ahead_ms: ahead,
+                bound_ms: max_skew_ms,
+            });
+        }
+        self.last = (wall_ms << 16).max(self.last.max(remote) + 1);
+        Ok(self.last)
+    }
+
     pub fn last(&self) -> u64 {
         self.last
     }
@@ -32,6 +53,17 @@ impl Hlc {
     pub fn wall_ms(ts: u64) -> u64 {
         ts >> 16
     }
+}
+
+/// A remote timestamp too far ahead of the local wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a remote clock is {ahead_ms} ms ahead of this node's, more than the {bound_ms} ms allowed"
+)]
+#[non_exhaustive]
+pub struct ClockSkew {
+    pub ahead_ms: u64,
+    pub bound_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch from the system clock.
@@ -57,6 +89,39 @@ mod tests {
                 prop_assert!(Hlc::wall_ms(t) >= w.min(Hlc::wall_ms(prev)));
                 prev = t;
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn observed_timestamps_are_passed_and_far_futures_refused(
+            steps in proptest::collection::vec((0u64..1 << 30, 0u64..1 << 30, any::<bool>()), 1..200)
+        ) {
+            let skew = 5_000;
+            let mut c = Hlc::default();
+            let mut seen = 0;
+            for (wall, remote_wall, local) in steps {
+                let before = c.last();
+                if local {
+                    seen = seen.max(c.now(wall));
+                    continue;
+                }
+                let remote = (remote_wall << 16) | 7;
+                match c.observe(remote, wall, skew) {
+                    Ok(t) => {
+                        prop_assert!(remote_wall <= wall + skew);
+                        prop_assert!(t > remote && t > before && t >= wall << 16);
+                        prop_assert!(c.now(wall) > t);
+                        seen = seen.max(c.last());
+                    }
+                    Err(e) => {
+                        prop_assert!(remote_wall > wall + skew);
+                        prop_assert_eq!(e.ahead_ms, remote_wall - wall);
+                        prop_assert_eq!(c.last(), before, "a refused timestamp leaves the clock alone");
+                    }
+                }
+            }
+            prop_assert!(c.last() >= seen);
         }
     }
 

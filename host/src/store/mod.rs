@@ -643,12 +643,23 @@ impl WriteTxn {
         Ok(())
     }
 
+    /// Appends entry `seq` of `origin`'s log. Each origin's log is contiguous: `seq` must
+    /// follow the last one applied from that origin (1 for the first), or nothing is written
+    /// and the error names the gap, so `applied[origin]` always means "every entry up to here".
     pub fn append_log(&mut self, origin: u64, seq: u64, entry: &LogEntry) -> Result<()> {
         self.fault("append_log")?;
+        let mut applied = self.txn.open_table(APPLIED)?;
+        let last = applied.get(origin)?.map_or(0, |v| v.value());
+        if seq != last + 1 {
+            return Err(Error::Storage(format!(
+                "operation log of origin {origin:016x}: entry {seq} does not follow entry {last}"
+            )));
+        }
+        applied.insert(origin, seq)?;
+        drop(applied);
         self.txn
             .open_table(OPLOG)?
             .insert((origin, seq), encode(entry)?.as_slice())?;
-        self.txn.open_table(APPLIED)?.insert(origin, seq)?;
         Ok(())
     }
 
@@ -662,6 +673,41 @@ impl WriteTxn {
     pub fn commit(self) -> Result<()> {
         Faults::check(&self.faults.commits, "commit")?;
         self.txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_origins_log_is_contiguous() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let store = Store::open(dir.path())?;
+        let entry = LogEntry {
+            hlc: 1,
+            writes: Vec::new(),
+        };
+        let mut txn = store.begin_write()?;
+        txn.append_log(7, 1, &entry)?;
+        txn.append_log(7, 2, &entry)?;
+        for (origin, seq, says) in [
+            (7, 4, "entry 4 does not follow entry 2"),
+            (7, 2, "entry 2 does not follow entry 2"),
+            (8, 2, "entry 2 does not follow entry 0"),
+        ] {
+            match txn.append_log(origin, seq, &entry) {
+                Err(Error::Storage(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("({origin}, {seq}) was accepted: {other:?}"),
+            }
+        }
+        txn.append_log(8, 1, &entry)?;
+        txn.commit()?;
+        let applied = store.applied()?;
+        assert_eq!(applied.get(&7), Some(&2));
+        assert_eq!(applied.get(&8), Some(&1));
+        assert_eq!(store.log_after(&Default::default())?.len(), 3);
         Ok(())
     }
 }
