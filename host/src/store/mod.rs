@@ -342,10 +342,14 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OPLOG)?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let (origin, seq) = k.value();
-            if seq > covered.get(&origin).copied().unwrap_or(0) {
+        // Each origin's entries after what is covered, read by key range (not the whole log):
+        // every origin with entries is in `applied`.
+        for row in txn.open_table(APPLIED)?.iter()? {
+            let origin = row?.0.value();
+            let from = covered.get(&origin).copied().unwrap_or(0).saturating_add(1);
+            for row in table.range((origin, from)..=(origin, u64::MAX))? {
+                let (k, v) = row?;
+                let (origin, seq) = k.value();
                 out.push((origin, seq, decode("log entry", v.value())?));
             }
         }
@@ -707,7 +711,18 @@ mod tests {
         let applied = store.applied()?;
         assert_eq!(applied.get(&7), Some(&2));
         assert_eq!(applied.get(&8), Some(&1));
-        assert_eq!(store.log_after(&Default::default())?.len(), 3);
+        let all = |c: &[(u64, u64)]| -> Result<Vec<(u64, u64)>> {
+            let covered: VersionVector = c.iter().copied().collect();
+            Ok(store
+                .log_after(&covered)?
+                .into_iter()
+                .map(|(o, s, _)| (o, s))
+                .collect())
+        };
+        assert_eq!(all(&[])?, [(7, 1), (7, 2), (8, 1)]);
+        assert_eq!(all(&[(7, 1)])?, [(7, 2), (8, 1)]);
+        assert_eq!(all(&[(7, 2), (8, 1)])?, []);
+        assert_eq!(all(&[(8, 5)])?, [(7, 1), (7, 2)]);
         Ok(())
     }
 }
