@@ -172,7 +172,7 @@ pub async fn traverse(
 }
 
 #[utoipa::path(post, path = "/collections/{name}/points/hybrid", tag = "vektagraf", params(("name" = String, Path)),
-    request_body(content = Object, description = "`{query: vector, limit, filter (engine language or Qdrant), params {hnsw_ef}, expand: {label, direction, depth, limit}}`"),
+    request_body(content = Object, description = "`{query: vector, limit, filter (a Qdrant filter), params {hnsw_ef}, expand: {label, direction, depth, limit}}`"),
     responses((status = 200, description = "`{points: [{id, score, neighbours: [step]}]}`")))]
 pub async fn hybrid(
     State(api): State<Arc<Api>>,
