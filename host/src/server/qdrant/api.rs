@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::auth::AuthError;
@@ -168,6 +168,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         serde_json::from_slice(text)
             .map(Body)
             .map_err(|e| ApiError::bad(format!("Format error in JSON body: {e}")))
+    }
+}
+
+/// Fields a read request may also carry, which change nothing here.
+const READ_OPTIONS: &[&str] = &["consistency", "timeout"];
+
+/// Refuses body fields a write does not know (`known` lists those it does): Qdrant features
+/// this API lacks get a 400 that names them, anything else a 400 "unknown field". A field
+/// given as `null` counts as absent.
+pub fn check_fields(body: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), ApiError> {
+    refuse_unknown(body, |k| known.contains(&k), what)
+}
+
+/// [`check_fields`] for reads, which may also carry `consistency` and `timeout`.
+pub fn check_read_fields(
+    body: &Map<String, Value>,
+    known: &[&str],
+    what: &str,
+) -> Result<(), ApiError> {
+    refuse_unknown(
+        body,
+        |k| known.contains(&k) || READ_OPTIONS.contains(&k),
+        what,
+    )
+}
+
+fn refuse_unknown(
+    body: &Map<String, Value>,
+    known: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<(), ApiError> {
+    match body.iter().find(|(k, v)| !known(k) && !v.is_null()) {
+        None => Ok(()),
+        Some((k, _)) => Err(match k.as_str() {
+            "shard_key" => ApiError::unsupported("sharding keys (`shard_key`)"),
+            "order_by" => ApiError::unsupported("`order_by` (scroll returns points in id order)"),
+            "update_filter" => ApiError::unsupported("conditional updates (`update_filter`)"),
+            _ => ApiError::bad(format!("unknown field `{k}` in {what}")),
+        }),
     }
 }
 

@@ -8,10 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::api::{update_result, Api, ApiError, Body, Cx};
+use super::api::{check_read_fields, update_result, Api, ApiError, Body, Cx};
 use super::ids;
 use super::points::{short, Form};
-use super::reads::check_read_fields;
 use crate::model::{Batch, Direction, NodeKey, Role, SearchOptions, Step, TraverseOptions};
 
 /// One end of an edge: a point id of this collection, or `{"collection": .., "id": ..}`.

@@ -8,30 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::api::{Api, ApiError, Body, Cx};
+use super::api::{check_read_fields, Api, ApiError, Body, Cx};
 use super::points::{Form, Selection};
 use super::{filter, ids};
 use crate::model::Role;
-
-/// Refuses fields this API does not know or honour.
-pub fn check_read_fields(
-    body: &Map<String, Value>,
-    known: &[&str],
-    what: &str,
-) -> Result<(), ApiError> {
-    for (k, v) in body {
-        if known.contains(&k.as_str()) || v.is_null() {
-            continue;
-        }
-        return Err(match k.as_str() {
-            "shard_key" => ApiError::unsupported("sharding keys (`shard_key`)"),
-            "order_by" => ApiError::unsupported("`order_by` (scroll returns points in id order)"),
-            "consistency" | "timeout" => continue,
-            _ => ApiError::bad(format!("unknown field `{k}` in {what}")),
-        });
-    }
-    Ok(())
-}
 
 /// Objects for ids, in the given order, skipping missing ones, as `Record`s.
 pub fn records(

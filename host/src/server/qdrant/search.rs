@@ -7,9 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::api::{Api, ApiError, Body, Cx};
+use super::api::{check_read_fields, Api, ApiError, Body, Cx};
 use super::points::{short, Form, Selection};
-use super::reads::{check_read_fields, limit_of, page};
+use super::reads::{limit_of, page};
 use super::{filter, ids};
 use crate::model::Role;
 use crate::model::{Metric, SearchOptions};

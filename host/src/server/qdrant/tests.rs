@@ -209,78 +209,98 @@ async fn bad_bodies_get_a_reason_and_change_nothing() -> anyhow::Result<()> {
 async fn queries_refuse_what_they_cannot_honour() -> anyhow::Result<()> {
     let f = with_collection(1 << 20).await?;
     let query = "/collections/c/points/query";
-    for (body, status, says) in [
+    for (method, path, body, status, says) in [
         (
+            Method::POST,
+            query,
             json!({"query": {"recommend": {"positive": [1]}}}),
             StatusCode::BAD_REQUEST,
             "the `recommend` query",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": [1, 0, 0], "using": "dense"}),
             StatusCode::BAD_REQUEST,
             "named vectors",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": [1, 0, 0], "prefetch": [{"query": [1, 0, 0]}]}),
             StatusCode::BAD_REQUEST,
             "`prefetch`",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": [1, 0, 0], "filter": {"must": [{"key": "g", "geo_radius": {}}]}}),
             StatusCode::BAD_REQUEST,
             "geo_radius",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": [1, 0, 0], "filter": {"must": [{"key": "a", "match": {"value": 1.5}}]}}),
             StatusCode::BAD_REQUEST,
             "1.5",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": 99}),
             StatusCode::NOT_FOUND,
             "No point with id 99",
         ),
         (
+            Method::POST,
+            query,
             json!({"query": [1, 0, 0], "params": {"hnsw_ef": 0}}),
             StatusCode::BAD_REQUEST,
             "hnsw_ef",
         ),
+        (
+            Method::POST,
+            "/collections/nope/points/query",
+            json!({"query": [1, 0, 0]}),
+            StatusCode::NOT_FOUND,
+            "Not found: Collection `nope` doesn't exist!",
+        ),
+        (
+            Method::PUT,
+            "/collections/c",
+            json!({"vectors": {"size": 3, "distance": "Dot"}}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::PUT,
+            "/collections/d",
+            json!({"vectors": {"size": 3, "distance": "Manhattan"}}),
+            StatusCode::BAD_REQUEST,
+            "Manhattan",
+        ),
+        (
+            Method::GET,
+            "/collections/c/nonsense",
+            json!({}),
+            StatusCode::NOT_FOUND,
+            "is not an endpoint",
+        ),
     ] {
-        let (s, v) = f.admin(Method::POST, query, body.clone()).await?;
-        assert_eq!(s, status, "{body}: {v}");
-        assert!(error_of(&v).contains(says), "{body}: {v}");
+        let (s, v) = f.admin(method, path, body.clone()).await?;
+        assert_eq!(s, status, "{path} {body}: {v}");
+        assert!(error_of(&v).contains(says), "{path} {body}: {v}");
     }
-    let (s, v) = f
+    // Qdrant's exact wording, which clients look for.
+    let (_, v) = f
         .admin(
             Method::POST,
             "/collections/nope/points/query",
             json!({"query": [1, 0, 0]}),
         )
         .await?;
-    assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(error_of(&v), "Not found: Collection `nope` doesn't exist!");
-    let (s, v) = f
-        .admin(
-            Method::PUT,
-            "/collections/c",
-            json!({"vectors": {"size": 3, "distance": "Dot"}}),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::CONFLICT);
-    assert!(error_of(&v).contains("already exists"), "{v}");
-    let (s, v) = f
-        .admin(
-            Method::PUT,
-            "/collections/d",
-            json!({"vectors": {"size": 3, "distance": "Manhattan"}}),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(error_of(&v).contains("Manhattan"), "{v}");
-    let (s, v) = f
-        .admin(Method::GET, "/collections/c/nonsense", json!({}))
-        .await?;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     Ok(())
 }
 

@@ -10,28 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::api::{update_result, Api, ApiError, Body, Cx, WriteParams};
+use super::api::{check_fields, update_result, Api, ApiError, Body, Cx, WriteParams};
 use super::points::{exclude, parse_key, short, Form, Part};
 use super::{filter, ids};
 use crate::model::{Batch, NodeKey, Object, Role, Write};
-
-/// Refuses fields this API does not honour, and unknown ones.
-fn check_fields(body: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), ApiError> {
-    for (k, v) in body {
-        if known.contains(&k.as_str()) {
-            continue;
-        }
-        if v.is_null() {
-            continue;
-        }
-        return Err(match k.as_str() {
-            "shard_key" => ApiError::unsupported("sharding keys (`shard_key`)"),
-            "update_filter" => ApiError::unsupported("conditional updates (`update_filter`)"),
-            _ => ApiError::bad(format!("unknown field `{k}` in {what}")),
-        });
-    }
-    Ok(())
-}
 
 fn commit(cx: &Cx<'_>, batch: Batch) -> Result<u64, ApiError> {
     if batch.is_empty() {
