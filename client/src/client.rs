@@ -106,6 +106,30 @@ pub struct EndpointState {
     pub connections: usize,
 }
 
+/// A collection's state digest on one node ([`Client::digest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionDigest {
+    /// The endpoint that answered: a digest is one node's state.
+    pub endpoint: String,
+    /// 32 lowercase hex digits; equal on two nodes exactly when they hold the same objects,
+    /// edges and versions of the collection.
+    pub digest: String,
+    pub objects: u64,
+    pub edges: u64,
+    /// Other versions kept: tombstones and concurrent siblings.
+    pub versions: u64,
+}
+
+/// A node's replication state ([`Client::cluster_status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    /// The endpoint that answered.
+    pub endpoint: String,
+    /// The replicator's state (docs/protocol.md, `cluster_status`); `None` when the node
+    /// does not replicate.
+    pub status: Option<Value>,
+}
+
 /// A node's answer to [`Client::ping`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pong {
@@ -501,6 +525,58 @@ impl Client {
     ) -> Result<Vec<CollectionStats>, ClientError> {
         let key = collection.clone();
         expect!(self, Op::Stats { collection }, key.as_deref(), Reply::Stats { stats } => stats)
+    }
+
+    /// The state digest of a collection on a node chosen by the strategy (by the collection's
+    /// name under consistent hashing); compare the digests of every node (each a client of
+    /// its own, or [`Client::call_on`]) to see whether replication has converged.
+    pub async fn digest(
+        &self,
+        collection: impl Into<String>,
+    ) -> Result<CollectionDigest, ClientError> {
+        let collection = collection.into();
+        let key = collection.clone();
+        let done = self
+            .inner()
+            .call(Op::Digest { collection }, Some(&key))
+            .await?;
+        let endpoint = self.inner().nodes[done.node].endpoint.addr.clone();
+        match done.reply {
+            Reply::Digest {
+                digest,
+                objects,
+                edges,
+                versions,
+            } => Ok(CollectionDigest {
+                endpoint,
+                digest,
+                objects,
+                edges,
+                versions,
+            }),
+            other => Err(unexpected(&endpoint, "digest", &other)),
+        }
+    }
+
+    /// The replication state of a node chosen by the strategy: its peers, their connection
+    /// and lag, and the replicator's counters.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        let done = self.inner().call(Op::ClusterStatus {}, None).await?;
+        let endpoint = self.inner().nodes[done.node].endpoint.addr.clone();
+        match done.reply {
+            Reply::Cluster { status } => {
+                let value: Value =
+                    serde_json::from_str(&status).map_err(|e| ClientError::Protocol {
+                        endpoint: endpoint.clone(),
+                        reason: format!("the cluster status is not JSON: {e}"),
+                    })?;
+                Ok(ClusterStatus {
+                    endpoint,
+                    status: (!value.is_null()).then_some(value),
+                })
+            }
+            other => Err(unexpected(&endpoint, "cluster_status", &other)),
+        }
     }
 
     /// Asks a node (chosen by the strategy; [`Client::call_on`] names one) to checkpoint.

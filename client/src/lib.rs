@@ -52,7 +52,7 @@ mod pool;
 mod tls;
 
 pub use breaker::BreakerState;
-pub use client::{Client, EndpointState, Handshake, Pong};
+pub use client::{Client, ClusterStatus, CollectionDigest, EndpointState, Handshake, Pong};
 pub use config::{
     parse_endpoints, read_ca_file, BreakerConfig, ClientConfig, Endpoint, RetryConfig, Strategy,
     DEFAULT_MAX_FRAME,

@@ -38,6 +38,36 @@
 //! [node.tls]                        # without it: a development CA under data_dir/tls
 //! cert = "node.pem"                 # certificate chain (PEM)
 //! key = "node.key"                  # private key (PEM)
+//!
+//! [replication]                     # absent: a single node, nothing replicated
+//! node_id = "a"                     # this node's id: 1-63 characters of a-z, 0-9 and `-`, not
+//!                                   # starting or ending with `-` (must match the id in its
+//!                                   # certificate)
+//! region = "eu-west"                # free text label, 1-64 characters (optional, default "")
+//! listen = "127.0.0.1:7501"         # node-to-node QUIC address (required)
+//! default_conflict = "last-write-wins" # for collections created without a policy (HTTP API):
+//!                                   # last-write-wins | first-write-wins | vector-clock | manual
+//! max_clock_skew_ms = 60000         # a remote timestamp further ahead of local time is
+//!                                   # refused (1 to 86400000: at most a day)
+//! log_retention_ms = 0              # keep log entries at least this long after every peer has
+//!                                   # them (0: trim as soon as every peer has them and a
+//!                                   # snapshot covers them); at most 365 days
+//! window = 4096                     # unacknowledged log entries in flight to one peer
+//!                                   # (1 to 1000000)
+//! batch = 256                       # log entries per message (1 to 65536, at most `window`)
+//!
+//! [[replication.peers]]             # one per other node (optional: none by default)
+//! id = "b"                          # its node id (same rule as node_id; not this node's own;
+//!                                   # unique)
+//! address = "127.0.0.1:7502"        # host:port of its replication listener; a host name is
+//!                                   # resolved when dialling
+//! region = "us-east"                # optional, default ""
+//!
+//! [replication.tls]                 # required with [replication]
+//! ca = "ca.pem"                     # the cluster CA (PEM): peers must present certificates it
+//!                                   # signed
+//! cert = "node.pem"                 # this node's certificate (PEM)
+//! key = "node.key"                  # its private key (PEM)
 //! ```
 
 use std::net::SocketAddr;
@@ -145,6 +175,81 @@ pub struct NodeConfig {
     /// directory creates one and writes it to `data_dir/admin.token`.
     pub admin_token_file: Option<PathBuf>,
     pub database: DatabaseConfig,
+    /// `None` (no `[replication]` section): a single node, nothing replicated.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// How a node replicates to and from its peers (`[replication]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// This node's id (see [`check_node_id`]); it must match the id in its certificate.
+    pub node_id: String,
+    /// A free text label (1 to 64 characters), or empty.
+    pub region: String,
+    /// The node-to-node QUIC address.
+    pub listen: SocketAddr,
+    /// The other nodes: ids unique and none equal to [`node_id`](Self::node_id).
+    pub peers: Vec<PeerConfig>,
+    /// The conflict policy of collections created without one (HTTP API): `last-write-wins`,
+    /// `first-write-wins`, `vector-clock` or `manual`.
+    pub default_conflict: String,
+    /// A remote timestamp further ahead of local time than this is refused.
+    pub max_clock_skew: Duration,
+    /// Log entries are kept at least this long after every peer has them; zero: trimmed as soon
+    /// as every peer has them and a snapshot covers them.
+    pub log_retention: Duration,
+    /// Unacknowledged log entries in flight to one peer.
+    pub window: u64,
+    /// Log entries per message (at most [`window`](Self::window)).
+    pub batch: u64,
+    pub tls: ReplicationTls,
+}
+
+/// Another node of the cluster (`[[replication.peers]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its node id (see [`check_node_id`]).
+    pub id: String,
+    /// `host:port` of its replication listener: an IP address (IPv6 in brackets) or a host
+    /// name, resolved when dialling.
+    pub address: String,
+    /// A free text label (1 to 64 characters), or empty.
+    pub region: String,
+}
+
+/// The files of node-to-node TLS (`[replication.tls]`), all PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationTls {
+    /// The cluster CA: peers must present certificates it signed.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// The longest node id: a node id is a DNS label (it names the node in its certificate).
+pub const MAX_NODE_ID_LEN: usize = 63;
+
+/// Checks a node id: 1 to [`MAX_NODE_ID_LEN`] characters of `a-z`, `0-9` and `-`, not starting
+/// or ending with `-` (a DNS label: `eu-west-1`, `a`, `7`). The error is the reason, e.g. `it
+/// starts or ends with `-``.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let reason = if id.is_empty() {
+        "it is empty"
+    } else if id.len() > MAX_NODE_ID_LEN {
+        "it is longer than 63 characters"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        "it has a character other than a-z, 0-9 and `-`"
+    } else if id.starts_with('-') || id.ends_with('-') {
+        "it starts or ends with `-`"
+    } else {
+        return Ok(());
+    };
+    Err(reason.to_owned())
 }
 
 impl Default for NodeConfig {
@@ -169,6 +274,7 @@ impl Default for NodeConfig {
             tls: None,
             admin_token_file: None,
             database: DatabaseConfig::default(),
+            replication: None,
         }
     }
 }
@@ -196,8 +302,8 @@ impl DatabaseConfig {
         Self::from_toml(&file, &text)
     }
 
-    /// Parses and validates TOML text; `file` names it in errors. A `[node]` section is
-    /// checked too, and otherwise ignored.
+    /// Parses and validates TOML text; `file` names it in errors. `[node]` and `[replication]`
+    /// sections are checked too, and otherwise ignored.
     pub fn from_toml(file: &str, text: &str) -> Result<Self, ConfigError> {
         Ok(parse(file, text)?.validate_node(file)?.database)
     }
@@ -298,5 +404,432 @@ mod tests {
             e.to_string().contains("unknown field `max_conections`"),
             "{e}"
         );
+    }
+
+    /// A `[replication]` section with every key set, `extra` appended (more keys, tables...).
+    fn replication(extra: &str) -> String {
+        format!(
+            "[replication]\n\
+             node_id = \"a\"\n\
+             region = \"eu-west\"\n\
+             listen = \"127.0.0.1:7501\"\n\
+             default_conflict = \"vector-clock\"\n\
+             max_clock_skew_ms = 5000\n\
+             log_retention_ms = 3600000\n\
+             window = 1024\n\
+             batch = 64\n\
+             [replication.tls]\n\
+             ca = \"ca.pem\"\n\
+             cert = \"node.pem\"\n\
+             key = \"node.key\"\n\
+             [[replication.peers]]\n\
+             id = \"b\"\n\
+             address = \"127.0.0.1:7502\"\n\
+             region = \"us-east\"\n\
+             [[replication.peers]]\n\
+             id = \"c-2\"\n\
+             address = \"node-c.example:7503\"\n\
+             {extra}"
+        )
+    }
+
+    /// `text` with the line setting `key` setting it to `value` instead.
+    fn set(text: &str, key: &str, value: u64) -> String {
+        let prefix = format!("{key} = ");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    format!("{prefix}{value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        lines.join("\n") + "\n"
+    }
+
+    /// The error of `text` as `n.toml`.
+    fn node_error(text: &str) -> String {
+        NodeConfig::from_toml("n.toml", text)
+            .expect_err(text)
+            .to_string()
+    }
+
+    #[test]
+    fn replication_section_parses() {
+        assert_eq!(
+            NodeConfig::from_toml("n.toml", "")
+                .expect("empty")
+                .replication,
+            None
+        );
+        let c = NodeConfig::from_toml("n.toml", &replication("")).expect("valid");
+        assert_eq!(
+            c.replication,
+            Some(ReplicationConfig {
+                node_id: "a".to_owned(),
+                region: "eu-west".to_owned(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 7501)),
+                peers: vec![
+                    PeerConfig {
+                        id: "b".to_owned(),
+                        address: "127.0.0.1:7502".to_owned(),
+                        region: "us-east".to_owned(),
+                    },
+                    PeerConfig {
+                        id: "c-2".to_owned(),
+                        address: "node-c.example:7503".to_owned(),
+                        region: String::new(),
+                    },
+                ],
+                default_conflict: "vector-clock".to_owned(),
+                max_clock_skew: Duration::from_secs(5),
+                log_retention: Duration::from_secs(3600),
+                window: 1024,
+                batch: 64,
+                tls: ReplicationTls {
+                    ca: PathBuf::from("ca.pem"),
+                    cert: PathBuf::from("node.pem"),
+                    key: PathBuf::from("node.key"),
+                },
+            })
+        );
+        // The rest of the node is untouched, and a database reads the same file.
+        assert_eq!(
+            NodeConfig {
+                replication: None,
+                ..c
+            },
+            NodeConfig::default()
+        );
+        assert_eq!(
+            DatabaseConfig::from_toml("n.toml", &replication("")).expect("valid"),
+            DatabaseConfig::default()
+        );
+
+        // Only the required keys: the defaults.
+        let c = NodeConfig::from_toml(
+            "n.toml",
+            "[replication]\nnode_id = \"a\"\nlisten = \"[::1]:7501\"\n\
+             [replication.tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n",
+        )
+        .expect("minimal");
+        let r = c.replication.expect("present");
+        assert_eq!(r.region, "");
+        assert_eq!(r.listen, "[::1]:7501".parse::<SocketAddr>().expect("v6"));
+        assert!(r.peers.is_empty());
+        assert_eq!(r.default_conflict, "last-write-wins");
+        assert_eq!(r.max_clock_skew, Duration::from_secs(60));
+        assert_eq!(r.log_retention, Duration::ZERO);
+        assert_eq!((r.window, r.batch), (4096, 256));
+
+        // Every policy name, and the bounds themselves.
+        for policy in [
+            "last-write-wins",
+            "first-write-wins",
+            "vector-clock",
+            "manual",
+        ] {
+            let text = replication("").replace("vector-clock", policy);
+            let c = NodeConfig::from_toml("n.toml", &text).expect(policy);
+            assert_eq!(c.replication.expect("present").default_conflict, policy);
+        }
+        for (key, value) in [
+            ("max_clock_skew_ms", 1),
+            ("max_clock_skew_ms", 86_400_000),
+            ("log_retention_ms", 0),
+            ("log_retention_ms", 31_536_000_000),
+            ("window", 1_000_000),
+            ("batch", 1),
+        ] {
+            NodeConfig::from_toml("n.toml", &set(&replication(""), key, value)).expect(key);
+        }
+        let text = set(&set(&replication(""), "window", 65_536), "batch", 65_536);
+        NodeConfig::from_toml("n.toml", &text).expect("batch = window = 65536");
+
+        // Addresses a peer may have.
+        for address in [
+            "[::1]:7502",
+            "10.0.0.2:1",
+            "b:65535",
+            "node_b.internal:7502",
+        ] {
+            let text = replication("").replace("127.0.0.1:7502", address);
+            let c = NodeConfig::from_toml("n.toml", &text).expect(address);
+            assert_eq!(c.replication.expect("present").peers[0].address, address);
+        }
+    }
+
+    #[test]
+    fn replication_errors_name_file_key_and_reason() {
+        // The messages in full.
+        assert_eq!(
+            node_error(&replication(
+                "[[replication.peers]]\nid = \"a\"\naddress = \"x:1\"\n"
+            )),
+            "n.toml: `replication.peers[2].id`: `a` is this node's own id"
+        );
+        assert_eq!(
+            node_error(&replication(
+                "[[replication.peers]]\nid = \"b\"\naddress = \"x:1\"\n"
+            )),
+            "n.toml: `replication.peers[2].id`: `b` is also the id of replication.peers[0]"
+        );
+        assert_eq!(
+            node_error("[replication]\nnode_id = \"a\"\nlisten = \"127.0.0.1:7501\"\n"),
+            "n.toml: `replication.tls`: required when [replication] is present"
+        );
+        assert_eq!(
+            node_error(&replication("").replace("vector-clock", "lww")),
+            "n.toml: `replication.default_conflict`: unknown policy `lww` (expected one of: \
+             last-write-wins, first-write-wins, vector-clock, manual)"
+        );
+        assert_eq!(
+            node_error(&replication("").replace("node_id = \"a\"", "node_id = \"Node_A\"")),
+            "n.toml: `replication.node_id`: `Node_A` is not a valid node id: it has a character \
+             other than a-z, 0-9 and `-`"
+        );
+        assert_eq!(
+            node_error(&replication("").replace("127.0.0.1:7502", "127.0.0.1")),
+            "n.toml: `replication.peers[0].address`: `127.0.0.1` is not host:port like \
+             127.0.0.1:7502 (no port)"
+        );
+        assert_eq!(
+            node_error(&replication("").replace("batch = 64", "batch = 2048")),
+            "n.toml: `replication.batch`: must not exceed replication.window"
+        );
+        assert_eq!(
+            node_error(
+                &replication("").replace("max_clock_skew_ms = 5000", "max_clock_skew_ms = 0")
+            ),
+            "n.toml: `replication.max_clock_skew_ms`: must be between 1 and 86400000 \
+             (milliseconds: at most a day)"
+        );
+
+        // Then file, key and the gist of the reason.
+        let cases: [(&str, String, &str, &str); 24] = [
+            (
+                "no node id",
+                replication("").replace("node_id = \"a\"\n", ""),
+                "replication.node_id",
+                "required when [replication] is present",
+            ),
+            (
+                "empty node id",
+                replication("").replace("node_id = \"a\"", "node_id = \"\""),
+                "replication.node_id",
+                "`` is not a valid node id: it is empty",
+            ),
+            (
+                "long node id",
+                replication("").replace(
+                    "node_id = \"a\"",
+                    &format!("node_id = \"{}\"", "a".repeat(64)),
+                ),
+                "replication.node_id",
+                "it is longer than 63 characters",
+            ),
+            (
+                "node id ending in -",
+                replication("").replace("node_id = \"a\"", "node_id = \"a-\""),
+                "replication.node_id",
+                "`a-` is not a valid node id: it starts or ends with `-`",
+            ),
+            (
+                "no listen",
+                replication("").replace("listen = \"127.0.0.1:7501\"\n", ""),
+                "replication.listen",
+                "required when [replication] is present",
+            ),
+            (
+                "host name listen",
+                replication("").replace("\"127.0.0.1:7501\"", "\"localhost:7501\""),
+                "replication.listen",
+                "`localhost:7501` is not an address like 127.0.0.1:7501",
+            ),
+            (
+                "empty region",
+                replication("").replace("\"eu-west\"", "\"\""),
+                "replication.region",
+                "must be 1 to 64 characters",
+            ),
+            (
+                "long region",
+                replication("").replace("\"eu-west\"", &format!("\"{}\"", "é".repeat(65))),
+                "replication.region",
+                "must be 1 to 64 characters",
+            ),
+            (
+                "control character in a region",
+                replication("").replace("\"us-east\"", "\"us\\neast\""),
+                "replication.peers[0].region",
+                "must not contain control characters",
+            ),
+            (
+                "huge skew",
+                set(&replication(""), "max_clock_skew_ms", 86_400_001),
+                "replication.max_clock_skew_ms",
+                "must be between 1 and 86400000",
+            ),
+            (
+                "retention over a year",
+                set(&replication(""), "log_retention_ms", 31_536_000_001),
+                "replication.log_retention_ms",
+                "must be between 0 and 31536000000 (milliseconds: at most 365 days)",
+            ),
+            (
+                "zero window",
+                replication("").replace("window = 1024", "window = 0"),
+                "replication.window",
+                "must be between 1 and 1000000",
+            ),
+            (
+                "huge batch",
+                replication("")
+                    .replace("window = 1024", "window = 100000")
+                    .replace("batch = 64", "batch = 65537"),
+                "replication.batch",
+                "must be between 1 and 65536",
+            ),
+            (
+                "peer without id",
+                replication("[[replication.peers]]\naddress = \"x:1\"\n"),
+                "replication.peers[2].id",
+                "required",
+            ),
+            (
+                "bad peer id",
+                replication("").replace("id = \"c-2\"", "id = \"c.2\""),
+                "replication.peers[1].id",
+                "`c.2` is not a valid node id: it has a character other than a-z, 0-9 and `-`",
+            ),
+            (
+                "peer without address",
+                replication("[[replication.peers]]\nid = \"d\"\n"),
+                "replication.peers[2].address",
+                "required",
+            ),
+            (
+                "no host",
+                replication("").replace("127.0.0.1:7502", ":7502"),
+                "replication.peers[0].address",
+                "(no host)",
+            ),
+            (
+                "port too big",
+                replication("").replace("127.0.0.1:7502", "b:70000"),
+                "replication.peers[0].address",
+                "(the port is not a number from 1 to 65535)",
+            ),
+            (
+                "port not a number",
+                replication("").replace("127.0.0.1:7502", "b:http"),
+                "replication.peers[0].address",
+                "(the port is not a number from 1 to 65535)",
+            ),
+            (
+                "port zero",
+                replication("").replace("127.0.0.1:7502", "b:0"),
+                "replication.peers[0].address",
+                "(port 0 cannot be dialled)",
+            ),
+            (
+                "bare IPv6",
+                replication("").replace("127.0.0.1:7502", "::1:7502"),
+                "replication.peers[0].address",
+                "(an IPv6 address must be in brackets)",
+            ),
+            (
+                "a URL",
+                replication("").replace("127.0.0.1:7502", "https://b:7502"),
+                "replication.peers[0].address",
+                "(the host has a character other than letters, digits, `-`, `.` and `_`)",
+            ),
+            (
+                "not IPv6 in brackets",
+                replication("").replace("127.0.0.1:7502", "[b]:7502"),
+                "replication.peers[0].address",
+                "(not an IPv6 address in the brackets)",
+            ),
+            (
+                "checked for a database too",
+                replication("").replace("window = 1024", "window = 0"),
+                "replication.window",
+                "must be between 1 and 1000000",
+            ),
+        ];
+        for (what, text, key, reason) in cases {
+            let msg = if what == "checked for a database too" {
+                DatabaseConfig::from_toml("n.toml", &text)
+                    .expect_err(what)
+                    .to_string()
+            } else {
+                node_error(&text)
+            };
+            let prefix = format!("n.toml: `{key}`: ");
+            assert!(
+                msg.starts_with(&prefix) && msg.contains(reason),
+                "{what}: {msg}"
+            );
+        }
+
+        // Unknown keys are rejected, in every table of the section.
+        for (table, typo) in [
+            ("[replication]", "windw = 1"),
+            ("[replication.tls]", "crt = \"x\""),
+            ("[[replication.peers]]", "adress = \"x:1\""),
+        ] {
+            let text = replication("").replacen(table, &format!("{table}\n{typo}"), 1);
+            let msg = node_error(&text);
+            let field = typo.split(' ').next().unwrap_or_default();
+            assert!(
+                msg.starts_with("n.toml: ") && msg.contains(&format!("unknown field `{field}`")),
+                "{msg}"
+            );
+        }
+        // So is a [replication.tls] missing a file.
+        let msg = node_error(&replication("").replace("ca = \"ca.pem\"\n", ""));
+        assert!(
+            msg.starts_with("n.toml: ") && msg.contains("missing field `ca`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let example: String = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .skip_while(|l| l.trim() != "```toml")
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+            .collect();
+        let c = NodeConfig::from_toml("lib.rs", &example).expect("the example");
+        assert_eq!(c.limits, NodeConfig::default().limits);
+        assert_eq!(c.database, DatabaseConfig::default());
+        let r = c.replication.expect("the example has [replication]");
+        assert_eq!((r.node_id.as_str(), r.peers.len()), ("a", 1));
+        assert_eq!(r.default_conflict, "last-write-wins");
+    }
+
+    #[test]
+    fn node_ids_are_dns_labels() {
+        for good in ["a", "eu-west-1", "7", "0x1", &"a".repeat(63)] {
+            assert_eq!(check_node_id(good), Ok(()), "{good}");
+        }
+        for (bad, reason) in [
+            ("", "it is empty"),
+            (&"a".repeat(64), "it is longer than 63 characters"),
+            ("A", "it has a character other than a-z, 0-9 and `-`"),
+            ("a_b", "it has a character other than a-z, 0-9 and `-`"),
+            ("a.b", "it has a character other than a-z, 0-9 and `-`"),
+            ("é", "it has a character other than a-z, 0-9 and `-`"),
+            ("-a", "it starts or ends with `-`"),
+            ("a-", "it starts or ends with `-`"),
+        ] {
+            assert_eq!(check_node_id(bad), Err(reason.to_owned()), "{bad}");
+        }
     }
 }

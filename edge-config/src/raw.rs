@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{ConfigError, DatabaseConfig, NodeConfig, TlsFiles};
+use crate::{
+    check_node_id, ConfigError, DatabaseConfig, NodeConfig, PeerConfig, ReplicationConfig,
+    ReplicationTls, TlsFiles,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +20,8 @@ pub(crate) struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     node: RawNode,
+    #[serde(default)]
+    replication: Option<RawReplication>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,46 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    node_id: Option<String>,
+    region: Option<String>,
+    listen: Option<String>,
+    default_conflict: Option<String>,
+    max_clock_skew_ms: Option<u64>,
+    log_retention_ms: Option<u64>,
+    window: Option<u64>,
+    batch: Option<u64>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+    tls: Option<RawReplicationTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: Option<String>,
+    address: Option<String>,
+    region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplicationTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The values of `replication.default_conflict` (the names of `ConflictPolicy`).
+const CONFLICT_POLICIES: [&str; 4] = [
+    "last-write-wins",
+    "first-write-wins",
+    "vector-clock",
+    "manual",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,15 +124,18 @@ impl RawConfig {
             engine,
             storage,
             node: n,
+            replication,
         } = self;
         let database = RawConfig {
             engine,
             storage,
             node: RawNode::default(),
+            replication: None,
         }
         .validate(file)?;
         let mut c = NodeConfig {
             database,
+            replication: replication.map(|r| r.validate(file)).transpose()?,
             ..NodeConfig::default()
         };
         if let Some(d) = n.data_dir {
@@ -271,4 +319,170 @@ impl RawConfig {
         }
         Ok(c)
     }
+}
+
+impl RawReplication {
+    fn validate(self, file: &str) -> Result<ReplicationConfig, ConfigError> {
+        let invalid = |key: &str, reason: &str| invalid(file, key, reason);
+        let required = |key: &str| invalid(key, "required when [replication] is present");
+        let node_id = self
+            .node_id
+            .ok_or_else(|| required("replication.node_id"))?;
+        check_node_id(&node_id).map_err(|reason| {
+            invalid(
+                "replication.node_id",
+                &format!("`{node_id}` is not a valid node id: {reason}"),
+            )
+        })?;
+        let region = check_region(self.region).map_err(|r| invalid("replication.region", r))?;
+        let text = self.listen.ok_or_else(|| required("replication.listen"))?;
+        let listen = text.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "replication.listen",
+                &format!("`{text}` is not an address like 127.0.0.1:7501 ({e})"),
+            )
+        })?;
+        let default_conflict = self
+            .default_conflict
+            .unwrap_or_else(|| CONFLICT_POLICIES[0].to_owned());
+        if !CONFLICT_POLICIES.contains(&default_conflict.as_str()) {
+            return Err(invalid(
+                "replication.default_conflict",
+                &format!(
+                    "unknown policy `{default_conflict}` (expected one of: {})",
+                    CONFLICT_POLICIES.join(", ")
+                ),
+            ));
+        }
+        let in_range =
+            |key: &str, value: Option<u64>, lo: u64, hi: u64, default: u64, unit: &str| {
+                let v = value.unwrap_or(default);
+                if (lo..=hi).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(invalid(
+                        key,
+                        &format!("must be between {lo} and {hi}{unit}"),
+                    ))
+                }
+            };
+        let max_clock_skew = Duration::from_millis(in_range(
+            "replication.max_clock_skew_ms",
+            self.max_clock_skew_ms,
+            1,
+            86_400_000,
+            60_000,
+            " (milliseconds: at most a day)",
+        )?);
+        let log_retention = Duration::from_millis(in_range(
+            "replication.log_retention_ms",
+            self.log_retention_ms,
+            0,
+            365 * 86_400_000,
+            0,
+            " (milliseconds: at most 365 days)",
+        )?);
+        let window = in_range("replication.window", self.window, 1, 1_000_000, 4096, "")?;
+        let batch = in_range("replication.batch", self.batch, 1, 65_536, 256, "")?;
+        if batch > window {
+            return Err(invalid(
+                "replication.batch",
+                "must not exceed replication.window",
+            ));
+        }
+        let mut peers: Vec<PeerConfig> = Vec::with_capacity(self.peers.len());
+        for (i, p) in self.peers.into_iter().enumerate() {
+            let key = |field: &str| format!("replication.peers[{i}].{field}");
+            let id = p.id.ok_or_else(|| invalid(&key("id"), "required"))?;
+            check_node_id(&id).map_err(|reason| {
+                invalid(
+                    &key("id"),
+                    &format!("`{id}` is not a valid node id: {reason}"),
+                )
+            })?;
+            if id == node_id {
+                return Err(invalid(
+                    &key("id"),
+                    &format!("`{id}` is this node's own id"),
+                ));
+            }
+            if let Some(j) = peers.iter().position(|q| q.id == id) {
+                return Err(invalid(
+                    &key("id"),
+                    &format!("`{id}` is also the id of replication.peers[{j}]"),
+                ));
+            }
+            let address = p
+                .address
+                .ok_or_else(|| invalid(&key("address"), "required"))?;
+            if let Some(reason) = peer_address_problem(&address) {
+                return Err(invalid(
+                    &key("address"),
+                    &format!("`{address}` is not host:port like 127.0.0.1:7502 ({reason})"),
+                ));
+            }
+            let region = check_region(p.region).map_err(|r| invalid(&key("region"), r))?;
+            peers.push(PeerConfig {
+                id,
+                address,
+                region,
+            });
+        }
+        let tls = self.tls.ok_or_else(|| required("replication.tls"))?;
+        Ok(ReplicationConfig {
+            node_id,
+            region,
+            listen,
+            peers,
+            default_conflict,
+            max_clock_skew,
+            log_retention,
+            window,
+            batch,
+            tls: ReplicationTls {
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+            },
+        })
+    }
+}
+
+/// A region label: absent is "", given is 1 to 64 characters, none of them a control character.
+fn check_region(region: Option<String>) -> Result<String, &'static str> {
+    match region {
+        None => Ok(String::new()),
+        Some(r) if r.is_empty() || r.chars().count() > 64 => Err("must be 1 to 64 characters"),
+        Some(r) if r.chars().any(char::is_control) => Err("must not contain control characters"),
+        Some(r) => Ok(r),
+    }
+}
+
+/// Why `address` is not `host:port` (an IP address, an IPv6 one in brackets, or a host name),
+/// if it is not.
+fn peer_address_problem(address: &str) -> Option<&'static str> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Some("no port");
+    };
+    if host.is_empty() {
+        return Some("no host");
+    }
+    match port.parse::<u16>() {
+        Err(_) => return Some("the port is not a number from 1 to 65535"),
+        Ok(0) => return Some("port 0 cannot be dialled"),
+        Ok(_) => {}
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Some("not an IPv6 address in the brackets");
+        }
+    } else if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Some("the host has a character other than letters, digits, `-`, `.` and `_`");
+    } else if host.contains(':') {
+        return Some("an IPv6 address must be in brackets");
+    }
+    None
 }

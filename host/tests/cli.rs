@@ -189,3 +189,165 @@ fn collection_drop_removes_it_and_a_second_drop_finds_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn certs_make_a_cluster_ca_and_node_certificates_peers_accept() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca");
+    let certs = |args: &[&str]| -> Result<Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_vektagraf"))
+            .env_remove("VEKTAGRAF_CA")
+            .args(args)
+            .output()?)
+    };
+    let ca_arg = ca.to_str().unwrap_or_default();
+    let out = certs(&["certs", "init", ca_arg])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ca.key (the CA's private key"));
+    let out = certs(&["certs", "init", ca_arg])?;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+
+    let out = certs(&["certs", "node", "a", "--ca", ca_arg])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = certs(&[
+        "--json",
+        "certs",
+        "node",
+        "b",
+        "--ca",
+        ca_arg,
+        "--out",
+        dir.path().join("b").to_str().unwrap_or_default(),
+        "--name",
+        "db.example.com",
+    ])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["node"], "b");
+    assert!(
+        v["names"]
+            .as_array()
+            .is_some_and(|n| n.contains(&"db.example.com".into())),
+        "{v}"
+    );
+    let out = certs(&["certs", "node", "Bad", "--ca", ca_arg])?;
+    assert!(
+        stderr(&out).contains("invalid node id \"Bad\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = certs(&["certs", "node", "c"])?;
+    assert!(stderr(&out).contains("needs --ca DIR"), "{}", stderr(&out));
+
+    use vektagraf::replication::tls::PeerTls;
+    let a = PeerTls::load(
+        &ca.join("ca.pem"),
+        &ca.join("a/node.pem"),
+        &ca.join("a/node.key"),
+    )?;
+    assert_eq!(a.node_id, "a");
+    let b = dir.path().join("b");
+    let b = PeerTls::load(&ca.join("ca.pem"), &b.join("node.pem"), &b.join("node.key"))?;
+    assert_eq!(b.node_id, "b");
+    Ok(())
+}
+
+/// Copies a closed data directory (files and subdirectories).
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn stats_show_the_conflict_policy_and_a_digest_of_the_state() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let load = |data: &Path| -> Result<()> {
+        let out = vektagraf(
+            data,
+            &[
+                "collection",
+                "create",
+                "c",
+                "--dim",
+                "4",
+                "--conflict",
+                "first-write-wins",
+            ],
+        )?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let vectors = dir.path().join("v.f32");
+        write_vectors(&vectors, 5)?;
+        let out = vektagraf(
+            data,
+            &[
+                "import",
+                "c",
+                "--vectors",
+                vectors.to_str().unwrap_or_default(),
+            ],
+        )?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        Ok(())
+    };
+    let digest = |data: &Path| -> Result<String> {
+        let out = vektagraf(data, &["--json", "stats", "c"])?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(v[0]["spec"]["conflict"], "first-write-wins", "{v}");
+        let d = v[0]["digest"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            d.len() == 32 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{v}"
+        );
+        Ok(d)
+    };
+    let a = dir.path().join("a");
+    load(&a)?;
+    let first = digest(&a)?;
+    let out = vektagraf(&a, &["stats", "c"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("first-write-wins"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\n  digest {first} (5 objects, 0 edges, 0 other versions)"
+        )),
+        "{text}"
+    );
+
+    // The same state in another directory has the same digest; a write changes it.
+    let b = dir.path().join("b");
+    copy_dir(&a, &b)?;
+    assert_eq!(digest(&b)?, first);
+    let out = vektagraf(&b, &["delete", "c", "0"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(digest(&b)?, first);
+
+    // Versions are state: the same import into a fresh directory is stamped by that
+    // directory's own node id and clock, so its digest differs (replication copies versions,
+    // which is what makes converged nodes' digests equal).
+    let c = dir.path().join("c");
+    load(&c)?;
+    assert_ne!(digest(&c)?, first);
+
+    // Cluster status is a node's: without --remote it says so, and creates no directory.
+    let none = dir.path().join("none");
+    let out = vektagraf(&none, &["cluster", "status"])?;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cluster status needs --remote"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!none.exists());
+    Ok(())
+}

@@ -186,6 +186,22 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
     assert!(!missing.status.success());
     let stats: Value = serde_json::from_str(&ok(remote(&node, &["--json", "stats", "c"])?)?)?;
     assert_eq!(stats[0]["objects"], 39);
+    let digest = stats[0]["digest"].as_str().context("digest")?;
+    assert_eq!(digest.len(), 32, "{stats}");
+    let text = ok(remote(&node, &["stats", "c"])?)?;
+    assert!(text.contains("last-write-wins"), "{text}");
+    assert!(
+        text.contains(&format!("\n  digest {digest} (39 objects")),
+        "{text}"
+    );
+
+    // This node does not replicate: its cluster status says so.
+    assert_eq!(
+        ok(remote(&node, &["--json", "cluster", "status"])?)?.trim(),
+        "null"
+    );
+    let text = ok(remote(&node, &["cluster", "status"])?)?;
+    assert!(text.contains("does not replicate"), "{text}");
 
     // A read-only token reads but may not write; the refusal names the role.
     let t: Value = serde_json::from_str(&ok(remote(
@@ -237,6 +253,8 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
         .args(["stats"])
         .output()?;
     assert!(String::from_utf8_lossy(&out.stderr).contains("--remote needs --ca FILE"));
+    let stats: Value = serde_json::from_str(&ok(remote(&node, &["--json", "stats", "c"])?)?)?;
+    let digest = stats[0]["digest"].as_str().context("digest")?.to_owned();
 
     // SIGTERM: the node finishes, closes its database, and exits 0.
     let mut node = node;
@@ -255,5 +273,7 @@ fn data_commands_run_against_a_node_as_they_do_locally() -> Result<()> {
     )?)?)?;
     let writes = ops[2]["requests"].as_u64().context("writes")?;
     assert_eq!(stats[0]["objects"].as_u64(), Some(39 + writes));
+    // The same state, read by the node then from its directory: the same digest.
+    assert_eq!(stats[0]["digest"], digest.as_str());
     Ok(())
 }

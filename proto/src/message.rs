@@ -53,6 +53,11 @@ wire_enum! {
         13 "token_create" => TokenCreate { name: String, role: Role },
         14 "token_list" => TokenList {},
         15 "token_revoke" => TokenRevoke { id: String },
+        /// The state digest of one collection on the node that answers (equal on two nodes
+        /// exactly when they hold the same objects, edges and versions).
+        16 "digest" => Digest { collection: String },
+        /// The node's replication state (peers, lag, counters), as JSON.
+        17 "cluster_status" => ClusterStatus {},
     }
 }
 
@@ -68,7 +73,9 @@ impl Op {
             | Op::Traverse { .. }
             | Op::Hybrid { .. }
             | Op::Edges { .. }
-            | Op::Stats { .. } => Some(Role::Read),
+            | Op::Stats { .. }
+            | Op::Digest { .. }
+            | Op::ClusterStatus {} => Some(Role::Read),
             Op::CreateCollection { .. } | Op::Write { .. } | Op::Checkpoint {} => Some(Role::Write),
             Op::TokenCreate { .. } | Op::TokenList {} | Op::TokenRevoke { .. } => Some(Role::Admin),
         }
@@ -137,6 +144,12 @@ wire_enum! {
         13 "token" => Token { token: NewToken },
         14 "tokens" => Tokens { tokens: Vec<TokenInfo> },
         15 "revoked" => Revoked { revoked: bool },
+        /// `digest`: 32 lowercase hex digits; the rows it covers: visible objects, edges out
+        /// of them, and other versions (tombstones, siblings).
+        16 "digest" => Digest { digest: String, objects: u64, edges: u64, versions: u64 },
+        /// `status`: the replication state as JSON text, or `null` when the node does not
+        /// replicate.
+        17 "cluster" => Cluster { status: String },
     }
 }
 

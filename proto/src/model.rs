@@ -63,6 +63,30 @@ macro_rules! text_enum {
 text_enum!(Metric, "metric", "cosine" => Metric::Cosine, "dot" => Metric::Dot, "euclidean" => Metric::Euclidean);
 text_enum!(IndexKind, "index", "hnsw" => IndexKind::Hnsw, "hora" => IndexKind::Hora);
 
+/// How a collection decides between versions of one object or edge written concurrently in
+/// different regions (docs/replication.md). Set when the collection is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// The version with the highest `(hlc, node)` wins.
+    #[default]
+    LastWriteWins,
+    /// Among concurrent versions, the lowest `(hlc, node)` wins; a write made after seeing the
+    /// current version replaces it.
+    FirstWriteWins,
+    /// Concurrent versions are kept as siblings; reads see the one a resolver plugin picks,
+    /// else the highest `(hlc, node)`.
+    VectorClock,
+    /// Concurrent versions are kept as siblings and all returned by a versions read; a write
+    /// carrying their causal context resolves them.
+    Manual,
+}
+text_enum!(ConflictPolicy, "conflict policy",
+    "last-write-wins" => ConflictPolicy::LastWriteWins,
+    "first-write-wins" => ConflictPolicy::FirstWriteWins,
+    "vector-clock" => ConflictPolicy::VectorClock,
+    "manual" => ConflictPolicy::Manual);
+
 /// A collection's parameters. Created once; creating it again with the same parameters is a
 /// no-op, with others an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +100,9 @@ pub struct CollectionSpec {
     pub ef_construction: u32,
     pub ef_search: u32,
     pub shards: u32,
+    /// Absent in specs written before replication: last-write-wins.
+    #[serde(default)]
+    pub conflict: ConflictPolicy,
 }
 
 impl CollectionSpec {
@@ -90,6 +117,7 @@ impl CollectionSpec {
             ef_construction: 200,
             ef_search: 64,
             shards: 1,
+            conflict: ConflictPolicy::LastWriteWins,
         }
     }
 

@@ -2,9 +2,9 @@
 
 use crate::codec::{DecodeError, Reader, Wire};
 use crate::model::{
-    Batch, CollectionSpec, CollectionStats, Direction, Edge, Hit, HybridHit, IndexKind, Metric,
-    NewToken, NodeKey, Object, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
-    Write,
+    Batch, CollectionSpec, CollectionStats, ConflictPolicy, Direction, Edge, Hit, HybridHit,
+    IndexKind, Metric, NewToken, NodeKey, Object, Receipt, Role, SearchOptions, Step, TokenInfo,
+    TraverseOptions, Write,
 };
 use crate::{wire_struct, wire_tag};
 
@@ -22,6 +22,13 @@ wire_tag!(
     Direction::Both = 2
 );
 wire_tag!(Role, Role::Read = 0, Role::Write = 1, Role::Admin = 2);
+wire_tag!(
+    ConflictPolicy,
+    ConflictPolicy::LastWriteWins = 0,
+    ConflictPolicy::FirstWriteWins = 1,
+    ConflictPolicy::VectorClock = 2,
+    ConflictPolicy::Manual = 3
+);
 
 wire_struct!(CollectionSpec {
     name: String,
@@ -32,6 +39,7 @@ wire_struct!(CollectionSpec {
     ef_construction: u32,
     ef_search: u32,
     shards: u32,
+    conflict: ConflictPolicy,
 });
 wire_struct!(NodeKey {
     collection: String,

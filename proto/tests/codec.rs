@@ -62,9 +62,10 @@ fn spec() -> impl Strategy<Value = CollectionSpec> {
         0..3u8,
         any::<bool>(),
         any::<(u32, u32, u32, u32)>(),
+        0..4u8,
     )
         .prop_map(
-            |(n, dimension, metric, hora, (m, ef_construction, ef_search, shards))| {
+            |(n, dimension, metric, hora, (m, ef_construction, ef_search, shards), conflict)| {
                 CollectionSpec {
                     name: n,
                     dimension,
@@ -78,6 +79,12 @@ fn spec() -> impl Strategy<Value = CollectionSpec> {
                     ef_construction,
                     ef_search,
                     shards,
+                    conflict: [
+                        ConflictPolicy::LastWriteWins,
+                        ConflictPolicy::FirstWriteWins,
+                        ConflictPolicy::VectorClock,
+                        ConflictPolicy::Manual,
+                    ][conflict as usize],
                 }
             },
         )
@@ -162,6 +169,8 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         Just(Op::TokenList {}),
         name().prop_map(|id| Op::TokenRevoke { id }),
+        name().prop_map(|collection| Op::Digest { collection }),
+        Just(Op::ClusterStatus {}),
     ]
 }
 
@@ -260,6 +269,23 @@ fn response() -> impl Strategy<Value = Response> {
             }
         })),
         any::<bool>().prop_map(|revoked| Ok(Reply::Revoked { revoked })),
+        (any::<u128>(), any::<(u64, u64, u64)>()).prop_map(|(sum, (objects, edges, versions))| {
+            Ok(Reply::Digest {
+                digest: format!("{sum:032x}"),
+                objects,
+                edges,
+                versions,
+            })
+        }),
+        prop_oneof![
+            Just("null".to_owned()),
+            (name(), any::<u64>()).prop_map(|(node, lag)| json!({
+                "node": node,
+                "peers": [{"id": "b", "connected": true, "lag_ops": lag}],
+            })
+            .to_string()),
+        ]
+        .prop_map(|status| Ok(Reply::Cluster { status })),
         (1..=12u8, ".{0,40}").prop_map(|(c, message)| Err(ErrorReply {
             code: ErrorCode::from_u8(c).unwrap_or(ErrorCode::Internal),
             message
@@ -379,4 +405,34 @@ fn the_documented_search_frame() {
          00 00 64 6f 63 73 02 00 00 00 00 00 00 03 00 00 \
          00 00 00 80 3f 00 00 00 00 00 00 00 3f"
     );
+}
+
+/// The replication read ops: their tags, names and role (docs/protocol.md §5, §6).
+#[test]
+fn digest_and_cluster_status_are_reads_with_their_own_tags() {
+    let digest = Op::Digest {
+        collection: "c".into(),
+    };
+    let status = Op::ClusterStatus {};
+    assert_eq!((digest.tag(), digest.name()), (16, "digest"));
+    assert_eq!((status.tag(), status.name()), (17, "cluster_status"));
+    for op in [&digest, &status] {
+        assert_eq!(op.required_role(), Some(Role::Read));
+        assert!(op.is_idempotent());
+    }
+    let reply = Reply::Cluster {
+        status: "null".into(),
+    };
+    assert_eq!((reply.tag(), reply.name()), (17, "cluster"));
+    let reply = Reply::Digest {
+        digest: "0".repeat(32),
+        objects: 1,
+        edges: 2,
+        versions: 3,
+    };
+    assert_eq!((reply.tag(), reply.name()), (16, "digest"));
+    // status 00, tag 16, a 32-byte string, three u64.
+    let frame = encode_response(&Ok(reply.clone()));
+    assert_eq!(body(&frame).len(), 1 + 1 + 4 + 32 + 3 * 8);
+    assert_eq!(decode_response(body(&frame)), Ok(Ok(reply)));
 }

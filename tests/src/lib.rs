@@ -106,3 +106,5 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
     Ok(())
 }
 pub mod node;
+pub mod proxy;
+pub mod mesh;

@@ -53,11 +53,12 @@ fn reached(db: &Database, from: &NodeKey) -> Result<Vec<String>> {
 /// with it; name-keyed tables use it as is). Fails on a table this test does not know, so a
 /// new table keyed by collection is not forgotten here.
 fn rows_of(dir: &std::path::Path, name: &str) -> Result<Vec<String>> {
-    const BYTES: [&str; 4] = [
+    const BYTES: [&str; 5] = [
         "objects",
         "edges_out",
         "index_snapshot_meta",
         "index_snapshot_chunks",
+        "versions",
     ];
     const NAMED: [&str; 2] = ["collections", "collection_meta"];
     const OTHER: [&str; 5] = ["meta", "oplog", "applied", "tokens", "edges_in"];

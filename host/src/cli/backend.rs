@@ -4,12 +4,13 @@
 use std::collections::VecDeque;
 
 use anyhow::{Context, Result};
-use vektagraf_client::{Client, ClientConfig};
+use vektagraf_client::{Client, ClientConfig, ClusterStatus};
 
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, Hit, NewToken, NodeKey, Object, Receipt, Role,
     SearchOptions, Step, TokenInfo, TraverseOptions,
 };
+use crate::store::Digest;
 use crate::Database;
 
 /// The operations the CLI needs (from several threads at once: `search --threads`).
@@ -36,6 +37,11 @@ pub trait Backend: Sync {
     ) -> Result<Vec<Vec<Hit>>>;
     fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>>;
     fn stats(&self, collection: Option<String>) -> Result<Vec<CollectionStats>>;
+    /// The collection's state digest (with `--remote`: of the node that answers).
+    fn digest(&self, collection: &str) -> Result<Digest>;
+    /// A node's replication state. Remote only: replication runs in a node (`serve`), and a
+    /// directory opened by the CLI has no peers, so a local answer could only mislead.
+    fn cluster_status(&self) -> Result<ClusterStatus>;
     fn checkpoint(&self) -> Result<()>;
     fn token_create(&self, name: &str, role: Role) -> Result<NewToken>;
     fn token_list(&self) -> Result<Vec<TokenInfo>>;
@@ -98,6 +104,14 @@ impl Backend for Database {
             .iter()
             .map(|n| Database::stats(self, n))
             .collect::<crate::Result<_>>()?)
+    }
+    fn digest(&self, collection: &str) -> Result<Digest> {
+        Ok(Database::digest(self, collection)?)
+    }
+    fn cluster_status(&self) -> Result<ClusterStatus> {
+        anyhow::bail!(
+            "cluster status needs --remote quic://HOST:PORT pointing at a running node: replication runs in `vektagraf serve`, and a data directory opened by the CLI has no peers"
+        )
     }
     fn checkpoint(&self) -> Result<()> {
         Ok(Database::checkpoint(self)?)
@@ -231,6 +245,27 @@ impl Backend for Remote {
     }
     fn stats(&self, collection: Option<String>) -> Result<Vec<CollectionStats>> {
         Ok(self.rt.block_on(self.client.stats(collection))?)
+    }
+    fn digest(&self, collection: &str) -> Result<Digest> {
+        let d = self.rt.block_on(self.client.digest(collection))?;
+        let sum = u128::from_str_radix(&d.digest, 16)
+            .ok()
+            .filter(|_| d.digest.len() == 32)
+            .with_context(|| {
+                format!(
+                    "{} answered digest `{}`, not 32 hex digits",
+                    d.endpoint, d.digest
+                )
+            })?;
+        Ok(Digest {
+            sum,
+            objects: d.objects,
+            edges: d.edges,
+            versions: d.versions,
+        })
+    }
+    fn cluster_status(&self) -> Result<ClusterStatus> {
+        Ok(self.rt.block_on(self.client.cluster_status())?)
     }
     fn checkpoint(&self) -> Result<()> {
         Ok(self.rt.block_on(self.client.checkpoint())?)

@@ -2,6 +2,7 @@
 
 pub mod backend;
 mod bench_remote;
+mod certs;
 mod demo;
 pub mod import;
 mod serve;
@@ -14,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::model::{
-    CollectionSpec, Direction, IndexKind, Metric, NodeKey, Role, SearchOptions, TraverseOptions,
+    CollectionSpec, ConflictPolicy, Direction, IndexKind, Metric, NodeKey, Role, SearchOptions,
+    TraverseOptions,
 };
 use crate::{Database, DatabaseConfig};
 use backend::{Backend, Remote};
@@ -122,8 +124,12 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Counts and sizes of one or every collection.
+    /// Counts and sizes of one or every collection, its conflict policy and its state digest
+    /// (equal on two nodes exactly when they hold the same objects, edges and versions).
     Stats { collection: Option<String> },
+    /// Replication: a node's peers, their connection and lag (needs --remote).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Load a small sample of Debian packages into a temporary database and query it.
     Demo,
     /// Load the demo's 2,500 Debian packages into collection `packages` (of a node with
@@ -138,6 +144,16 @@ pub enum Command {
     Token(TokenCmd),
     /// Load test: concurrent clients searching, reading and writing against nodes.
     BenchRemote(bench_remote::BenchArgs),
+    /// Cluster CA and node certificates for mutual TLS between nodes.
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// The replication state of the node --remote reaches: each peer's region, connection,
+    /// lag and traffic, and the entries refused for their clock.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +191,10 @@ pub enum CollectionCmd {
         ef_construction: u32,
         #[arg(long, default_value_t = 64)]
         ef_search: u32,
+        /// How concurrent writes from different regions are decided: last-write-wins,
+        /// first-write-wins, vector-clock or manual.
+        #[arg(long, default_value = "last-write-wins")]
+        conflict: ConflictPolicy,
     },
     List,
     /// Drop a collection with its objects, edges and snapshots (local directory only).
@@ -225,6 +245,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 .context("bench-remote needs --remote (or VEKTAGRAF_REMOTE)")?;
             return bench_remote::run(config, args, cli.json);
         }
+        Command::Certs(cmd) => {
+            return certs::run(cmd, cli.remote.ca.as_deref(), &Out { json: cli.json })
+        }
+        Command::Cluster(_) if cli.remote.remote.is_none() => {
+            // Before opening (and perhaps creating) a local directory that has nothing to say.
+            bail!("cluster status needs --remote quic://HOST:PORT (or VEKTAGRAF_REMOTE) pointing at a running node: replication runs in `vektagraf serve`, and a data directory opened by the CLI has no peers");
+        }
         _ => {}
     }
     let db: Box<dyn Backend> = match cli.remote.client_config()? {
@@ -258,6 +285,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             m,
             ef_construction,
             ef_search,
+            conflict,
         }) => {
             let spec = CollectionSpec {
                 name,
@@ -268,6 +296,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
                 ef_construction,
                 ef_search,
                 shards,
+                conflict,
             };
             let created = db.create_collection(spec.clone())?;
             out.print(&json!({"created": created, "collection": spec}), || {
@@ -398,10 +427,35 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
         }
         Command::Stats { collection } => {
             let stats = db.stats(collection)?;
-            out.print(&json!(stats), || stats.iter().map(|s| format!(
-                "{}: {} objects, {} vectors ({} deleted slots), {} dims {}, {} index, {} shard(s), engine memory {:.1} MiB, snapshot at seq {}",
+            let digests = stats
+                .iter()
+                .map(|s| db.digest(&s.spec.name))
+                .collect::<Result<Vec<_>>>()?;
+            let value: Vec<Value> = stats
+                .iter()
+                .zip(&digests)
+                .map(|(s, d)| {
+                    let mut v = json!(s);
+                    v["digest"] = json!(d.hex());
+                    v
+                })
+                .collect();
+            out.print(&json!(value), || stats.iter().zip(&digests).map(|(s, d)| format!(
+                "{}: {} objects, {} vectors ({} deleted slots), {} dims {}, {} index, {} shard(s), {}, engine memory {:.1} MiB, snapshot at seq {}\n  digest {} ({} objects, {} edges, {} other versions)",
                 s.spec.name, s.objects, s.vectors, s.deleted_slots, s.spec.dimension, s.spec.metric, s.spec.index, s.spec.shards,
-                s.engine_memory_bytes as f64 / (1 << 20) as f64, s.snapshot_seq)).collect::<Vec<_>>().join("\n"));
+                s.spec.conflict, s.engine_memory_bytes as f64 / (1 << 20) as f64, s.snapshot_seq,
+                d.hex(), d.objects, d.edges, d.versions)).collect::<Vec<_>>().join("\n"));
+        }
+        Command::Cluster(ClusterCmd::Status) => {
+            let c = db.cluster_status()?;
+            let value = c.status.clone().unwrap_or(Value::Null);
+            out.print(&value, || match &c.status {
+                Some(status) => cluster_table(status),
+                None => format!(
+                    "the node at {} does not replicate (no [replication] in its configuration)",
+                    c.endpoint
+                ),
+            });
         }
         Command::LoadDemo => {
             let tmp = tempfile::tempdir().context("creating a temporary directory")?;
@@ -452,11 +506,104 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             }
             out.print(&json!({"revoked": id}), || format!("revoked token `{id}`"));
         }
-        Command::Demo | Command::Serve(_) | Command::Openapi | Command::BenchRemote(_) => {
+        Command::Demo
+        | Command::Serve(_)
+        | Command::Openapi
+        | Command::BenchRemote(_)
+        | Command::Certs(_) => {
             unreachable!("handled in run")
         }
     }
     Ok(())
+}
+
+/// `cluster status` for people: the node, a row per peer, the counters.
+fn cluster_table(status: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut lines = vec![format!(
+        "node {} (region {}, origin {})",
+        text(&status["node"]),
+        text(&status["region"]),
+        text(&status["origin"])
+    )];
+    let mut rows = vec![[
+        "PEER",
+        "REGION",
+        "CONNECTED",
+        "LAG OPS",
+        "LAG S",
+        "LAST CONTACT",
+        "SENT",
+        "RECEIVED",
+    ]
+    .map(str::to_owned)];
+    for p in status["peers"].as_array().into_iter().flatten() {
+        rows.push([
+            text(&p["id"]),
+            text(&p["region"]),
+            if p["connected"].as_bool() == Some(true) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            num(&p["lag_ops"]).to_string(),
+            format!("{:.1}", num(&p["lag_ms"]) as f64 / 1000.0),
+            match p["last_contact_ms"].as_u64() {
+                Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+                None => "never".into(),
+            },
+            format!(
+                "{} entries, {}",
+                num(&p["entries_sent"]),
+                bytes(num(&p["bytes_sent"]))
+            ),
+            format!(
+                "{} entries, {}",
+                num(&p["entries_received"]),
+                bytes(num(&p["bytes_received"]))
+            ),
+        ]);
+    }
+    if rows.len() == 1 {
+        lines.push("no peers configured".into());
+    } else {
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            lines.push(cells.join("  ").trim_end().to_owned());
+        }
+    }
+    lines.push(format!(
+        "rejected clocks {}, duplicates {}, gaps {}, refused peers {}",
+        num(&status["rejected_clocks"]),
+        num(&status["duplicates"]),
+        num(&status["gaps"]),
+        num(&status["refused_peers"])
+    ));
+    lines.join("\n")
+}
+
+/// A byte count for people (B, KiB, MiB, GiB).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 struct Out {
@@ -542,4 +689,62 @@ fn search(db: &dyn Backend, out: &Out, a: SearchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::driver::{PeerStatus, Status};
+
+    #[test]
+    fn cluster_status_table_has_a_row_per_peer_and_the_counters() {
+        let status = Status {
+            node: "a".into(),
+            region: "eu".into(),
+            origin: "00000000000000aa".into(),
+            rejected_clocks: 3,
+            peers: vec![
+                PeerStatus {
+                    id: "b".into(),
+                    region: "us".into(),
+                    connected: true,
+                    lag_ops: 12,
+                    lag_ms: 2500,
+                    last_contact_ms: Some(100),
+                    entries_sent: 40,
+                    bytes_sent: 3 << 20,
+                    entries_received: 5,
+                    bytes_received: 900,
+                    ..PeerStatus::default()
+                },
+                PeerStatus {
+                    id: "c".into(),
+                    region: "ap".into(),
+                    ..PeerStatus::default()
+                },
+            ],
+            ..Status::default()
+        };
+        let text = cluster_table(&json!(status));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "node a (region eu, origin 00000000000000aa)");
+        assert!(lines[1].starts_with("PEER  REGION  CONNECTED"), "{text}");
+        let b: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            b,
+            [
+                "b", "us", "yes", "12", "2.5", "0.1", "s", "ago", "40", "entries,", "3.0", "MiB",
+                "5", "entries,", "900", "B"
+            ],
+            "{text}"
+        );
+        assert!(lines[3].starts_with("c     ap      no"), "{text}");
+        assert!(lines[3].contains("never"), "{text}");
+        assert_eq!(
+            lines[4],
+            "rejected clocks 3, duplicates 0, gaps 0, refused peers 0"
+        );
+        let none = cluster_table(&json!(Status::default()));
+        assert!(none.contains("no peers configured"), "{none}");
+    }
 }

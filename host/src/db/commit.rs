@@ -11,53 +11,50 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::model::{Batch, CollectionSpec, NodeKey, Receipt, Write};
+use crate::model::{Batch, CollectionSpec, Receipt};
 use crate::replication::hlc::{system_wall_ms, Hlc};
+use crate::replication::version::Clock;
 use crate::runtime::{wit, CallError};
-use crate::store::records::{LogEntry, LogNode, LogWrite, StoredEdge, StoredObject};
+use crate::store::records::{LogEntry, LogWrite};
 use crate::store::{ShardSnapshot, WriteTxn};
 
-use super::collection::{shard_of, Collection, Slot};
-use super::validate::{check_id, check_label, check_vector, properties_text};
+use super::collection::{Collection, Slot};
+use super::materialise::{dropped_key, Context, Materialised, ShardKey, Source, Stamp};
+use super::plan;
+use super::remote::{Applied, RemoteEntry};
 use super::{recovery, Inner};
 
 pub(crate) enum Job {
     Write(Batch, Option<Instant>, SyncSender<Result<Receipt>>),
+    /// Other nodes' entries, each origin's in order after what is applied.
+    Remote(Vec<RemoteEntry>, SyncSender<Applied>),
     CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
     DropCollection(String, SyncSender<Result<bool>>),
     Checkpoint(SyncSender<Result<()>>),
 }
 
-type ShardKey = (String, u32);
 /// A shard's answer to its part of a batch; the flag says whether it must be rebuilt.
 type ShardOutcome = Result<(), (Error, bool)>;
 
 /// Engine changes of the current group, per shard, in order: what a rebuilt shard must get
 /// again until the group is committed.
 #[derive(Default)]
-struct Pending {
-    by_shard: BTreeMap<ShardKey, Vec<Vec<wit::Mutation>>>,
+pub(super) struct Pending {
+    pub by_shard: BTreeMap<ShardKey, Vec<Vec<wit::Mutation>>>,
 }
 
 pub(crate) struct Committer {
-    inner: Arc<Inner>,
-    origin: u64,
+    pub(super) inner: Arc<Inner>,
+    pub(super) origin: u64,
     next_seq: u64,
-    hlc: Hlc,
+    pub(super) hlc: Hlc,
     /// Collections whose engine state is newer than their stored snapshots, with how many
     /// mutations they took since.
-    dirty: HashMap<String, u64>,
+    pub(super) dirty: HashMap<String, u64>,
     /// Objects in each collection at its last snapshot. A snapshot is due after
     /// `max(snapshot_every_ops, that size)` mutations, so snapshot cost stays proportional to
     /// the writes (a 1M-object collection is not rewritten every 50k writes).
     snapshot_size: HashMap<String, u64>,
-}
-
-fn node(k: &NodeKey) -> LogNode {
-    LogNode {
-        collection: k.collection.clone(),
-        id: k.id.clone(),
-    }
 }
 
 impl Committer {
@@ -109,6 +106,10 @@ impl Committer {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.drop_collection(&name));
                 }
+                Job::Remote(entries, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.apply_remote(entries));
+                }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.checkpoint(false));
@@ -135,27 +136,9 @@ impl Committer {
             });
         }
         let json = serde_json::to_string(&spec).map_err(|e| Error::Storage(e.to_string()))?;
-        // A failure anywhere below gives the sequence number back: the log has no gaps.
-        let seq_before = self.next_seq;
-        let stored = (|| -> Result<()> {
-            let mut txn = self.inner.store.begin_write()?;
-            let (seq, hlc) = self.stamp();
-            txn.put_collection(&spec)?;
-            txn.append_log(
-                self.origin,
-                seq,
-                &LogEntry {
-                    hlc,
-                    writes: vec![LogWrite::CreateCollection { spec: json }],
-                },
-            )?;
-            txn.set_meta("hlc", hlc)?;
-            txn.commit()
-        })();
-        if let Err(e) = stored {
-            self.next_seq = seq_before;
-            return Err(e);
-        }
+        self.commit_alone(LogWrite::CreateCollection { spec: json }, |txn| {
+            stage_create(txn, &spec)
+        })?;
         self.inner.load_collection(spec)?;
         Ok(true)
     }
@@ -167,28 +150,15 @@ impl Committer {
         if self.inner.collection(name).is_err() {
             return Ok(false);
         }
-        let seq_before = self.next_seq;
-        let stored = (|| -> Result<()> {
-            let mut txn = self.inner.store.begin_write()?;
-            let (seq, hlc) = self.stamp();
-            txn.drop_collection(name)?;
-            txn.append_log(
-                self.origin,
-                seq,
-                &LogEntry {
-                    hlc,
-                    writes: vec![LogWrite::DropCollection {
-                        name: name.to_owned(),
-                    }],
-                },
-            )?;
-            txn.set_meta("hlc", hlc)?;
-            txn.commit()
-        })();
-        if let Err(e) = stored {
-            self.next_seq = seq_before;
-            return Err(e);
-        }
+        let write = LogWrite::DropCollection {
+            name: name.to_owned(),
+        };
+        self.commit_alone(write, |txn| stage_drop(txn, name))?;
+        self.unregister(name);
+        Ok(true)
+    }
+
+    pub(super) fn unregister(&mut self, name: &str) {
         let removed = self
             .inner
             .collections
@@ -198,7 +168,54 @@ impl Committer {
         self.dirty.remove(name);
         self.snapshot_size.remove(name);
         drop(removed);
-        Ok(true)
+    }
+
+    /// Commits one collection change as its own logged transaction. A failure anywhere gives
+    /// the sequence number back: the log has no gaps.
+    fn commit_alone(
+        &mut self,
+        write: LogWrite,
+        stage: impl FnOnce(&mut WriteTxn) -> Result<()>,
+    ) -> Result<()> {
+        let seq_before = self.next_seq;
+        let stored = (|| -> Result<()> {
+            let mut txn = self.inner.store.begin_write()?;
+            let (seq, hlc) = self.stamp();
+            stage(&mut txn)?;
+            txn.append_log(
+                self.origin,
+                seq,
+                &LogEntry {
+                    hlc,
+                    writes: vec![write],
+                },
+            )?;
+            txn.set_meta("hlc", hlc)?;
+            txn.commit()
+        })();
+        if stored.is_err() {
+            self.next_seq = seq_before;
+        } else {
+            self.publish();
+        }
+        stored
+    }
+
+    /// Tells the replicator what the log now holds.
+    pub(super) fn publish(&self) {
+        if let Ok(applied) = self.inner.store.applied() {
+            self.inner.committed.send_replace(Clock(applied));
+        }
+    }
+
+    /// Counts what a materialised entry did.
+    pub(super) fn tally(&mut self, m: &Materialised, counts: &mut HashMap<String, u64>) {
+        for (c, n) in &m.changed {
+            *counts.entry(c.clone()).or_default() += n;
+        }
+        for p in &m.conflicts {
+            self.inner.counters.conflict(*p);
+        }
     }
 
     fn commit_writes(&mut self, group: Vec<(Batch, SyncSender<Result<Receipt>>)>) {
@@ -216,7 +233,6 @@ impl Committer {
             }
         };
         let mut pending = Pending::default();
-        let mut overlay: HashMap<NodeKey, bool> = HashMap::new();
         let mut accepted = Vec::new();
         let mut counts: HashMap<String, u64> = HashMap::new();
         let seq_before = self.next_seq;
@@ -228,13 +244,9 @@ impl Committer {
                 )));
                 continue;
             }
-            match self.stage(&mut txn, &mut overlay, &mut pending, &batch) {
-                Ok(receipt) => {
-                    for w in &batch.writes {
-                        if let Write::Upsert { key, .. } | Write::Delete { key } = w {
-                            *counts.entry(key.collection.clone()).or_default() += 1;
-                        }
-                    }
+            match self.stage(&mut txn, &mut pending, &batch) {
+                Ok((receipt, m)) => {
+                    self.tally(&m, &mut counts);
                     accepted.push((reply, receipt));
                 }
                 Err(Staged::Rejected(e)) => {
@@ -252,6 +264,7 @@ impl Committer {
         };
         match result {
             Ok(()) => {
+                self.publish();
                 for (reply, receipt) in accepted {
                     let _ = reply.send(Ok(receipt));
                 }
@@ -280,178 +293,93 @@ impl Committer {
     fn stage(
         &mut self,
         txn: &mut WriteTxn,
-        overlay: &mut HashMap<NodeKey, bool>,
         pending: &mut Pending,
         batch: &Batch,
-    ) -> std::result::Result<Receipt, Staged> {
-        let mut local: HashMap<NodeKey, bool> = HashMap::new();
-        let mut plan: BTreeMap<ShardKey, Vec<wit::Mutation>> = BTreeMap::new();
-        let mut collections: HashMap<String, Arc<Collection>> = HashMap::new();
+    ) -> std::result::Result<(Receipt, Materialised), Staged> {
+        let inner = self.inner.clone();
+        let mut cache: HashMap<String, Arc<Collection>> = HashMap::new();
         let mut get = |name: &str| -> Result<Arc<Collection>> {
-            if let Some(c) = collections.get(name) {
+            if let Some(c) = cache.get(name) {
                 return Ok(c.clone());
             }
-            let c = self.inner.collection(name)?;
-            collections.insert(name.to_owned(), c.clone());
+            let c = inner.collection(name)?;
+            cache.insert(name.to_owned(), c.clone());
             Ok(c)
         };
-        let exists = |k: &NodeKey, local: &HashMap<NodeKey, bool>| -> Result<bool> {
-            match local.get(k).or_else(|| overlay.get(k)) {
-                Some(e) => Ok(*e),
-                None => txn.object_exists(k),
-            }
-        };
-        let mut log = Vec::with_capacity(batch.writes.len());
-        for w in &batch.writes {
-            match w {
-                Write::Upsert {
-                    key,
-                    properties,
-                    vector,
-                } => {
-                    let c = get(&key.collection).map_err(Staged::Rejected)?;
-                    check_id(key).map_err(Staged::Rejected)?;
-                    let props = properties_text(&format!("object `{}`", key.id), properties)
-                        .map_err(Staged::Rejected)?;
-                    if let Some(v) = vector {
-                        check_vector(&c.spec, &key.id, v).map_err(Staged::Rejected)?;
-                    }
-                    plan.entry((key.collection.clone(), shard_of(&key.id, c.spec.shards)))
-                        .or_default()
-                        .push(wit::Mutation::Upsert(wit::Object {
-                            id: key.id.clone(),
-                            properties: props.clone(),
-                            vector: vector.clone(),
-                        }));
-                    local.insert(key.clone(), true);
-                    log.push(LogWrite::Upsert {
-                        node: node(key),
-                        properties: props,
-                        vector: vector.clone(),
-                    });
-                }
-                Write::Delete { key } => {
-                    let c = get(&key.collection).map_err(Staged::Rejected)?;
-                    plan.entry((key.collection.clone(), shard_of(&key.id, c.spec.shards)))
-                        .or_default()
-                        .push(wit::Mutation::Delete(key.id.clone()));
-                    local.insert(key.clone(), false);
-                    log.push(LogWrite::Delete { node: node(key) });
-                }
-                Write::Link {
-                    from,
-                    label,
-                    to,
-                    properties,
-                } => {
-                    get(&from.collection).map_err(Staged::Rejected)?;
-                    get(&to.collection).map_err(Staged::Rejected)?;
-                    check_label(label).map_err(Staged::Rejected)?;
-                    for end in [from, to] {
-                        if !exists(end, &local).map_err(Staged::Fatal)? {
-                            return Err(Staged::Rejected(Error::invalid(format!(
-                                "edge `{}` -{label}-> `{}`: object `{}` does not exist in collection `{}` (edges need both ends)",
-                                from.id, to.id, end.id, end.collection
-                            ))));
-                        }
-                    }
-                    let props = properties_text(
-                        &format!("edge `{}` -{label}-> `{}`", from.id, to.id),
-                        properties,
-                    )
-                    .map_err(Staged::Rejected)?;
-                    log.push(LogWrite::Link {
-                        from: node(from),
-                        label: label.clone(),
-                        to: node(to),
-                        properties: props,
-                    });
-                }
-                Write::Unlink { from, label, to } => {
-                    get(&from.collection).map_err(Staged::Rejected)?;
-                    get(&to.collection).map_err(Staged::Rejected)?;
-                    log.push(LogWrite::Unlink {
-                        from: node(from),
-                        label: label.clone(),
-                        to: node(to),
-                    });
-                }
-            }
-        }
-        // A refused batch leaves the engine as it was (`apply_to_engine` rebuilt what took it).
-        self.apply_to_engine(&collections, &plan, pending)
-            .map_err(Staged::Rejected)?;
-        // From here the engine holds this batch: record it before anything can fail, so a
-        // rollback of the group (a storage failure below, or the commit) rebuilds its shards.
-        for (k, muts) in plan {
-            pending.by_shard.entry(k).or_default().push(muts);
-        }
-
+        let writes = plan::plan(batch, &mut get).map_err(Staged::Rejected)?;
         let (seq, hlc) = self.stamp();
-        let receipt = Receipt {
+        let stamp = Stamp {
             origin: self.origin,
             seq,
             hlc,
         };
-        let stored = (|| -> Result<()> {
-            for w in &log {
-                match w {
-                    LogWrite::Upsert {
-                        node,
-                        properties,
-                        vector,
-                    } => txn.put_object(
-                        &NodeKey::new(&node.collection, &node.id),
-                        &StoredObject {
-                            properties: properties.clone(),
-                            vector: vector.clone(),
-                            hlc,
-                            origin: self.origin,
-                            seq,
-                        },
-                    )?,
-                    LogWrite::Delete { node } => {
-                        txn.delete_object(&NodeKey::new(&node.collection, &node.id))?;
-                    }
-                    LogWrite::Link {
-                        from,
-                        label,
-                        to,
-                        properties,
-                    } => txn.link(
-                        &NodeKey::new(&from.collection, &from.id),
-                        label,
-                        &NodeKey::new(&to.collection, &to.id),
-                        &StoredEdge {
-                            properties: properties.clone(),
-                            hlc,
-                            origin: self.origin,
-                            seq,
-                        },
-                    )?,
-                    LogWrite::Unlink { from, label, to } => txn.unlink(
-                        &NodeKey::new(&from.collection, &from.id),
-                        label,
-                        &NodeKey::new(&to.collection, &to.id),
-                    )?,
-                    LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. } => {}
-                }
-            }
-            txn.append_log(
-                self.origin,
+        let staged = self.materialise(txn, pending, &mut get, stamp, Source::Local, writes);
+        if staged.is_err() {
+            // Nothing of it is staged: the next batch takes this sequence number.
+            self.next_seq = seq;
+        }
+        let m = staged?;
+        Ok((
+            Receipt {
+                origin: self.origin,
                 seq,
+                hlc,
+            },
+            m,
+        ))
+    }
+
+    /// The shared step: works out what the entry does, gives the engine its part (a refusal
+    /// there refuses the entry), then stages state and the log entry in `txn`.
+    pub(super) fn materialise(
+        &mut self,
+        txn: &mut WriteTxn,
+        pending: &mut Pending,
+        get: &mut dyn FnMut(&str) -> Result<Arc<Collection>>,
+        stamp: Stamp,
+        source: Source,
+        writes: Vec<LogWrite>,
+    ) -> std::result::Result<Materialised, Staged> {
+        let mut cx = Context {
+            txn,
+            collection: get,
+        };
+        let m = Materialised::compute(&mut cx, stamp, source, writes)
+            .map_err(Staged::classify)?
+            .finish();
+        let mut collections = HashMap::new();
+        for (c, _) in m.engine.keys() {
+            if !collections.contains_key(c) {
+                let coll = (cx.collection)(c).map_err(Staged::Rejected)?;
+                collections.insert(c.clone(), coll);
+            }
+        }
+        // A refused entry leaves the engine as it was (`apply_to_engine` rebuilt what took it).
+        self.apply_to_engine(&collections, &m.engine, pending)
+            .map_err(Staged::Rejected)?;
+        // From here the engine holds this entry: record it before anything can fail, so a
+        // rollback of the group (a storage failure below, or the commit) rebuilds its shards.
+        for (k, muts) in &m.engine {
+            pending
+                .by_shard
+                .entry(k.clone())
+                .or_default()
+                .push(muts.clone());
+        }
+        let stored = (|| -> Result<()> {
+            m.store(txn)?;
+            txn.append_log(
+                stamp.origin,
+                stamp.seq,
                 &LogEntry {
-                    hlc,
-                    writes: log.clone(),
+                    hlc: stamp.hlc,
+                    writes: m.log.clone(),
                 },
             )?;
-            txn.set_meta("hlc", hlc)
+            txn.set_meta("hlc", self.hlc.last())
         })();
-        if let Err(e) = stored {
-            return Err(Staged::Fatal(e));
-        }
-        overlay.extend(local);
-        Ok(receipt)
+        stored.map_err(Staged::Fatal)?;
+        Ok(m)
     }
 
     /// Applies a batch's engine changes shard by shard (in parallel). If any shard refuses or
@@ -516,7 +444,7 @@ impl Committer {
     }
 
     /// Rebuilds every replica of a shard from storage plus the current group's pending changes.
-    fn recover(&self, collection: &str, shard: u32, pending: &Pending) {
+    pub(super) fn recover(&self, collection: &str, shard: u32, pending: &Pending) {
         let Ok(coll) = self.inner.collection(collection) else {
             return;
         };
@@ -538,7 +466,7 @@ impl Committer {
         every > 0 && changes >= every.max(self.snapshot_size.get(collection).copied().unwrap_or(0))
     }
 
-    fn snapshot_if_due(&mut self) {
+    pub(super) fn snapshot_if_due(&mut self) {
         if self.dirty.iter().any(|(c, n)| self.due(c, *n)) {
             if let Err(e) = self.checkpoint(true) {
                 tracing::warn!(error = %e, "writing index snapshots failed");
@@ -590,12 +518,35 @@ impl Committer {
     }
 }
 
-enum Staged {
+/// Stages a new collection (and forgets that one of its name was dropped).
+pub(super) fn stage_create(txn: &mut WriteTxn, spec: &CollectionSpec) -> Result<()> {
+    txn.put_collection(spec)?;
+    txn.set_meta(&dropped_key(&spec.name), 0)
+}
+
+/// Stages a drop, remembering the name: remote writes into it that were made before they saw
+/// the drop are discarded, not waited for.
+pub(super) fn stage_drop(txn: &mut WriteTxn, name: &str) -> Result<()> {
+    txn.drop_collection(name)?;
+    txn.set_meta(&dropped_key(name), 1)
+}
+
+pub(super) enum Staged {
     /// The batch is refused; the transaction and engine are as before it.
     Rejected(Error),
     /// Storage failed mid-batch: the whole group must be abandoned. The batch's engine
     /// changes are in `pending`, so the rollback rebuilds its shards too.
     Fatal(Error),
+}
+
+impl Staged {
+    /// Storage errors abandon the group; anything else refuses the batch.
+    fn classify(e: Error) -> Staged {
+        match e {
+            Error::Storage(_) | Error::Io { .. } => Staged::Fatal(e),
+            e => Staged::Rejected(e),
+        }
+    }
 }
 
 /// Applies one shard's part of a batch to every replica of the shard: the first replica first
@@ -731,6 +682,7 @@ mod tests {
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),
             counters: Counters::default(),
+            committed: tokio::sync::watch::Sender::new(Default::default()),
         });
         Committer::new(inner, HashMap::new())
     }

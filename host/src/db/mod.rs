@@ -3,8 +3,11 @@
 
 mod collection;
 mod commit;
+mod materialise;
+mod plan;
 mod query;
 pub mod recovery;
+mod remote;
 mod validate;
 pub use validate::check_vector;
 
@@ -22,13 +25,17 @@ use crate::auth::Tokens;
 use crate::error::{Error, Result};
 #[cfg(test)]
 use crate::model::SearchOptions;
-use crate::model::{Batch, CollectionSpec, Direction, Edge, NodeKey, Object, Receipt};
+use crate::model::{
+    Batch, CollectionSpec, ConflictPolicy, Direction, Edge, NodeKey, Object, Receipt,
+};
+use crate::replication::version::Clock;
 use crate::runtime::{Runtime, DEFAULT_ENGINE};
 use crate::store::Store;
 use collection::{Collection, Slot};
 use commit::{Committer, Job};
 pub use query::Bounded;
 pub use recovery::LoadReport;
+pub use remote::{Applied, RemoteEntry};
 
 /// State shared by the API and the committer.
 pub(crate) struct Inner {
@@ -40,6 +47,8 @@ pub(crate) struct Inner {
     /// rebuild never drops engine changes of a group that is still being committed.
     commit_gate: Mutex<()>,
     counters: Counters,
+    /// The log's applied clock after each commit, for the replicator.
+    committed: tokio::sync::watch::Sender<Clock>,
 }
 
 /// Engine failures since open (for metrics).
@@ -47,9 +56,27 @@ pub(crate) struct Inner {
 pub(crate) struct Counters {
     pub engine_traps: AtomicU64,
     pub shard_rebuilds: AtomicU64,
+    /// Writes that met a concurrent version, by policy (in `POLICIES` order).
+    pub conflicts: [AtomicU64; 4],
+    /// Remote writes into collections dropped here.
+    pub discarded: AtomicU64,
 }
 
+/// The conflict policies in the order `Counters::conflicts` counts them.
+pub const POLICIES: [ConflictPolicy; 4] = [
+    ConflictPolicy::LastWriteWins,
+    ConflictPolicy::FirstWriteWins,
+    ConflictPolicy::VectorClock,
+    ConflictPolicy::Manual,
+];
+
 impl Counters {
+    pub fn conflict(&self, p: ConflictPolicy) {
+        if let Some(i) = POLICIES.iter().position(|x| *x == p) {
+            self.conflicts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn trap(&self) {
         self.engine_traps.fetch_add(1, Ordering::Relaxed);
     }
@@ -132,6 +159,7 @@ impl Database {
     /// Opens with another engine component (same WIT world).
     pub fn open_with_engine(dir: &Path, config: DatabaseConfig, engine: &[u8]) -> Result<Database> {
         let store = Arc::new(Store::open(dir)?);
+        let store_applied = store.applied()?;
         let runtime = Runtime::new(engine, config.engine.clone())?;
         let inner = Arc::new(Inner {
             store,
@@ -140,6 +168,7 @@ impl Database {
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),
             counters: Counters::default(),
+            committed: tokio::sync::watch::Sender::new(Clock(store_applied)),
         });
         let mut reports = Vec::new();
         for spec in inner.store.collections()? {
@@ -260,6 +289,60 @@ impl Database {
         self.try_submit(|reply| Job::Write(batch, deadline, reply))
     }
 
+    /// Applies other nodes' log entries (each origin's in sequence after what is applied here)
+    /// under each collection's conflict policy, durably, in one transaction per collection
+    /// change. Returns what was applied; entries after an error are not.
+    pub fn apply_remote(&self, entries: Vec<RemoteEntry>) -> Applied {
+        let (tx, rx) = sync_channel(1);
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|jobs| jobs.send(Job::Remote(entries, tx)).is_ok());
+        if sent != Some(true) {
+            return Applied {
+                through: Clock::default(),
+                error: Some(Error::Closed),
+            };
+        }
+        rx.recv().unwrap_or(Applied {
+            through: Clock::default(),
+            error: Some(Error::Closed),
+        })
+    }
+
+    /// Per origin, the last log entry applied here.
+    pub fn applied_clock(&self) -> std::collections::BTreeMap<u64, u64> {
+        self.inner.committed.borrow().0.clone()
+    }
+
+    /// The log's applied clock, updated after every commit (local or remote).
+    pub fn watch_log(&self) -> tokio::sync::watch::Receiver<Clock> {
+        self.inner.committed.subscribe()
+    }
+
+    /// Entries `from..=to` of one origin's log.
+    pub fn log_range(&self, origin: u64, from: u64, to: u64) -> Result<Vec<RemoteEntry>> {
+        self.inner.store.log_range(origin, from, to)
+    }
+
+    /// Writes that met a concurrent version since open, by policy; and remote writes
+    /// discarded because their collection was dropped here.
+    pub fn conflict_counts(&self) -> ([(ConflictPolicy, u64); 4], u64) {
+        let c = &self.inner.counters;
+        let mut out = [(ConflictPolicy::LastWriteWins, 0); 4];
+        for (i, p) in POLICIES.iter().enumerate() {
+            out[i] = (*p, c.conflicts[i].load(Ordering::Relaxed));
+        }
+        (out, c.discarded.load(Ordering::Relaxed))
+    }
+
+    /// The collection's state digest: equal on two nodes exactly when they hold the same
+    /// objects, edges and versions (docs/replication.md). Reads the whole collection.
+    pub fn digest(&self, collection: &str) -> Result<crate::store::Digest> {
+        self.inner.collection(collection)?;
+        self.inner.store.digest(collection)
+    }
+
     /// API tokens stored in this database (used by the node).
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
@@ -360,6 +443,11 @@ impl Database {
         if let Some(h) = self.committer.take() {
             let _ = h.join();
         }
+    }
+
+    /// Entries in the operation log (every origin's), for metrics.
+    pub fn log_len(&self) -> Result<u64> {
+        self.inner.store.log_len()
     }
 }
 

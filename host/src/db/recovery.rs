@@ -124,7 +124,7 @@ fn replay(
     for (_, _, entry) in store.log_after(covered)? {
         for w in entry.writes {
             let node = match w {
-                LogWrite::Upsert { node, .. } | LogWrite::Delete { node } => node,
+                LogWrite::Upsert { node, .. } | LogWrite::Delete { node, .. } => node,
                 LogWrite::DropCollection { name } if name == spec.name => return Ok(None),
                 _ => continue,
             };

@@ -10,6 +10,7 @@ use vektagraf_proto::{ErrorCode, ErrorReply, Op, Reply};
 
 use crate::error::Error;
 use crate::model::{Receipt, Role};
+use crate::replication::driver::Status;
 use crate::Database;
 
 /// Maps a database error to what the client is told.
@@ -85,6 +86,8 @@ pub struct Context<'a> {
     pub limits: &'a NodeLimits,
     pub idempotency: &'a Idempotency,
     pub ready: bool,
+    /// The replicator's state, when the node replicates.
+    pub replication: Option<&'a Mutex<Status>>,
 }
 
 /// Runs one authorised operation.
@@ -215,6 +218,18 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
                     .map_err(reply_error)?,
             }
         }
+        Op::Digest { collection } => {
+            let d = db.digest(&collection).map_err(reply_error)?;
+            Reply::Digest {
+                digest: d.hex(),
+                objects: d.objects,
+                edges: d.edges,
+                versions: d.versions,
+            }
+        }
+        Op::ClusterStatus {} => Reply::Cluster {
+            status: cluster_status_json(cx.replication),
+        },
         Op::Checkpoint {} => {
             db.checkpoint().map_err(reply_error)?;
             Reply::Done {}
@@ -236,6 +251,15 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
         }
     };
     Ok(r)
+}
+
+/// The replicator's state as JSON text (`null` when the node does not replicate).
+pub fn cluster_status_json(replication: Option<&Mutex<Status>>) -> String {
+    let Some(status) = replication else {
+        return "null".to_owned();
+    };
+    let status = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    serde_json::to_string(&status).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// What an operation does, in the words of a refusal ("may not ...").

@@ -16,6 +16,7 @@ mod http;
 pub mod metrics;
 pub mod qdrant;
 mod quic;
+mod replication;
 pub mod tls;
 
 use std::future::Future;
@@ -50,6 +51,8 @@ pub enum ServeError {
     Close(#[source] crate::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -86,6 +89,10 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Fired when shutdown begins: stop accepting connections and streams.
     stopping: CancellationToken,
+    /// The policy of collections created through the HTTP API.
+    default_conflict: crate::model::ConflictPolicy,
+    /// The replicator's state, when the node replicates.
+    replication: Option<Arc<std::sync::Mutex<crate::replication::driver::Status>>>,
 }
 
 impl Shared {
@@ -105,6 +112,7 @@ pub struct Node {
     ca_file: Option<PathBuf>,
     admin_token: Option<(String, PathBuf)>,
     grace: Duration,
+    replicator: Option<crate::replication::driver::Replicator>,
 }
 
 /// Where the first admin token is written (mode 0600).
@@ -181,7 +189,11 @@ impl Node {
         let http_addr = listener
             .local_addr()
             .map_err(|e| ServeError::io("reading the HTTP address", e))?;
+        let default_conflict = replication::default_conflict(&config)?;
+        let replicator = replication::start(&db, &config).await?;
         let shared = Arc::new(Shared {
+            default_conflict,
+            replication: replicator.as_ref().map(|r| r.status_handle()),
             db,
             limits: config.limits.clone(),
             metrics: Metrics::new(),
@@ -224,6 +236,7 @@ impl Node {
             ca_file,
             admin_token,
             grace: config.limits.shutdown_grace,
+            replicator,
         })
     }
 
@@ -251,11 +264,24 @@ impl Node {
         &self.shared.db
     }
 
+    /// The address peers dial for replication, when the node replicates.
+    pub fn replication_addr(&self) -> Option<SocketAddr> {
+        self.replicator.as_ref().and_then(|r| r.local_addr())
+    }
+
+    /// The replicator's state (peers, lag), when the node replicates.
+    pub fn replication_status(&self) -> Option<crate::replication::driver::Status> {
+        self.replicator.as_ref().map(|r| r.status())
+    }
+
     /// Stops accepting, lets requests in flight finish (up to the grace period), closes the
     /// connections and the database (with an index checkpoint).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         tracing::info!("shutting down");
         self.shared.stopping.cancel();
+        if let Some(r) = self.replicator {
+            r.shutdown().await;
+        }
         self.endpoint.set_server_config(None);
         let _ = self.accept_task.await;
         self.shared.tracker.close();

@@ -259,6 +259,7 @@ async fn run(shared: &Arc<Shared>, request: Request, started: Instant) -> Respon
                 limits: &shared.limits,
                 idempotency: &shared.idempotency,
                 ready: shared.is_ready(),
+                replication: shared.replication.as_deref(),
             };
             handle(&cx, op, deadline)
         })

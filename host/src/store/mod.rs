@@ -17,10 +17,12 @@ use redb::{Database as Redb, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::model::{CollectionSpec, Direction, Edge, NodeKey};
-use records::{decode, encode, LogEntry, StoredEdge, StoredObject};
+use records::{decode, encode, LogEntry, StoredEdge, StoredObject, StoredSibling};
 
 /// Bumped when a table's layout changes; a directory of a newer format is refused.
-pub const FORMAT_VERSION: u64 = 1;
+/// 2: per-key versions (the `versions` table, record version 2). A format-1 database opens
+/// as is (its records decode as having seen nothing but themselves).
+pub const FORMAT_VERSION: u64 = 2;
 pub const DB_FILE: &str = "vektagraf.redb";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -38,6 +40,9 @@ const SNAPSHOT_CHUNKS: TableDefinition<&[u8], &[u8]> =
 /// Node-local collection metadata: collection name -> JSON text (not in the operation log).
 const COLLECTION_META: TableDefinition<&str, &str> = TableDefinition::new("collection_meta");
 /// API tokens: token id -> [`StoredToken`] (hash of the secret, never the secret).
+/// Versions of an object (key: its node key) or edge (key: its `edges_out` key) besides the
+/// visible one: tombstones and siblings the collection's policy does not show.
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 /// Version vector: origin node -> highest sequence number applied.
@@ -101,8 +106,8 @@ pub struct Faults {
 
 impl Faults {
     /// The `n`-th write staged in a [`WriteTxn`] from now fails (`put_collection`,
-    /// `drop_collection`, `put_object`, `delete_object`, `link`, `unlink`, `append_log` and
-    /// `set_meta` each count one); 0 disarms.
+    /// `drop_collection`, `put_object` (an object's versions), `link` (an edge's versions),
+    /// `append_log` and `set_meta` each count one); 0 disarms.
     pub fn fail_write(&self, n: u32) {
         self.writes.store(n, Ordering::SeqCst);
     }
@@ -186,6 +191,7 @@ impl Store {
             txn.open_table(SNAPSHOT_CHUNKS)?;
             txn.open_table(TOKENS)?;
             txn.open_table(COLLECTION_META)?;
+            txn.open_table(VERSIONS)?;
         }
         txn.commit()?;
         Ok(Store {
@@ -284,6 +290,9 @@ impl Store {
     }
 
     /// Edges of `node` in one direction (`Out` or `In`), optionally of one label, in key order.
+    /// An edge shows only while both its ends exist: replication can deliver a link before the
+    /// object it points to, or keep a link that raced with the delete of one of its ends
+    /// (docs/replication.md, "Links and deletes").
     pub fn edges(&self, node: &NodeKey, label: Option<&str>, dir: Direction) -> Result<Vec<Edge>> {
         let mut prefix = keys::node(&node.collection, &node.id);
         if let Some(l) = label {
@@ -291,6 +300,15 @@ impl Store {
         }
         let end = keys::prefix_end(&prefix);
         let txn = self.db.begin_read()?;
+        let objects = txn.open_table(OBJECTS)?;
+        let exists = |k: &NodeKey| -> Result<bool> {
+            Ok(objects
+                .get(keys::node(&k.collection, &k.id).as_slice())?
+                .is_some())
+        };
+        if !exists(node)? {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let split = |k: &[u8]| -> Result<(String, NodeKey)> {
             match keys::parts(k).as_deref() {
@@ -298,29 +316,31 @@ impl Store {
                 _ => Err(Error::Storage("an edge key is damaged".into())),
             }
         };
-        match dir {
-            Direction::Out | Direction::Both => {
-                let table = txn.open_table(EDGES_OUT)?;
-                for row in table.range(prefix.as_slice()..end.as_slice())? {
-                    let (k, v) = row?;
-                    let (label, to) = split(k.value())?;
-                    let e: StoredEdge = decode("edge", v.value())?;
-                    out.push(Edge {
-                        from: node.clone(),
-                        label,
-                        to,
-                        properties: parse_json(&e.properties)?,
-                    });
+        let props = txn.open_table(EDGES_OUT)?;
+        if matches!(dir, Direction::Out | Direction::Both) {
+            for row in props.range(prefix.as_slice()..end.as_slice())? {
+                let (k, v) = row?;
+                let (label, to) = split(k.value())?;
+                if !exists(&to)? {
+                    continue;
                 }
+                let e: StoredEdge = decode("edge", v.value())?;
+                out.push(Edge {
+                    from: node.clone(),
+                    label,
+                    to,
+                    properties: parse_json(&e.properties)?,
+                });
             }
-            Direction::In => {}
         }
         if matches!(dir, Direction::In | Direction::Both) {
             let table = txn.open_table(EDGES_IN)?;
-            let props = txn.open_table(EDGES_OUT)?;
             for row in table.range(prefix.as_slice()..end.as_slice())? {
                 let (k, _) = row?;
                 let (label, from) = split(k.value())?;
+                if !exists(&from)? {
+                    continue;
+                }
                 let stored = props.get(keys::edge(&from, &label, node).as_slice())?;
                 let properties = match stored {
                     Some(v) => parse_json(&decode::<StoredEdge>("edge", v.value())?.properties)?,
@@ -332,6 +352,41 @@ impl Store {
                     to: node.clone(),
                     properties,
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// An order-independent hash of a collection's resolved state: every object (visible
+    /// version with its properties, vector and version), every edge out of its objects, and
+    /// every other version (tombstones, siblings). Each row hashes to 128 bits (SHA-256 of
+    /// table, key and stored bytes) and the rows add up modulo 2^128, so equal state gives
+    /// equal digests whatever order it was written in, and the sum of key ranges is the
+    /// collection's.
+    pub fn digest(&self, collection: &str) -> Result<Digest> {
+        use sha2::{Digest as _, Sha256};
+        let prefix = keys::collection_prefix(collection);
+        let end = keys::prefix_end(&prefix);
+        let txn = self.db.begin_read()?;
+        let mut out = Digest::default();
+        for (tag, def) in [(b'o', OBJECTS), (b'e', EDGES_OUT), (b'v', VERSIONS)] {
+            let table = txn.open_table(def)?;
+            for row in table.range(prefix.as_slice()..end.as_slice())? {
+                let (k, v) = row?;
+                let mut h = Sha256::new();
+                h.update([tag]);
+                h.update((k.value().len() as u32).to_le_bytes());
+                h.update(k.value());
+                h.update(v.value());
+                let bytes: [u8; 32] = h.finalize().into();
+                let mut first = [0u8; 16];
+                first.copy_from_slice(&bytes[..16]);
+                out.sum = out.sum.wrapping_add(u128::from_le_bytes(first));
+                match tag {
+                    b'o' => out.objects += 1,
+                    b'e' => out.edges += 1,
+                    _ => out.versions += 1,
+                }
             }
         }
         Ok(out)
@@ -352,6 +407,19 @@ impl Store {
                 let (origin, seq) = k.value();
                 out.push((origin, seq, decode("log entry", v.value())?));
             }
+        }
+        Ok(out)
+    }
+
+    /// Entries `from..=to` of one origin's log (fewer if some are not there).
+    pub fn log_range(&self, origin: u64, from: u64, to: u64) -> Result<Vec<(u64, u64, LogEntry)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OPLOG)?;
+        let mut out = Vec::new();
+        for row in table.range((origin, from)..=(origin, to))? {
+            let (k, v) = row?;
+            let (origin, seq) = k.value();
+            out.push((origin, seq, decode("log entry", v.value())?));
         }
         Ok(out)
     }
@@ -459,11 +527,13 @@ fn parse_json(text: &str) -> Result<serde_json::Value> {
         .map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
 }
 
+const SNAPSHOT_META_VERSION: u8 = 1;
+
 /// Snapshot description: `u8 version, u32 n, n x (u64 origin, u64 seq), u64 size, u32 chunks`
 /// (all LE).
 fn encode_snapshot_meta(s: &SnapshotMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(17 + s.covered.len() * 16);
-    out.push(records::RECORD_VERSION);
+    out.push(SNAPSHOT_META_VERSION);
     out.extend_from_slice(&(s.covered.len() as u32).to_le_bytes());
     for (o, q) in &s.covered {
         out.extend_from_slice(&o.to_le_bytes());
@@ -477,7 +547,7 @@ fn encode_snapshot_meta(s: &SnapshotMeta) -> Vec<u8> {
 fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
     let bad = || Error::Storage("index snapshot record is damaged".into());
     let (&version, rest) = v.split_first().ok_or_else(bad)?;
-    if version != records::RECORD_VERSION {
+    if version != SNAPSHOT_META_VERSION {
         return Err(bad());
     }
     let (n, mut rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
@@ -498,6 +568,23 @@ fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
         size: u64::from_le_bytes(*size),
         chunks: u32::from_le_bytes(*chunks),
     })
+}
+
+/// A collection's state digest (see [`Store::digest`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digest {
+    pub sum: u128,
+    pub objects: u64,
+    pub edges: u64,
+    /// Rows of other versions: tombstones and hidden siblings.
+    pub versions: u64,
+}
+
+impl Digest {
+    /// 32 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
 }
 
 /// One write transaction: state and log change together or not at all.
@@ -531,7 +618,8 @@ impl WriteTxn {
         let prefix = keys::collection_prefix(name);
         let end = keys::prefix_end(&prefix);
         let range = prefix.as_slice()..end.as_slice();
-        for table in [OBJECTS, SNAPSHOTS, SNAPSHOT_CHUNKS] {
+        // Versions rows of its objects and of the edges out of them share the prefix.
+        for table in [OBJECTS, SNAPSHOTS, SNAPSHOT_CHUNKS, VERSIONS] {
             self.txn
                 .open_table(table)?
                 .retain_in(range.clone(), |_, _| false)?;
@@ -540,6 +628,7 @@ impl WriteTxn {
         self.txn.delete_table(SNAPSHOTS_UNCHUNKED)?;
         let mut outs = self.txn.open_table(EDGES_OUT)?;
         let mut ins = self.txn.open_table(EDGES_IN)?;
+        let mut versions = self.txn.open_table(VERSIONS)?;
         // Edges out of its objects: their reverse entries, wherever the target lives.
         for row in outs.range(range.clone())? {
             let (k, _) = row?;
@@ -555,6 +644,7 @@ impl WriteTxn {
             if let Some(&[c, id, label, fc, fid]) = keys::parts(k.value()).as_deref() {
                 let forward = keys::edge(&NodeKey::new(fc, fid), label, &NodeKey::new(c, id));
                 outs.remove(forward.as_slice())?;
+                versions.remove(forward.as_slice())?;
             }
         }
         ins.retain_in(range, |_, _| false)?;
@@ -569,82 +659,127 @@ impl WriteTxn {
         Ok(found)
     }
 
-    pub fn put_object(&mut self, node: &NodeKey, obj: &StoredObject) -> Result<()> {
-        self.fault("put_object")?;
-        let mut table = self.txn.open_table(OBJECTS)?;
-        table.insert(
-            keys::node(&node.collection, &node.id).as_slice(),
-            encode(obj)?.as_slice(),
-        )?;
+    /// An object's visible version and its other versions (tombstones, hidden siblings).
+    pub fn object_versions(
+        &self,
+        node: &NodeKey,
+    ) -> Result<(Option<StoredObject>, Vec<StoredSibling>)> {
+        let key = keys::node(&node.collection, &node.id);
+        let table = self.txn.open_table(OBJECTS)?;
+        let visible = table
+            .get(key.as_slice())?
+            .map(|v| decode("object", v.value()))
+            .transpose()?;
+        Ok((visible, self.others(&key)?))
+    }
+
+    /// An edge's visible version and its other versions.
+    pub fn edge_versions(
+        &self,
+        from: &NodeKey,
+        label: &str,
+        to: &NodeKey,
+    ) -> Result<(Option<StoredEdge>, Vec<StoredSibling>)> {
+        let key = keys::edge(from, label, to);
+        let table = self.txn.open_table(EDGES_OUT)?;
+        let visible = table
+            .get(key.as_slice())?
+            .map(|v| decode("edge", v.value()))
+            .transpose()?;
+        Ok((visible, self.others(&key)?))
+    }
+
+    fn others(&self, key: &[u8]) -> Result<Vec<StoredSibling>> {
+        let table = self.txn.open_table(VERSIONS)?;
+        let others = table
+            .get(key)?
+            .map(|v| decode("versions", v.value()))
+            .transpose()?;
+        Ok(others.unwrap_or_default())
+    }
+
+    fn put_others(&mut self, key: &[u8], others: &[StoredSibling]) -> Result<()> {
+        let mut table = self.txn.open_table(VERSIONS)?;
+        if others.is_empty() {
+            table.remove(key)?;
+        } else {
+            table.insert(key, encode(&others.to_vec())?.as_slice())?;
+        }
         Ok(())
     }
 
-    /// Removes an object and every edge touching it. Returns whether it existed.
-    pub fn delete_object(&mut self, node: &NodeKey) -> Result<bool> {
-        self.fault("delete_object")?;
+    /// Stores an object's versions: the visible one (none: absent to readers) and the others.
+    pub fn put_object_versions(
+        &mut self,
+        node: &NodeKey,
+        visible: Option<&StoredObject>,
+        others: &[StoredSibling],
+    ) -> Result<()> {
+        self.fault("put_object")?;
         let key = keys::node(&node.collection, &node.id);
-        let existed = self
-            .txn
-            .open_table(OBJECTS)?
-            .remove(key.as_slice())?
-            .is_some();
-        let end = keys::prefix_end(&key);
-        let mut out_keys = Vec::new();
-        let mut in_keys = Vec::new();
         {
-            let outs = self.txn.open_table(EDGES_OUT)?;
-            for row in outs.range(key.as_slice()..end.as_slice())? {
-                out_keys.push(row?.0.value().to_vec());
-            }
-            let ins = self.txn.open_table(EDGES_IN)?;
-            for row in ins.range(key.as_slice()..end.as_slice())? {
-                in_keys.push(row?.0.value().to_vec());
-            }
+            let mut table = self.txn.open_table(OBJECTS)?;
+            match visible {
+                Some(o) => table.insert(key.as_slice(), encode(o)?.as_slice())?,
+                None => table.remove(key.as_slice())?,
+            };
         }
-        for k in out_keys {
-            if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
-                self.remove_edge(node, label, &NodeKey::new(*c, *id))?;
-            }
-        }
-        for k in in_keys {
-            if let Some([_, _, label, c, id]) = keys::parts(&k).as_deref() {
-                self.remove_edge(&NodeKey::new(*c, *id), label, node)?;
-            }
-        }
-        Ok(existed)
+        self.put_others(&key, others)
     }
 
-    pub fn link(
+    /// Stores an edge's versions (both directions for the visible one).
+    pub fn put_edge_versions(
         &mut self,
         from: &NodeKey,
         label: &str,
         to: &NodeKey,
-        e: &StoredEdge,
+        visible: Option<&StoredEdge>,
+        others: &[StoredSibling],
     ) -> Result<()> {
         self.fault("link")?;
-        self.txn.open_table(EDGES_OUT)?.insert(
-            keys::edge(from, label, to).as_slice(),
-            encode(e)?.as_slice(),
-        )?;
-        self.txn
-            .open_table(EDGES_IN)?
-            .insert(keys::edge(to, label, from).as_slice(), ())?;
-        Ok(())
+        let key = keys::edge(from, label, to);
+        let reverse = keys::edge(to, label, from);
+        match visible {
+            Some(e) => {
+                self.txn
+                    .open_table(EDGES_OUT)?
+                    .insert(key.as_slice(), encode(e)?.as_slice())?;
+                self.txn
+                    .open_table(EDGES_IN)?
+                    .insert(reverse.as_slice(), ())?;
+            }
+            None => {
+                self.txn.open_table(EDGES_OUT)?.remove(key.as_slice())?;
+                self.txn.open_table(EDGES_IN)?.remove(reverse.as_slice())?;
+            }
+        }
+        self.put_others(&key, others)
     }
 
-    pub fn unlink(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
-        self.fault("unlink")?;
-        self.remove_edge(from, label, to)
-    }
-
-    fn remove_edge(&mut self, from: &NodeKey, label: &str, to: &NodeKey) -> Result<()> {
-        self.txn
+    /// Every stored edge out of or into `node`, as `(from, label, to)`.
+    pub fn edges_touching(&self, node: &NodeKey) -> Result<Vec<(NodeKey, String, NodeKey)>> {
+        let key = keys::node(&node.collection, &node.id);
+        let end = keys::prefix_end(&key);
+        let mut out = Vec::new();
+        for row in self
+            .txn
             .open_table(EDGES_OUT)?
-            .remove(keys::edge(from, label, to).as_slice())?;
-        self.txn
+            .range(key.as_slice()..end.as_slice())?
+        {
+            if let Some([_, _, label, c, id]) = keys::parts(row?.0.value()).as_deref() {
+                out.push((node.clone(), (*label).to_owned(), NodeKey::new(*c, *id)));
+            }
+        }
+        for row in self
+            .txn
             .open_table(EDGES_IN)?
-            .remove(keys::edge(to, label, from).as_slice())?;
-        Ok(())
+            .range(key.as_slice()..end.as_slice())?
+        {
+            if let Some([_, _, label, c, id]) = keys::parts(row?.0.value()).as_deref() {
+                out.push((NodeKey::new(*c, *id), (*label).to_owned(), node.clone()));
+            }
+        }
+        Ok(out)
     }
 
     /// Appends entry `seq` of `origin`'s log. Each origin's log is contiguous: `seq` must
@@ -665,6 +800,10 @@ impl WriteTxn {
             .open_table(OPLOG)?
             .insert((origin, seq), encode(entry)?.as_slice())?;
         Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.txn.open_table(META)?.get(key)?.map(|v| v.value()))
     }
 
     pub fn set_meta(&mut self, key: &str, value: u64) -> Result<()> {

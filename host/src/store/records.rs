@@ -1,13 +1,20 @@
 //! Values stored in redb and in the operation log, encoded with postcard (a documented, stable
 //! wire format: https://postcard.jamesmunns.com/wire-format) behind a one-byte version.
+//!
+//! Version 2 (replication) added versions: each object and edge carries what its write had
+//! seen (its causal context), deletes leave tombstones, and each logged write carries the
+//! context it was made in. Version 1 records (written before) still decode: they had seen
+//! nothing but themselves.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::replication::version::{Clock, Version};
 
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
-/// An object's stored version.
+/// An object's visible version: what the engine indexes and reads return.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredObject {
     /// JSON object text.
@@ -16,14 +23,53 @@ pub struct StoredObject {
     pub hlc: u64,
     pub origin: u64,
     pub seq: u64,
+    /// What the write had seen of this object, besides its own dot.
+    pub seen: Clock,
 }
 
+/// An edge's visible version (stored under `from -label-> to`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEdge {
     pub properties: String,
     pub hlc: u64,
     pub origin: u64,
     pub seq: u64,
+    pub seen: Clock,
+}
+
+impl StoredObject {
+    pub fn version(&self) -> Version {
+        Version::new(self.hlc, self.origin, self.seq, &self.seen)
+    }
+}
+
+impl StoredEdge {
+    pub fn version(&self) -> Version {
+        Version::new(self.hlc, self.origin, self.seq, &self.seen)
+    }
+}
+
+/// A version of an object or edge other than its visible live one: a tombstone, or a sibling
+/// its collection's policy does not show (kept in the `versions` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSibling {
+    pub hlc: u64,
+    pub origin: u64,
+    pub seq: u64,
+    pub seen: Clock,
+    pub value: SiblingValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SiblingValue {
+    Deleted,
+    Object {
+        properties: String,
+        vector: Option<Vec<f32>>,
+    },
+    Edge {
+        properties: String,
+    },
 }
 
 /// A node reference inside the log.
@@ -33,7 +79,8 @@ pub struct LogNode {
     pub id: String,
 }
 
-/// One change as logged. Applying a log entry's changes in order reproduces the batch.
+/// One change as logged. Applying a log entry's changes in order reproduces the batch. `seen`
+/// is the causal context the write was made in (what it replaces), besides its own dot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LogWrite {
     /// A collection's spec as JSON.
@@ -42,23 +89,26 @@ pub enum LogWrite {
         node: LogNode,
         properties: String,
         vector: Option<Vec<f32>>,
+        seen: Clock,
     },
-    /// Also removes every edge touching the object.
-    Delete { node: LogNode },
+    /// A tombstone. The edges the object had when it was deleted are removed by `Unlink`
+    /// writes of the same entry.
+    Delete { node: LogNode, seen: Clock },
     Link {
         from: LogNode,
         label: String,
         to: LogNode,
         properties: String,
+        seen: Clock,
     },
     Unlink {
         from: LogNode,
         label: String,
         to: LogNode,
+        seen: Clock,
     },
     /// Removes the collection with its objects, every edge touching them (also from other
-    /// collections), its index snapshots and its node-local metadata. Appended last: variants
-    /// are encoded by index, so records written before it still decode.
+    /// collections), its index snapshots and its node-local metadata.
     DropCollection { name: String },
 }
 
@@ -69,19 +119,172 @@ pub struct LogEntry {
     pub writes: Vec<LogWrite>,
 }
 
+/// A stored record type; `decode_old` reads the layouts of earlier record versions.
+pub trait Record: Serialize + DeserializeOwned {
+    fn decode_old(version: u8, body: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == 1).then(|| postcard::from_bytes(body))
+    }
+}
+
+impl Record for super::tokens::StoredToken {}
+
+/// Version 1 layouts, read when opening a database written before replication.
+mod v1 {
+    use super::LogNode;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Object {
+        pub properties: String,
+        pub vector: Option<Vec<f32>>,
+        pub hlc: u64,
+        pub origin: u64,
+        pub seq: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Edge {
+        pub properties: String,
+        pub hlc: u64,
+        pub origin: u64,
+        pub seq: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub enum Write {
+        CreateCollection {
+            spec: String,
+        },
+        Upsert {
+            node: LogNode,
+            properties: String,
+            vector: Option<Vec<f32>>,
+        },
+        Delete {
+            node: LogNode,
+        },
+        Link {
+            from: LogNode,
+            label: String,
+            to: LogNode,
+            properties: String,
+        },
+        Unlink {
+            from: LogNode,
+            label: String,
+            to: LogNode,
+        },
+        DropCollection {
+            name: String,
+        },
+    }
+
+    #[derive(Deserialize)]
+    pub struct Entry {
+        pub hlc: u64,
+        pub writes: Vec<Write>,
+    }
+}
+
+impl Record for StoredObject {
+    fn decode_old(version: u8, body: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<v1::Object>(body).map(|o| StoredObject {
+                properties: o.properties,
+                vector: o.vector,
+                hlc: o.hlc,
+                origin: o.origin,
+                seq: o.seq,
+                seen: Clock::default(),
+            })
+        })
+    }
+}
+
+impl Record for StoredEdge {
+    fn decode_old(version: u8, body: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<v1::Edge>(body).map(|e| StoredEdge {
+                properties: e.properties,
+                hlc: e.hlc,
+                origin: e.origin,
+                seq: e.seq,
+                seen: Clock::default(),
+            })
+        })
+    }
+}
+
+impl Record for Vec<StoredSibling> {
+    fn decode_old(_: u8, _: &[u8]) -> Option<postcard::Result<Self>> {
+        None
+    }
+}
+
+impl Record for LogEntry {
+    fn decode_old(version: u8, body: &[u8]) -> Option<postcard::Result<Self>> {
+        let seen = Clock::default;
+        (version == 1).then(|| {
+            postcard::from_bytes::<v1::Entry>(body).map(|e| LogEntry {
+                hlc: e.hlc,
+                writes: e
+                    .writes
+                    .into_iter()
+                    .map(|w| match w {
+                        v1::Write::CreateCollection { spec } => LogWrite::CreateCollection { spec },
+                        v1::Write::Upsert {
+                            node,
+                            properties,
+                            vector,
+                        } => LogWrite::Upsert {
+                            node,
+                            properties,
+                            vector,
+                            seen: seen(),
+                        },
+                        v1::Write::Delete { node } => LogWrite::Delete { node, seen: seen() },
+                        v1::Write::Link {
+                            from,
+                            label,
+                            to,
+                            properties,
+                        } => LogWrite::Link {
+                            from,
+                            label,
+                            to,
+                            properties,
+                            seen: seen(),
+                        },
+                        v1::Write::Unlink { from, label, to } => LogWrite::Unlink {
+                            from,
+                            label,
+                            to,
+                            seen: seen(),
+                        },
+                        v1::Write::DropCollection { name } => LogWrite::DropCollection { name },
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut out = vec![RECORD_VERSION];
     out.extend_from_slice(&postcard::to_stdvec(value)?);
     Ok(out)
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T> {
+pub fn decode<T: Record>(what: &str, bytes: &[u8]) -> Result<T> {
+    let damaged = |e: postcard::Error| Error::Storage(format!("{what} record is damaged: {e}"));
     match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => postcard::from_bytes(body)
-            .map_err(|e| Error::Storage(format!("{what} record is damaged: {e}"))),
-        Some((v, _)) => Err(Error::Storage(format!(
-            "{what} record has version {v}; this build reads {RECORD_VERSION}"
-        ))),
+        Some((&RECORD_VERSION, body)) => postcard::from_bytes(body).map_err(damaged),
+        Some((&v, body)) => match T::decode_old(v, body) {
+            Some(r) => r.map_err(damaged),
+            None => Err(Error::Storage(format!(
+                "{what} record has version {v}; this build reads {RECORD_VERSION}"
+            ))),
+        },
         None => Err(Error::Storage(format!("{what} record is empty"))),
     }
 }
@@ -107,6 +310,10 @@ mod tests {
         proptest::option::of(proptest::collection::vec(float(), 0..40))
     }
 
+    fn clock() -> impl Strategy<Value = Clock> {
+        proptest::collection::btree_map(any::<u64>(), any::<u64>(), 0..4).prop_map(Clock)
+    }
+
     fn object() -> impl Strategy<Value = StoredObject> {
         (
             any::<String>(),
@@ -114,25 +321,35 @@ mod tests {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            clock(),
         )
-            .prop_map(|(properties, vector, hlc, origin, seq)| StoredObject {
-                properties,
-                vector,
-                hlc,
-                origin,
-                seq,
-            })
+            .prop_map(
+                |(properties, vector, hlc, origin, seq, seen)| StoredObject {
+                    properties,
+                    vector,
+                    hlc,
+                    origin,
+                    seq,
+                    seen,
+                },
+            )
     }
 
     fn edge() -> impl Strategy<Value = StoredEdge> {
-        (any::<String>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(properties, hlc, origin, seq)| StoredEdge {
+        (
+            any::<String>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            clock(),
+        )
+            .prop_map(|(properties, hlc, origin, seq, seen)| StoredEdge {
                 properties,
                 hlc,
                 origin,
                 seq,
-            },
-        )
+                seen,
+            })
     }
 
     fn node() -> impl Strategy<Value = LogNode> {
@@ -142,26 +359,31 @@ mod tests {
     fn write() -> impl Strategy<Value = LogWrite> {
         prop_oneof![
             any::<String>().prop_map(|spec| LogWrite::CreateCollection { spec }),
-            (node(), any::<String>(), vector()).prop_map(|(node, properties, vector)| {
-                LogWrite::Upsert {
+            (node(), any::<String>(), vector(), clock()).prop_map(
+                |(node, properties, vector, seen)| LogWrite::Upsert {
                     node,
                     properties,
                     vector,
+                    seen,
                 }
-            }),
-            node().prop_map(|node| LogWrite::Delete { node }),
-            (node(), any::<String>(), node(), any::<String>()).prop_map(
-                |(from, label, to, properties)| LogWrite::Link {
+            ),
+            (node(), clock()).prop_map(|(node, seen)| LogWrite::Delete { node, seen }),
+            (node(), any::<String>(), node(), any::<String>(), clock()).prop_map(
+                |(from, label, to, properties, seen)| LogWrite::Link {
                     from,
                     label,
                     to,
                     properties,
+                    seen,
                 }
             ),
-            (node(), any::<String>(), node()).prop_map(|(from, label, to)| LogWrite::Unlink {
-                from,
-                label,
-                to
+            (node(), any::<String>(), node(), clock()).prop_map(|(from, label, to, seen)| {
+                LogWrite::Unlink {
+                    from,
+                    label,
+                    to,
+                    seen,
+                }
             }),
             any::<String>().prop_map(|name| LogWrite::DropCollection { name }),
         ]
@@ -178,8 +400,21 @@ mod tests {
 
     /// Equality with floats compared bit for bit (so a NaN equals itself).
     fn same_object(a: &StoredObject, b: &StoredObject) -> bool {
-        (&a.properties, bits(&a.vector), a.hlc, a.origin, a.seq)
-            == (&b.properties, bits(&b.vector), b.hlc, b.origin, b.seq)
+        (
+            &a.properties,
+            bits(&a.vector),
+            a.hlc,
+            a.origin,
+            a.seq,
+            &a.seen,
+        ) == (
+            &b.properties,
+            bits(&b.vector),
+            b.hlc,
+            b.origin,
+            b.seq,
+            &b.seen,
+        )
     }
 
     fn same_write(a: &LogWrite, b: &LogWrite) -> bool {
@@ -189,13 +424,15 @@ mod tests {
                     node,
                     properties,
                     vector,
+                    seen,
                 },
                 LogWrite::Upsert {
                     node: n2,
                     properties: p2,
                     vector: v2,
+                    seen: s2,
                 },
-            ) => (node, properties, bits(vector)) == (n2, p2, bits(v2)),
+            ) => (node, properties, bits(vector), seen) == (n2, p2, bits(v2), s2),
             _ => a == b,
         }
     }
@@ -212,10 +449,7 @@ mod tests {
     /// Decodes `bytes` as each record kind: each must give a value or a storage error that
     /// names the kind.
     fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
-        fn check<T: for<'a> Deserialize<'a>>(
-            what: &str,
-            bytes: &[u8],
-        ) -> Result<(), TestCaseError> {
+        fn check<T: Record>(what: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
             match decode::<T>(what, bytes) {
                 Ok(_) => Ok(()),
                 Err(Error::Storage(text)) if text.starts_with(&format!("{what} record ")) => Ok(()),
@@ -301,43 +535,61 @@ mod tests {
         }
     }
 
-    /// Variant indexes are the encoding: the older kinds keep theirs, so logs written before
-    /// `DropCollection` existed still decode.
+    /// Version 1 records (before replication) still decode, as having seen nothing else.
     #[test]
-    fn log_write_variants_keep_their_indexes() {
-        let node = || LogNode {
+    fn version_1_records_still_decode() {
+        #[derive(Serialize)]
+        enum OldWrite {
+            _Create {
+                spec: String,
+            },
+            Upsert {
+                node: LogNode,
+                properties: String,
+                vector: Option<Vec<f32>>,
+            },
+        }
+        #[derive(Serialize)]
+        struct OldEntry {
+            hlc: u64,
+            writes: Vec<OldWrite>,
+        }
+        let node = LogNode {
             collection: "c".into(),
             id: "a".into(),
         };
-        let index = |w: LogWrite| postcard::to_stdvec(&w).expect("encode")[0];
-        assert_eq!(index(LogWrite::CreateCollection { spec: "{}".into() }), 0);
-        assert_eq!(
-            index(LogWrite::Upsert {
-                node: node(),
-                properties: "{}".into(),
-                vector: None
-            }),
-            1
+        let mut bytes = vec![1u8];
+        bytes.extend(
+            postcard::to_stdvec(&OldEntry {
+                hlc: 7,
+                writes: vec![OldWrite::Upsert {
+                    node: node.clone(),
+                    properties: "{}".into(),
+                    vector: Some(vec![1.0]),
+                }],
+            })
+            .expect("encode"),
         );
-        assert_eq!(index(LogWrite::Delete { node: node() }), 2);
+        let entry: LogEntry = decode("log entry", &bytes).expect("decode");
         assert_eq!(
-            index(LogWrite::Link {
-                from: node(),
-                label: "l".into(),
-                to: node(),
-                properties: "{}".into()
-            }),
-            3
+            entry,
+            LogEntry {
+                hlc: 7,
+                writes: vec![LogWrite::Upsert {
+                    node,
+                    properties: "{}".into(),
+                    vector: Some(vec![1.0]),
+                    seen: Clock::default(),
+                }],
+            }
         );
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_stdvec(&("{}", 1u64, 2u64, 3u64)).expect("encode"));
+        let e: StoredEdge = decode("edge", &bytes).expect("decode");
         assert_eq!(
-            index(LogWrite::Unlink {
-                from: node(),
-                label: "l".into(),
-                to: node()
-            }),
-            4
+            (e.hlc, e.origin, e.seq, e.seen),
+            (1, 2, 3, Clock::default())
         );
-        assert_eq!(index(LogWrite::DropCollection { name: "c".into() }), 5);
     }
 
     #[test]

@@ -63,9 +63,11 @@ pub async fn create(
     Query(params): Query<WriteParams>,
     Body(body): Body<Map<String, Value>>,
 ) -> Response {
+    let conflict = api.shared.default_conflict;
     api.run("http_create_collection", &headers, Role::Write, move |cx| {
         params.check()?;
-        let (spec, meta) = spec_of(&name, &body)?;
+        let (mut spec, meta) = spec_of(&name, &body)?;
+        spec.conflict = conflict;
         if cx.db.collection_spec(&name).is_ok() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

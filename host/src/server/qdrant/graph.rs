@@ -1,5 +1,6 @@
 //! Our extensions beside the Qdrant routes, in the same envelope: typed edges (link and unlink
-//! in batches), traversal, hybrid k-NN-then-expand, and collection statistics.
+//! in batches), traversal, hybrid k-NN-then-expand, and collection statistics (with the
+//! collection's state digest and conflict policy).
 
 use std::sync::Arc;
 
@@ -216,7 +217,7 @@ fn hybrid_run(cx: &Cx<'_>, name: &str, body: &Map<String, Value>) -> Result<Valu
 }
 
 #[utoipa::path(get, path = "/collections/{name}/stats", tag = "vektagraf", params(("name" = String, Path)),
-    responses((status = 200, description = "objects, vectors, deleted slots, engine memory, snapshot position, parameters")))]
+    responses((status = 200, description = "`{spec, objects, vectors, deleted_slots, engine_memory_bytes, snapshot_seq, conflict, digest}`: counts, engine memory, snapshot position and parameters; `conflict` is the collection's conflict policy and `digest` (32 hex digits) the hash of its state on this node, equal on two nodes exactly when they hold the same objects, edges and versions")))]
 pub async fn stats(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -224,8 +225,12 @@ pub async fn stats(
 ) -> Response {
     api.run("http_stats", &headers, Role::Read, move |cx| {
         let s = cx.reads.stats(&name)?;
-        serde_json::to_value(&s)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        let digest = cx.db.digest(&name)?;
+        let mut v = serde_json::to_value(&s)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        v["conflict"] = json!(s.spec.conflict);
+        v["digest"] = json!(digest.hex());
+        Ok(v)
     })
     .await
 }

@@ -44,6 +44,8 @@ fn fixture(max_frame_bytes: u64) -> anyhow::Result<Fixture> {
         connections: AtomicU64::new(0),
         tracker: TaskTracker::new(),
         stopping: CancellationToken::new(),
+        default_conflict: crate::model::ConflictPolicy::LastWriteWins,
+        replication: None,
     });
     let api = Arc::new(Api::new(shared));
     Ok(Fixture {
@@ -348,5 +350,52 @@ async fn tokens_roles_and_the_request_limit() -> anyhow::Result<()> {
     assert_eq!(retry.as_deref(), Some("1"));
     drop(held);
     assert_eq!(f.count().await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stats_show_the_conflict_policy_and_the_state_digest() -> anyhow::Result<()> {
+    let f = with_collection(1 << 20).await?;
+    let stats = |token: String| {
+        let f = &f;
+        async move {
+            let (s, _, v) = f
+                .send(Method::GET, "/collections/c/stats", Some(&token), "")
+                .await?;
+            anyhow::Ok((s, v))
+        }
+    };
+    let (s, v) = stats(f.reader.clone()).await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = &v["result"];
+    assert_eq!(r["objects"], 1, "{v}");
+    assert_eq!(r["conflict"], "last-write-wins", "{v}");
+    assert_eq!(r["spec"]["conflict"], r["conflict"], "{v}");
+    let digest = r["digest"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{v}"
+    );
+    assert_eq!(digest, f.api.shared.db.digest("c")?.hex());
+
+    // The same state gives the same digest; a write changes it.
+    let (_, v) = stats(f.reader.clone()).await?;
+    assert_eq!(v["result"]["digest"].as_str(), Some(digest.as_str()));
+    let (s, v) = f
+        .admin(
+            Method::PUT,
+            "/collections/c/points?wait=true",
+            json!({"points": [{"id": 2, "vector": [0, 1, 0]}]}),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = stats(f.reader.clone()).await?;
+    assert_eq!(v["result"]["objects"], 2, "{v}");
+    assert_ne!(v["result"]["digest"].as_str(), Some(digest.as_str()), "{v}");
+
+    let (s, _, v) = f
+        .send(Method::GET, "/collections/nope/stats", Some(&f.reader), "")
+        .await?;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     Ok(())
 }

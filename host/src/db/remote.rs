@@ -1,0 +1,226 @@
+//! Applying other nodes' log entries: through the same `materialise` step as local writes,
+//! each entry under its own dot and timestamp, in one durable transaction per delivery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::CollectionSpec;
+use crate::replication::hlc::system_wall_ms;
+use crate::replication::version::Clock;
+use crate::store::records::{LogEntry, LogWrite};
+use crate::store::WriteTxn;
+
+use super::collection::Collection;
+use super::commit::{stage_create, stage_drop, Committer, Pending, Staged};
+use super::materialise::{Source, Stamp};
+
+/// An entry of another node's log: `(origin, seq, entry)`.
+pub type RemoteEntry = (u64, u64, LogEntry);
+
+/// What became of a delivery: the entries applied (a prefix of it, per origin) and, if it
+/// stopped early, why. The rest is asked for again later.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub through: Clock,
+    pub error: Option<Error>,
+}
+
+/// A collection change to carry out once the transaction is committed.
+enum After {
+    Load(CollectionSpec),
+    Unregister(String),
+}
+
+impl Committer {
+    /// Applies a delivery, committing after each collection change (so the entries after it
+    /// find the collection registered).
+    pub(super) fn apply_remote(&mut self, entries: Vec<RemoteEntry>) -> Applied {
+        let mut out = Applied::default();
+        let mut rest = entries.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut chunk = Vec::new();
+            for e in rest.by_ref() {
+                let change = matches!(
+                    e.2.writes.as_slice(),
+                    [LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. }]
+                );
+                chunk.push(e);
+                if change {
+                    break;
+                }
+            }
+            let applied = self.apply_chunk(chunk);
+            out.through.merge(&applied.through);
+            if applied.error.is_some() {
+                out.error = applied.error;
+                break;
+            }
+        }
+        out
+    }
+
+    fn apply_chunk(&mut self, entries: Vec<RemoteEntry>) -> Applied {
+        let mut out = Applied::default();
+        let mut txn = match self.inner.store.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let mut pending = Pending::default();
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut after = Vec::new();
+        let mut fatal = None;
+        for (origin, seq, entry) in entries {
+            if origin == self.origin {
+                // Our own entries coming back (after a restore, say) are already here.
+                continue;
+            }
+            let stamp = Stamp {
+                origin,
+                seq,
+                hlc: entry.hlc,
+            };
+            match self.remote_entry(&mut txn, &mut pending, stamp, entry, &mut after) {
+                Ok(m) => {
+                    if let Some(m) = m {
+                        self.tally(&m, &mut counts);
+                        self.inner
+                            .counters
+                            .discarded
+                            .fetch_add(m.discarded, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    out.through.add(origin, seq);
+                }
+                Err(Staged::Rejected(e)) => {
+                    out.error = Some(e);
+                    break;
+                }
+                Err(Staged::Fatal(e)) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match fatal {
+            Some(e) => Err(e),
+            None => txn.commit(),
+        };
+        match result {
+            Ok(()) => {
+                for a in after {
+                    match a {
+                        After::Load(spec) => {
+                            if let Err(e) = self.inner.load_collection(spec) {
+                                tracing::error!(error = %e, "loading a replicated collection");
+                            }
+                        }
+                        After::Unregister(name) => self.unregister(&name),
+                    }
+                }
+                for (c, n) in counts {
+                    *self.dirty.entry(c).or_default() += n;
+                }
+                self.publish();
+                self.snapshot_if_due();
+            }
+            Err(e) => {
+                let touched: Vec<_> = pending.by_shard.keys().cloned().collect();
+                for (c, s) in touched {
+                    self.recover(&c, s, &Pending::default());
+                }
+                out = Applied {
+                    through: Clock::default(),
+                    error: Some(e),
+                };
+            }
+        }
+        out
+    }
+
+    /// One remote entry; `None` for a collection change.
+    fn remote_entry(
+        &mut self,
+        txn: &mut WriteTxn,
+        pending: &mut Pending,
+        stamp: Stamp,
+        entry: LogEntry,
+        after: &mut Vec<After>,
+    ) -> std::result::Result<Option<super::materialise::Materialised>, Staged> {
+        // Whatever this node stamps next orders after what it has seen.
+        let _ = self.hlc.observe(stamp.hlc, system_wall_ms(), u64::MAX);
+        let log = |txn: &mut WriteTxn, writes: Vec<LogWrite>, hlc: u64| {
+            txn.append_log(
+                stamp.origin,
+                stamp.seq,
+                &LogEntry {
+                    hlc: stamp.hlc,
+                    writes,
+                },
+            )?;
+            txn.set_meta("hlc", hlc)
+        };
+        match entry.writes.as_slice() {
+            [LogWrite::CreateCollection { spec }] => {
+                let parsed: CollectionSpec = serde_json::from_str(spec).map_err(|e| {
+                    Staged::Rejected(Error::Storage(format!(
+                        "a replicated collection spec is damaged: {e}"
+                    )))
+                })?;
+                match self.inner.collection(&parsed.name) {
+                    Ok(existing) if existing.spec != parsed => {
+                        // Two regions created the name with different parameters at once:
+                        // the one created first here stays (docs/replication.md).
+                        tracing::warn!(collection = %parsed.name, "a replicated collection differs from the one here; keeping this one");
+                        self.inner.counters.conflict(existing.spec.conflict);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        stage_create(txn, &parsed).map_err(Staged::Fatal)?;
+                        after.push(After::Load(parsed));
+                    }
+                }
+                log(txn, entry.writes, self.hlc.last()).map_err(Staged::Fatal)?;
+                Ok(None)
+            }
+            [LogWrite::DropCollection { name }] => {
+                let name = name.clone();
+                stage_drop(txn, &name).map_err(Staged::Fatal)?;
+                log(txn, entry.writes, self.hlc.last()).map_err(Staged::Fatal)?;
+                after.push(After::Unregister(name));
+                Ok(None)
+            }
+            _ => {
+                let inner = self.inner.clone();
+                let mut cache: HashMap<String, Arc<Collection>> = HashMap::new();
+                let mut get = |name: &str| -> Result<Arc<Collection>> {
+                    if let Some(c) = cache.get(name) {
+                        return Ok(c.clone());
+                    }
+                    let c = inner.collection(name)?;
+                    cache.insert(name.to_owned(), c.clone());
+                    Ok(c)
+                };
+                // A collection dropped earlier in this delivery is still registered until the
+                // commit: treat it as gone.
+                let gone: Vec<String> = after
+                    .iter()
+                    .filter_map(|a| match a {
+                        After::Unregister(n) => Some(n.clone()),
+                        After::Load(_) => None,
+                    })
+                    .collect();
+                let mut get = |name: &str| -> Result<Arc<Collection>> {
+                    if gone.iter().any(|g| g == name) {
+                        return Err(Error::UnknownCollection(name.to_owned()));
+                    }
+                    get(name)
+                };
+                self.materialise(txn, pending, &mut get, stamp, Source::Remote, entry.writes)
+                    .map(Some)
+            }
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The replication protocol as a state machine without I/O (like quinn-proto): the driver feeds
+//! it connection events, messages and the current time, and carries out the [`Action`]s it
+//! returns — dial a peer, send a message, send a range of the local log, apply entries. No
+//! sockets, clocks or threads here, so the simulation tests run it through partitions,
+//! reordering, duplication, crashes and clock skew deterministically.
+//!
+//! Positions: every node's operation log holds, per origin, a contiguous run of entries
+//! `1..=applied[origin]`. On connect, peers exchange `Hello` with their applied clocks; each then
+//! pushes what the other lacks, from every origin (so an entry travels A → B → C while A–C is
+//! cut), within a window of unacknowledged entries. A receiver hands entries to the driver only
+//! in sequence per origin (duplicates are dropped, a gap asks the sender to resend from what it
+//! has), refuses entries stamped too far in the future of its clock, and acknowledges with its
+//! applied clock. Entries of an origin the peer reports a live connection to are not forwarded
+//! (the origin sends them itself), which keeps a full mesh from sending each entry twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::hlc::Hlc;
+use super::version::Clock;
+
+/// A peer, by the node id its certificate carries.
+pub type PeerName = String;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's origin number (the `origin` of its log entries).
+    pub origin: u64,
+    pub name: PeerName,
+    /// Entries stamped more than this far ahead of local wall time are refused.
+    pub max_skew_ms: u64,
+    /// Unacknowledged entries in flight to one peer.
+    pub window: u64,
+    /// Entries per `SendRange`.
+    pub batch: u64,
+    /// Redial backoff: starts at `backoff_min_ms`, doubles up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A peer that has entries we lack and sent nothing for this long is asked to resend.
+    pub resend_after_ms: u64,
+}
+
+impl Config {
+    pub fn new(origin: u64, name: impl Into<PeerName>) -> Self {
+        Self {
+            origin,
+            name: name.into(),
+            max_skew_ms: 60_000,
+            window: 4096,
+            batch: 256,
+            backoff_min_ms: 100,
+            backoff_max_ms: 5_000,
+            resend_after_ms: 1_000,
+        }
+    }
+}
+
+/// One log entry on the wire; `B` is the entry's body (opaque here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry<B> {
+    pub origin: u64,
+    pub seq: u64,
+    pub hlc: u64,
+    pub body: B,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message<B> {
+    /// First message each way on a connection.
+    Hello {
+        origin: u64,
+        applied: Clock,
+        /// Origins this node has a live connection to.
+        connected: Vec<u64>,
+    },
+    Entries(Vec<Entry<B>>),
+    Ack {
+        applied: Clock,
+        connected: Vec<u64>,
+        /// The receiver dropped entries (a gap, a clock too far ahead): send again from
+        /// `applied`.
+        resend: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action<B> {
+    /// Open a connection to the peer (and report `connected` or `disconnected`).
+    Dial(PeerName),
+    Send(PeerName, Message<B>),
+    /// Send local log entries `from..=to` of `origin` to the peer, as `Message::Entries`.
+    SendRange {
+        peer: PeerName,
+        origin: u64,
+        from: u64,
+        to: u64,
+    },
+    /// Apply these entries (in order; each origin's are contiguous and follow what is
+    /// applied), then report [`Core::applied`] or [`Core::apply_failed`].
+    Apply {
+        peer: PeerName,
+        entries: Vec<Entry<B>>,
+    },
+}
+
+/// What the core knows about one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    /// The peer's origin number, once it said hello.
+    pub origin: Option<u64>,
+    pub connected: bool,
+    /// Its applied clock, as it last told us.
+    pub theirs: Clock,
+    /// What we have sent it on this connection.
+    pub sent: Clock,
+    /// Origins it has live connections to.
+    pub links: BTreeSet<u64>,
+    pub last_heard_ms: Option<u64>,
+    /// When it was last caught up with everything we have.
+    pub caught_up_ms: Option<u64>,
+    retry_at_ms: u64,
+    backoff_ms: u64,
+    /// Its clock, once we applied every entry of its own it had when it sent it: a tombstone
+    /// all peers' confirmed clocks cover can be collected (no write that has not seen it can
+    /// still arrive).
+    pub confirmed: Clock,
+    candidate: Option<Clock>,
+    asked_resend_ms: u64,
+    /// Entries from it were refused while a resend had just been asked for: ask again when
+    /// due (one request per `resend_after_ms`, however many messages are refused).
+    resend_owed: bool,
+    pub entries_sent: u64,
+    pub entries_received: u64,
+}
+
+/// Counters the driver exports as metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rejected_clocks: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+}
+
+pub struct Core<B> {
+    config: Config,
+    applied: Clock,
+    /// Entries handed out by `Apply` and not yet reported.
+    applying: Clock,
+    peers: BTreeMap<PeerName, PeerState>,
+    actions: Vec<Action<B>>,
+    stats: Stats,
+}
+
+impl<B: Clone> Core<B> {
+    /// `applied`: the local log's positions (after a restart, what storage holds).
+    pub fn new(config: Config, applied: Clock, peers: impl IntoIterator<Item = PeerName>) -> Self {
+        let peers = peers
+            .into_iter()
+            .filter(|p| *p != config.name)
+            .map(|p| (p, PeerState::default()))
+            .collect();
+        Self {
+            applying: applied.clone(),
+            applied,
+            config,
+            peers,
+            actions: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn applied_clock(&self) -> &Clock {
+        &self.applied
+    }
+
+    pub fn peers(&self) -> &BTreeMap<PeerName, PeerState> {
+        &self.peers
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The actions produced since the last call.
+    pub fn poll(&mut self) -> Vec<Action<B>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    fn links(&self) -> Vec<u64> {
+        self.peers
+            .values()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.origin)
+            .collect()
+    }
+
+    /// Dials peers that are down and due; resends and catches up. Call it every few hundred
+    /// milliseconds.
+    pub fn tick(&mut self, now_ms: u64) {
+        let names: Vec<PeerName> = self.peers.keys().cloned().collect();
+        for name in names {
+            let Some(p) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            if !p.connected {
+                if now_ms >= p.retry_at_ms {
+                    p.backoff_ms = (p.backoff_ms * 2)
+                        .clamp(self.config.backoff_min_ms, self.config.backoff_max_ms);
+                    p.retry_at_ms = now_ms + p.backoff_ms;
+                    self.actions.push(Action::Dial(name));
+                }
+                continue;
+            }
+            // The peer has entries we lack but has gone quiet: ask it to send from what we
+            // have (what it sent may have been refused, e.g. a clock then too far ahead).
+            let behind = p
+                .theirs
+                .0
+                .iter()
+                .any(|(o, s)| !self.applying.contains(*o, *s));
+            let quiet = p
+                .last_heard_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.resend_after_ms);
+            if (behind && quiet || p.resend_owed)
+                && now_ms.saturating_sub(p.asked_resend_ms) >= self.config.resend_after_ms
+            {
+                p.asked_resend_ms = now_ms;
+                p.resend_owed = false;
+                let msg = Message::Ack {
+                    applied: self.applied.clone(),
+                    connected: Vec::new(),
+                    resend: true,
+                };
+                self.actions.push(Action::Send(name.clone(), msg));
+            }
+            self.push(&name, now_ms);
+        }
+    }
+
+    /// A connection to the peer is up (either side dialled).
+    pub fn connected(&mut self, peer: &str, now_ms: u64) {
+        let links = self.links();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.connected = true;
+        p.sent = Clock::default();
+        p.resend_owed = false;
+        p.last_heard_ms = Some(now_ms);
+        p.backoff_ms = 0;
+        let hello = Message::Hello {
+            origin: self.config.origin,
+            applied: self.applied.clone(),
+            connected: links,
+        };
+        self.actions.push(Action::Send(peer.to_owned(), hello));
+    }
+
+    /// The connection is gone (or a dial failed): redial after a backoff.
+    pub fn disconnected(&mut self, peer: &str, now_ms: u64) {
+        let mut lost_link = false;
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.connected {
+                p.backoff_ms = 0;
+                lost_link = p.origin.is_some();
+            }
+            p.connected = false;
+            p.sent = Clock::default();
+            p.resend_owed = false;
+            p.backoff_ms =
+                (p.backoff_ms * 2).clamp(self.config.backoff_min_ms, self.config.backoff_max_ms);
+            p.retry_at_ms = now_ms + p.backoff_ms;
+        }
+        // The other peers do not forward us this peer's entries while they believe we hear it
+        // directly: tell them at once that we no longer do.
+        if lost_link {
+            let links = self.links();
+            for (name, p) in &self.peers {
+                if p.connected {
+                    let msg = Message::Ack {
+                        applied: self.applied.clone(),
+                        connected: links.clone(),
+                        resend: false,
+                    };
+                    self.actions.push(Action::Send(name.clone(), msg));
+                }
+            }
+        }
+    }
+
+    pub fn received(&mut self, peer: &str, msg: Message<B>, now_ms: u64) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.last_heard_ms = Some(now_ms);
+        match msg {
+            Message::Hello {
+                origin,
+                applied,
+                connected,
+            } => {
+                p.origin = Some(origin);
+                p.theirs = applied.clone();
+                p.sent = applied.clone();
+                p.links = connected.into_iter().collect();
+                self.note_clock(peer, applied, now_ms);
+                self.push(peer, now_ms);
+            }
+            Message::Ack {
+                applied,
+                connected,
+                resend,
+            } => {
+                p.links = connected.into_iter().collect();
+                if resend {
+                    // Forget what was in flight: send again from what it has.
+                    p.sent = applied.clone();
+                    p.theirs = applied.clone();
+                } else {
+                    p.theirs.merge(&applied);
+                }
+                self.note_clock(peer, applied, now_ms);
+                self.push(peer, now_ms);
+            }
+            Message::Entries(entries) => self.take_entries(peer, entries, now_ms),
+        }
+    }
+
+    /// Records a peer's applied clock: what it has, for pushing and for collecting tombstones.
+    fn note_clock(&mut self, peer: &str, clock: Clock, now_ms: u64) {
+        let applied = self.applied.clone();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if p.theirs.covers(&applied) {
+            p.caught_up_ms = Some(now_ms);
+        }
+        // Its clock counts as confirmed once we hold every entry of its own it had; one
+        // candidate at a time, so a peer that keeps writing still gets confirmed.
+        if p.candidate.is_none() {
+            p.candidate = Some(clock);
+        }
+        self.confirm();
+    }
+
+    fn confirm(&mut self) {
+        for p in self.peers.values_mut() {
+            let (Some(origin), Some(c)) = (p.origin, &p.candidate) else {
+                continue;
+            };
+            let own = c.0.get(&origin).copied().unwrap_or(0);
+            if self.applied.contains(origin, own) || own == 0 {
+                p.confirmed = c.clone();
+                p.candidate = None;
+            }
+        }
+    }
+
+    fn take_entries(&mut self, peer: &str, entries: Vec<Entry<B>>, now_ms: u64) {
+        let mut accepted = Vec::new();
+        let mut refused = false;
+        // Origins whose rest of this message is dropped (a gap or a refused clock before it).
+        let mut blocked = BTreeSet::new();
+        // The peer holds every entry it sends: if one is lost here (refused, or its `Apply`
+        // fails), `tick` sees the peer ahead and asks for it again, even when it is the last
+        // entry of its origin (which no later message would reveal).
+        let mut held = Clock::default();
+        for e in entries {
+            held.add(e.origin, e.seq);
+            if blocked.contains(&e.origin) {
+                continue;
+            }
+            let next = self.applying.0.get(&e.origin).copied().unwrap_or(0) + 1;
+            if e.seq < next {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            if e.seq > next {
+                self.stats.gaps += 1;
+                blocked.insert(e.origin);
+                refused = true;
+                continue;
+            }
+            let ahead = Hlc::wall_ms(e.hlc).saturating_sub(now_ms);
+            if ahead > self.config.max_skew_ms {
+                self.stats.rejected_clocks += 1;
+                blocked.insert(e.origin);
+                refused = true;
+                continue;
+            }
+            self.applying.add(e.origin, e.seq);
+            accepted.push(e);
+        }
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.entries_received += accepted.len() as u64;
+            p.theirs.merge(&held);
+        }
+        // Ask for a resend at once, but at most once per `resend_after_ms`: every request makes
+        // the peer send again all it has in flight, so answering each refused message (all
+        // those in flight behind a gap or a clock too far ahead) would multiply the traffic
+        // with every round trip. A request not sent now is sent by `tick` when due.
+        let links = self.links();
+        let resend_after_ms = self.config.resend_after_ms;
+        if let Some(p) = self.peers.get_mut(peer).filter(|_| refused) {
+            if now_ms.saturating_sub(p.asked_resend_ms) >= resend_after_ms {
+                p.asked_resend_ms = now_ms;
+                p.resend_owed = false;
+                // What is applied, not what is being applied: the peer takes this clock as
+                // durable (`confirmed`, hence `stable()`), and an `Apply` may yet fail.
+                let msg = Message::Ack {
+                    applied: self.applied.clone(),
+                    connected: links,
+                    resend: true,
+                };
+                self.actions.push(Action::Send(peer.to_owned(), msg));
+            } else {
+                p.resend_owed = true;
+            }
+        }
+        if !accepted.is_empty() {
+            self.actions.push(Action::Apply {
+                peer: peer.to_owned(),
+                entries: accepted,
+            });
+        }
+    }
+
+    /// The driver applied (or committed locally) entries up to `clock`: acknowledge them and
+    /// push them on to the peers that lack them.
+    pub fn applied(&mut self, clock: &Clock, now_ms: u64) {
+        self.applied.merge(clock);
+        self.applying.merge(clock);
+        self.confirm();
+        let links = self.links();
+        let names: Vec<PeerName> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Entries from other origins: tell every peer what we now have, so none forwards
+        // them to us again. Our own commits need no word: peers acknowledge what we push.
+        let remote = clock.0.keys().any(|o| *o != self.config.origin);
+        for name in names {
+            if remote {
+                let msg = Message::Ack {
+                    applied: self.applied.clone(),
+                    connected: links.clone(),
+                    resend: false,
+                };
+                self.actions.push(Action::Send(name.clone(), msg));
+            }
+            self.push(&name, now_ms);
+        }
+    }
+
+    /// Applying entries failed (storage): they will be asked for again.
+    pub fn apply_failed(&mut self, now_ms: u64) {
+        self.applying = self.applied.clone();
+        for p in self.peers.values_mut() {
+            p.asked_resend_ms = 0;
+            p.last_heard_ms = Some(now_ms.saturating_sub(self.config.resend_after_ms));
+        }
+    }
+
+    /// Sends the peer what it lacks, within the window.
+    fn push(&mut self, peer: &str, now_ms: u64) {
+        let me = self.config.origin;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if !p.connected || p.origin.is_none() {
+            return;
+        }
+        if p.theirs.covers(&self.applied) {
+            p.caught_up_ms = Some(now_ms);
+        }
+        let in_flight: u64 = p
+            .sent
+            .0
+            .iter()
+            .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
+            .sum();
+        let mut budget = self.config.window.saturating_sub(in_flight);
+        for (&origin, &last) in &self.applied.0 {
+            if budget == 0 {
+                break;
+            }
+            // The peer's own entries, and those of an origin it hears from directly, are not
+            // ours to send.
+            if Some(origin) == p.origin || (origin != me && p.links.contains(&origin)) {
+                continue;
+            }
+            let has = p
+                .sent
+                .0
+                .get(&origin)
+                .copied()
+                .unwrap_or(0)
+                .max(p.theirs.0.get(&origin).copied().unwrap_or(0));
+            let mut from = has + 1;
+            while from <= last && budget > 0 {
+                let to = last.min(from + self.config.batch.min(budget) - 1);
+                self.actions.push(Action::SendRange {
+                    peer: peer.to_owned(),
+                    origin,
+                    from,
+                    to,
+                });
+                p.entries_sent += to - from + 1;
+                budget -= to - from + 1;
+                p.sent.add(origin, to);
+                from = to + 1;
+            }
+        }
+    }
+
+    /// Entries every peer has confirmed: a tombstone whose dot this covers can be collected,
+    /// and (with a snapshot covering it) the log up to it trimmed. Empty until every peer has
+    /// been heard from.
+    pub fn stable(&self) -> Clock {
+        let mut out = self.applied.clone();
+        for p in self.peers.values() {
+            let mut min = Clock::default();
+            for (o, s) in &out.0 {
+                let theirs = p.confirmed.0.get(o).copied().unwrap_or(0);
+                if theirs > 0 {
+                    min.add(*o, (*s).min(theirs));
+                }
+            }
+            out = min;
+        }
+        out
+    }
+
+    /// Per peer: entries of ours it has not acknowledged, and for how long it has been behind.
+    pub fn lag(&self, peer: &str, now_ms: u64) -> Option<(u64, u64)> {
+        let p = self.peers.get(peer)?;
+        let ops: u64 = self
+            .applied
+            .0
+            .iter()
+            .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
+            .sum();
+        let ms = if ops == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(p.caught_up_ms.unwrap_or(0))
+        };
+        Some((ops, ms))
+    }
+}

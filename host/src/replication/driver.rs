@@ -1,0 +1,725 @@
+//! The thin QUIC driver around the replication [`Core`]: one task owns the core and carries
+//! out its actions; each peer connection has a reader and a writer task; one applier task
+//! hands remote entries to the database in the order the core accepted them.
+//!
+//! Wire: ALPN `vektagraf-peer/1`, mutual TLS under the cluster CA. Per connection, one
+//! bidirectional stream carrying frames `u32 LE length | postcard body`: first a [`Hello`]
+//! each way (the node id it claims must be the one in its certificate), then core messages.
+//! Of two peers, the one whose id sorts first dials (so a pair never holds two connections).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::core::{Action, Config, Core, Entry, Message, PeerName};
+use super::hlc::system_wall_ms;
+use super::tls::{peer_node_id, server_name, PeerTls};
+use super::version::Clock;
+use crate::db::RemoteEntry;
+use crate::store::records::LogEntry;
+use crate::Database;
+
+/// What the driver needs to run.
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Peers: node id, `host:port` of its replication listener, region.
+    pub peers: Vec<(String, String, String)>,
+    pub region: String,
+    pub tls: PeerTls,
+    pub core: Config,
+    /// Largest frame accepted from a peer.
+    pub max_frame_bytes: u64,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Hello {
+    protocol: u32,
+    node: String,
+    origin: u64,
+}
+
+const PROTOCOL: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
+}
+
+fn peer_err(peer: impl Into<String>, reason: impl ToString) -> DriverError {
+    DriverError::Peer {
+        peer: peer.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What `vektagraf cluster status`, `/ready` and `/metrics` show.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Status {
+    pub node: String,
+    pub region: String,
+    /// This node's origin number (hex).
+    pub origin: String,
+    /// Per origin (hex), the last log entry applied here.
+    pub applied: HashMap<String, u64>,
+    pub peers: Vec<PeerStatus>,
+    pub rejected_clocks: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    /// Peers refused at the handshake (unknown id, id not matching the certificate).
+    pub refused_peers: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PeerStatus {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    pub connected: bool,
+    /// Our log entries it has not acknowledged.
+    pub lag_ops: u64,
+    /// How long it has been behind (0 when caught up).
+    pub lag_ms: u64,
+    /// Milliseconds since we last heard from it (None: never).
+    pub last_contact_ms: Option<u64>,
+    pub entries_sent: u64,
+    pub entries_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+#[derive(Default)]
+struct Io {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+enum Event {
+    Connected {
+        peer: String,
+        id: u64,
+        conn: quinn::Connection,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    },
+    Closed {
+        peer: String,
+        id: u64,
+        reason: String,
+    },
+    DialFailed {
+        peer: String,
+        reason: String,
+    },
+    Message {
+        peer: String,
+        msg: Message<LogEntry>,
+    },
+    ApplyFailed(String),
+}
+
+enum Outgoing {
+    Message(Message<LogEntry>),
+    Range { origin: u64, from: u64, to: u64 },
+}
+
+/// A running replicator.
+pub struct Replicator {
+    endpoint: quinn::Endpoint,
+    status: Arc<Mutex<Status>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    db: Arc<Database>,
+    me: String,
+    origin: u64,
+    peers: HashMap<String, (String, String)>,
+    io: HashMap<String, Io>,
+    refused: AtomicU64,
+    max_frame: u64,
+    events: mpsc::UnboundedSender<Event>,
+    next_conn: AtomicU64,
+}
+
+impl Replicator {
+    pub async fn start(db: Arc<Database>, opts: Options) -> Result<Replicator, DriverError> {
+        let Options {
+            listen,
+            peers,
+            region,
+            tls,
+            core,
+            max_frame_bytes,
+            idle_timeout,
+        } = opts;
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
+        transport.keep_alive_interval(Some(idle_timeout / 4));
+        transport.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+        transport.receive_window(quinn::VarInt::from_u32(64 << 20));
+        transport.send_window(64 << 20);
+        let transport = Arc::new(transport);
+        let mut server = tls.server.clone();
+        server.transport_config(transport.clone());
+        let mut client = tls.client.clone();
+        client.transport_config(transport);
+        let mut endpoint =
+            quinn::Endpoint::server(server, listen).map_err(|source| DriverError::Bind {
+                addr: listen,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let applied = Clock(db.applied_clock());
+        let peer_names: Vec<PeerName> = peers.iter().map(|p| p.0.clone()).collect();
+        let shared = Arc::new(Shared {
+            me: tls.node_id.clone(),
+            origin: core.origin,
+            io: peers.iter().map(|p| (p.0.clone(), Io::default())).collect(),
+            peers: peers
+                .iter()
+                .map(|(n, a, r)| (n.clone(), (a.clone(), r.clone())))
+                .collect(),
+            refused: AtomicU64::new(0),
+            max_frame: max_frame_bytes,
+            events: events_tx,
+            next_conn: AtomicU64::new(1),
+            db,
+        });
+        let status = Arc::new(Mutex::new(Status {
+            node: tls.node_id.clone(),
+            region,
+            origin: format!("{:016x}", core.origin),
+            ..Status::default()
+        }));
+        let cancel = CancellationToken::new();
+        let core = Core::new(core, applied, peer_names);
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+            cancel.clone(),
+        ));
+        let task = tokio::spawn(run(
+            core,
+            endpoint.clone(),
+            shared,
+            events,
+            status.clone(),
+            cancel.clone(),
+        ));
+        Ok(Replicator {
+            endpoint,
+            status,
+            cancel,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// The shared status, refreshed every 100 ms.
+    pub fn status_handle(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        let _ = self.task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The core's task: events in, actions out.
+async fn run(
+    mut core: Core<LogEntry>,
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    status: Arc<Mutex<Status>>,
+    cancel: CancellationToken,
+) {
+    let mut conns: HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>, quinn::Connection)> =
+        HashMap::new();
+    let mut log = shared.db.watch_log();
+    let mut seen = log.borrow_and_update().clone();
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel::<Vec<Entry<LogEntry>>>();
+    tokio::spawn(applier(shared.clone(), apply_rx));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                core.tick(system_wall_ms());
+                publish_status(&core, &shared, &conns, &status);
+            }
+            changed = log.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = log.borrow_and_update().clone();
+                // Only what advanced: our own commits need no acknowledgement round.
+                let mut delta = Clock::default();
+                for (o, s) in &now.0 {
+                    if !seen.contains(*o, *s) {
+                        delta.add(*o, *s);
+                    }
+                }
+                seen = now;
+                core.applied(&delta, system_wall_ms());
+            }
+            Some(ev) = events.recv() => {
+                let now = system_wall_ms();
+                match ev {
+                    Event::Connected { peer, id, conn, tx } => {
+                        if let Some((_, _, old)) = conns.insert(peer.clone(), (id, tx, conn)) {
+                            old.close(quinn::VarInt::from_u32(1), b"replaced");
+                        }
+                        tracing::info!(%peer, "replication peer connected");
+                        core.connected(&peer, now);
+                    }
+                    Event::Closed { peer, id, reason } => {
+                        if conns.get(&peer).is_some_and(|c| c.0 == id) {
+                            conns.remove(&peer);
+                            tracing::info!(%peer, %reason, "replication peer disconnected");
+                            core.disconnected(&peer, now);
+                        }
+                    }
+                    Event::DialFailed { peer, reason } => {
+                        tracing::debug!(%peer, %reason, "dialling a replication peer failed");
+                        core.disconnected(&peer, now);
+                    }
+                    Event::Message { peer, msg } => core.received(&peer, msg, now),
+                    Event::ApplyFailed(reason) => {
+                        tracing::warn!(%reason, "applying replicated entries failed; they will be asked for again");
+                        core.apply_failed(now);
+                    }
+                }
+            }
+        }
+        for action in core.poll() {
+            match action {
+                Action::Dial(peer) => {
+                    // Of two peers, the one whose id sorts first dials.
+                    if shared.me < peer && !conns.contains_key(&peer) {
+                        tokio::spawn(dial(endpoint.clone(), shared.clone(), peer));
+                    }
+                }
+                Action::Send(peer, msg) => send(&conns, &peer, Outgoing::Message(msg)),
+                Action::SendRange {
+                    peer,
+                    origin,
+                    from,
+                    to,
+                } => send(&conns, &peer, Outgoing::Range { origin, from, to }),
+                Action::Apply { entries, .. } => {
+                    let _ = apply_tx.send(entries);
+                }
+            }
+        }
+    }
+    for (_, (_, _, c)) in conns {
+        c.close(quinn::VarInt::from_u32(0), b"shutting down");
+    }
+}
+
+fn send(
+    conns: &HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>, quinn::Connection)>,
+    peer: &str,
+    out: Outgoing,
+) {
+    if let Some((_, tx, _)) = conns.get(peer) {
+        let _ = tx.send(out);
+    }
+}
+
+fn publish_status(
+    core: &Core<LogEntry>,
+    shared: &Shared,
+    conns: &HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>, quinn::Connection)>,
+    status: &Mutex<Status>,
+) {
+    let now = system_wall_ms();
+    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    s.applied = core
+        .applied_clock()
+        .0
+        .iter()
+        .map(|(o, q)| (format!("{o:016x}"), *q))
+        .collect();
+    s.rejected_clocks = core.stats().rejected_clocks;
+    s.duplicates = core.stats().duplicates;
+    s.gaps = core.stats().gaps;
+    s.refused_peers = shared.refused.load(Ordering::Relaxed);
+    s.peers = core
+        .peers()
+        .iter()
+        .map(|(name, p)| {
+            let (lag_ops, lag_ms) = core.lag(name, now).unwrap_or_default();
+            let (address, region) = shared.peers.get(name).cloned().unwrap_or_default();
+            let io = shared.io.get(name);
+            PeerStatus {
+                id: name.clone(),
+                region,
+                address,
+                connected: conns.contains_key(name) && p.origin.is_some(),
+                lag_ops,
+                lag_ms,
+                last_contact_ms: p.last_heard_ms.map(|t| now.saturating_sub(t)),
+                entries_sent: p.entries_sent,
+                entries_received: p.entries_received,
+                bytes_sent: io.map_or(0, |i| i.sent.load(Ordering::Relaxed)),
+                bytes_received: io.map_or(0, |i| i.received.load(Ordering::Relaxed)),
+            }
+        })
+        .collect();
+}
+
+/// Applies deliveries one after another, in the order the core accepted them.
+async fn applier(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Entry<LogEntry>>>) {
+    while let Some(entries) = rx.recv().await {
+        let db = shared.db.clone();
+        let batch: Vec<RemoteEntry> = entries
+            .into_iter()
+            .map(|e| (e.origin, e.seq, e.body))
+            .collect();
+        let applied = tokio::task::spawn_blocking(move || db.apply_remote(batch)).await;
+        let error = match applied {
+            Ok(a) => a.error.map(|e| e.to_string()),
+            Err(e) => Some(format!("the apply task failed: {e}")),
+        };
+        if let Some(reason) = error {
+            // Entries queued behind the failed ones would not follow what is applied.
+            while rx.try_recv().is_ok() {}
+            let _ = shared.events.send(Event::ApplyFailed(reason));
+        }
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            _ = cancel.cancelled() => return,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { return };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = accept(incoming, shared.clone()).await {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%remote, error = %e, "refused a replication connection");
+            }
+        });
+    }
+}
+
+async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), DriverError> {
+    let remote = incoming.remote_address().to_string();
+    let conn = incoming.await.map_err(|e| peer_err(&remote, e))?;
+    let peer = peer_node_id(&conn).map_err(|e| peer_err(&remote, e))?;
+    if !shared.peers.contains_key(&peer) {
+        conn.close(quinn::VarInt::from_u32(2), b"unknown peer");
+        return Err(peer_err(peer, "not a configured peer"));
+    }
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| peer_err(&peer, e))?;
+    let hello: Hello = read_frame(&mut recv, 4096)
+        .await
+        .map_err(|e| peer_err(&peer, e))?;
+    check_hello(&hello, &peer, &conn)?;
+    write_frame(&mut send, &our_hello(&shared))
+        .await
+        .map_err(|e| peer_err(&peer, e))?;
+    start_connection(shared, peer, conn, send, recv);
+    Ok(())
+}
+
+async fn dial(endpoint: quinn::Endpoint, shared: Arc<Shared>, peer: String) {
+    let result = async {
+        let address = shared
+            .peers
+            .get(&peer)
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
+        let addr = tokio::net::lookup_host(&address)
+            .await
+            .map_err(|e| peer_err(&peer, format!("resolving {address}: {e}")))?
+            .next()
+            .ok_or_else(|| peer_err(&peer, format!("{address} resolves to nothing")))?;
+        let conn = endpoint
+            .connect(addr, &server_name(&peer))
+            .map_err(|e| peer_err(&peer, e))?
+            .await
+            .map_err(|e| peer_err(&peer, e))?;
+        let id = peer_node_id(&conn).map_err(|e| peer_err(&peer, e))?;
+        if id != peer {
+            conn.close(quinn::VarInt::from_u32(2), b"wrong node");
+            return Err(peer_err(
+                &peer,
+                format!("{address} presented the certificate of node `{id}`"),
+            ));
+        }
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| peer_err(&peer, e))?;
+        write_frame(&mut send, &our_hello(&shared))
+            .await
+            .map_err(|e| peer_err(&peer, e))?;
+        let hello: Hello = read_frame(&mut recv, 4096)
+            .await
+            .map_err(|e| peer_err(&peer, e))?;
+        check_hello(&hello, &peer, &conn)?;
+        Ok((conn, send, recv))
+    }
+    .await;
+    match result {
+        Ok((conn, send, recv)) => start_connection(shared, peer, conn, send, recv),
+        Err(e) => {
+            if matches!(&e, DriverError::Peer { reason, .. } if reason.contains("certificate")) {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = shared.events.send(Event::DialFailed {
+                peer,
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+fn our_hello(shared: &Shared) -> Hello {
+    Hello {
+        protocol: PROTOCOL,
+        node: shared.me.clone(),
+        origin: shared.origin,
+    }
+}
+
+fn check_hello(hello: &Hello, cert_id: &str, conn: &quinn::Connection) -> Result<(), DriverError> {
+    let refuse = |reason: String| {
+        conn.close(quinn::VarInt::from_u32(2), reason.as_bytes());
+        Err(peer_err(cert_id, reason))
+    };
+    if hello.protocol != PROTOCOL {
+        return refuse(format!(
+            "speaks replication protocol {}, this node {PROTOCOL}",
+            hello.protocol
+        ));
+    }
+    if hello.node != cert_id {
+        return refuse(format!(
+            "claims to be node `{}` but its certificate is node `{cert_id}`",
+            hello.node
+        ));
+    }
+    Ok(())
+}
+
+fn start_connection(
+    shared: Arc<Shared>,
+    peer: String,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = shared.events.send(Event::Connected {
+        peer: peer.clone(),
+        id,
+        conn: conn.clone(),
+        tx,
+    });
+    tokio::spawn(writer(
+        shared.clone(),
+        peer.clone(),
+        id,
+        conn.clone(),
+        send,
+        rx,
+    ));
+    tokio::spawn(reader(shared, peer, id, conn, recv));
+}
+
+fn closed(shared: &Shared, peer: &str, id: u64, conn: &quinn::Connection, reason: String) {
+    conn.close(quinn::VarInt::from_u32(3), reason.as_bytes());
+    let _ = shared.events.send(Event::Closed {
+        peer: peer.to_owned(),
+        id,
+        reason,
+    });
+}
+
+async fn reader(
+    shared: Arc<Shared>,
+    peer: String,
+    id: u64,
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+) {
+    loop {
+        match read_frame_counted::<Message<LogEntry>>(&mut recv, shared.max_frame).await {
+            Ok((msg, bytes)) => {
+                if let Some(io) = shared.io.get(&peer) {
+                    io.received.fetch_add(bytes, Ordering::Relaxed);
+                }
+                let _ = shared.events.send(Event::Message {
+                    peer: peer.clone(),
+                    msg,
+                });
+            }
+            Err(e) => {
+                closed(&shared, &peer, id, &conn, e);
+                return;
+            }
+        }
+    }
+}
+
+async fn writer(
+    shared: Arc<Shared>,
+    peer: String,
+    id: u64,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    while let Some(out) = rx.recv().await {
+        let messages = match out {
+            Outgoing::Message(m) => vec![m],
+            Outgoing::Range { origin, from, to } => {
+                let db = shared.db.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || db.log_range(origin, from, to)).await;
+                match read {
+                    Ok(Ok(entries)) => split(entries, shared.max_frame / 2),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reading the operation log for a peer");
+                        closed(&shared, &peer, id, &conn, format!("reading the log: {e}"));
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        for m in messages {
+            match write_frame(&mut send, &m).await {
+                Ok(bytes) => {
+                    if let Some(io) = shared.io.get(&peer) {
+                        io.sent.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    closed(&shared, &peer, id, &conn, e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Entries as messages of at most about `budget` bytes each (one entry per message at least).
+fn split(entries: Vec<RemoteEntry>, budget: u64) -> Vec<Message<LogEntry>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0u64;
+    for (origin, seq, body) in entries {
+        let bytes = approx_size(&body);
+        if !current.is_empty() && size + bytes > budget {
+            out.push(Message::Entries(std::mem::take(&mut current)));
+            size = 0;
+        }
+        size += bytes;
+        current.push(Entry {
+            origin,
+            seq,
+            hlc: body.hlc,
+            body,
+        });
+    }
+    if !current.is_empty() {
+        out.push(Message::Entries(current));
+    }
+    out
+}
+
+/// About the encoded size of an entry (its vectors and texts).
+fn approx_size(e: &LogEntry) -> u64 {
+    use crate::store::records::LogWrite;
+    e.writes
+        .iter()
+        .map(|w| {
+            32 + match w {
+                LogWrite::Upsert {
+                    properties, vector, ..
+                } => properties.len() + vector.as_ref().map_or(0, |v| v.len() * 4),
+                LogWrite::Link { properties, .. } => properties.len(),
+                LogWrite::CreateCollection { spec } => spec.len(),
+                _ => 0,
+            } as u64
+        })
+        .sum()
+}
+
+async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Result<u64, String> {
+    let body = postcard::to_stdvec(value).map_err(|e| format!("encoding a frame: {e}"))?;
+    let len = u32::try_from(body.len()).map_err(|_| "a frame over 4 GiB".to_owned())?;
+    send.write_all(&len.to_le_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    send.write_all(&body).await.map_err(|e| e.to_string())?;
+    Ok(4 + body.len() as u64)
+}
+
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: u64,
+) -> Result<T, String> {
+    read_frame_counted(recv, limit).await.map(|(v, _)| v)
+}
+
+async fn read_frame_counted<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: u64,
+) -> Result<(T, u64), String> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| format!("reading a frame: {e}"))?;
+    let len = u32::from_le_bytes(len) as u64;
+    if len > limit {
+        return Err(format!(
+            "a frame of {len} bytes is over the {limit}-byte limit"
+        ));
+    }
+    let mut body = vec![0u8; len as usize];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("reading a frame: {e}"))?;
+    let value = postcard::from_bytes(&body).map_err(|e| format!("a malformed frame: {e}"))?;
+    Ok((value, 4 + len))
+}
