@@ -31,6 +31,8 @@ pub(crate) enum Job {
     CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
     DropCollection(String, SyncSender<Result<bool>>),
     Checkpoint(SyncSender<Result<()>>),
+    /// Forget tombstones covered by this stable clock.
+    Collect(Clock, SyncSender<Result<u64>>),
 }
 
 /// A shard's answer to its part of a batch; the flag says whether it must be rebuilt.
@@ -109,6 +111,10 @@ impl Committer {
                 Job::Remote(entries, reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.apply_remote(entries));
+                }
+                Job::Collect(stable, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.inner.store.collect_tombstones(&stable, 10_000));
                 }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));

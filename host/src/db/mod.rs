@@ -336,6 +336,12 @@ impl Database {
         (out, c.discarded.load(Ordering::Relaxed))
     }
 
+    /// Forgets tombstones every node has seen (`stable`: the clock every peer has confirmed,
+    /// from the replicator); returns how many. Runs between commits.
+    pub fn collect_tombstones(&self, stable: Clock) -> Result<u64> {
+        self.submit(|reply| Job::Collect(stable, reply))
+    }
+
     /// The collection's state digest: equal on two nodes exactly when they hold the same
     /// objects, edges and versions (docs/replication.md). Reads the whole collection.
     pub fn digest(&self, collection: &str) -> Result<crate::store::Digest> {

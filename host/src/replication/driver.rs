@@ -47,6 +47,9 @@ struct Hello {
 
 const PROTOCOL: u32 = 1;
 
+/// How often tombstones every peer has seen are looked for.
+const TOMBSTONE_GC: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriverError {
@@ -82,6 +85,8 @@ pub struct Status {
     pub gaps: u64,
     /// Peers refused at the handshake (unknown id, id not matching the certificate).
     pub refused_peers: u64,
+    /// Tombstones forgotten once every peer had seen them.
+    pub tombstones_collected: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -151,6 +156,7 @@ struct Shared {
     peers: HashMap<String, (String, String)>,
     io: HashMap<String, Io>,
     refused: AtomicU64,
+    collected: AtomicU64,
     max_frame: u64,
     events: mpsc::UnboundedSender<Event>,
     next_conn: AtomicU64,
@@ -197,6 +203,7 @@ impl Replicator {
                 .map(|(n, a, r)| (n.clone(), (a.clone(), r.clone())))
                 .collect(),
             refused: AtomicU64::new(0),
+            collected: AtomicU64::new(0),
             max_frame: max_frame_bytes,
             events: events_tx,
             next_conn: AtomicU64::new(1),
@@ -273,12 +280,26 @@ async fn run(
     tokio::spawn(applier(shared.clone(), apply_rx));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gc = tokio::time::interval(TOMBSTONE_GC);
+    gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {
                 core.tick(system_wall_ms());
                 publish_status(&core, &shared, &conns, &status);
+            }
+            _ = gc.tick() => {
+                let stable = core.stable();
+                if !stable.0.is_empty() {
+                    let shared = shared.clone();
+                    tokio::task::spawn_blocking(move || match shared.db.collect_tombstones(stable) {
+                        Ok(n) => {
+                            shared.collected.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
+                    });
+                }
             }
             changed = log.changed() => {
                 if changed.is_err() {
@@ -378,6 +399,7 @@ fn publish_status(
     s.duplicates = core.stats().duplicates;
     s.gaps = core.stats().gaps;
     s.refused_peers = shared.refused.load(Ordering::Relaxed);
+    s.tombstones_collected = shared.collected.load(Ordering::Relaxed);
     s.peers = core
         .peers()
         .iter()

@@ -570,6 +570,58 @@ fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
     })
 }
 
+impl Store {
+    /// Removes tombstones every node has seen: a `versions` row whose only version is a
+    /// tombstone covered by `stable` (and whose key has no visible version). No write that
+    /// has not seen such a tombstone can still arrive (see `Core::stable`), so forgetting it
+    /// changes no outcome. At most `limit` rows per call; returns how many went.
+    pub fn collect_tombstones(
+        &self,
+        stable: &crate::replication::version::Clock,
+        limit: usize,
+    ) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let mut gone = Vec::new();
+        {
+            let versions = txn.open_table(VERSIONS)?;
+            let objects = txn.open_table(OBJECTS)?;
+            let edges = txn.open_table(EDGES_OUT)?;
+            for row in versions.iter()? {
+                if gone.len() >= limit {
+                    break;
+                }
+                let (k, v) = row?;
+                let siblings: Vec<StoredSibling> = decode("versions", v.value())?;
+                let [only] = siblings.as_slice() else {
+                    continue;
+                };
+                if only.value != records::SiblingValue::Deleted
+                    || !stable.contains(only.origin, only.seq)
+                {
+                    continue;
+                }
+                let key = k.value();
+                let visible = match keys::parts(key).map(|p| p.len()) {
+                    Some(2) => objects.get(key)?.is_some(),
+                    Some(5) => edges.get(key)?.is_some(),
+                    _ => true,
+                };
+                if !visible {
+                    gone.push(key.to_vec());
+                }
+            }
+        }
+        {
+            let mut versions = txn.open_table(VERSIONS)?;
+            for k in &gone {
+                versions.remove(k.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(gone.len() as u64)
+    }
+}
+
 /// A collection's state digest (see [`Store::digest`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Digest {
