@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use vektagraf_proto::frame::{parse_header, HEADER_LEN};
 use vektagraf_proto::model::{
     Batch, CollectionSpec, CollectionStats, Direction, Edge, Hit, HybridHit, NewToken, NodeKey,
-    Object, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
+    Object, ObjectVersions, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
 };
 use vektagraf_proto::{decode_response, Op, Reply, Request, Response};
 
@@ -416,7 +416,9 @@ impl Client {
         idempotency_key: Option<String>,
     ) -> Result<Receipt, ClientError> {
         let key = batch.writes.first().map(|w| match w {
-            Write::Upsert { key, .. } | Write::Delete { key } => key.id.clone(),
+            Write::Upsert { key, .. } | Write::Delete { key } | Write::Resolve { key, .. } => {
+                key.id.clone()
+            }
             Write::Link { from, .. } | Write::Unlink { from, .. } => from.id.clone(),
         });
         expect!(
@@ -439,6 +441,23 @@ impl Client {
             Op::Get { collection: collection.into(), ids },
             key.as_deref(),
             Reply::Objects { objects } => objects
+        )
+    }
+
+    /// Every version of one object (siblings written concurrently in different regions
+    /// included) with the causal context a [`Batch::resolve`] passes back to replace them.
+    pub async fn versions(
+        &self,
+        collection: impl Into<String>,
+        id: impl Into<String>,
+    ) -> Result<ObjectVersions, ClientError> {
+        let id = id.into();
+        let key = id.clone();
+        expect!(
+            self,
+            Op::Versions { collection: collection.into(), id },
+            Some(key.as_str()),
+            Reply::Versions { versions } => versions
         )
     }
 

@@ -7,7 +7,7 @@ use crate::codec::{from_bytes, put_str, DecodeError, Reader, Wire};
 use crate::frame::frame;
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, Direction, Edge, Hit, HybridHit, NewToken, NodeKey,
-    Object, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
+    Object, ObjectVersions, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
 };
 use crate::wire_enum;
 
@@ -58,6 +58,8 @@ wire_enum! {
         16 "digest" => Digest { collection: String },
         /// The node's replication state (peers, lag, counters), as JSON.
         17 "cluster_status" => ClusterStatus {},
+        /// Every version of one object (siblings included) with their causal context.
+        18 "versions" => Versions { collection: String, id: String },
     }
 }
 
@@ -75,7 +77,8 @@ impl Op {
             | Op::Edges { .. }
             | Op::Stats { .. }
             | Op::Digest { .. }
-            | Op::ClusterStatus {} => Some(Role::Read),
+            | Op::ClusterStatus {}
+            | Op::Versions { .. } => Some(Role::Read),
             Op::CreateCollection { .. } | Op::Write { .. } | Op::Checkpoint {} => Some(Role::Write),
             Op::TokenCreate { .. } | Op::TokenList {} | Op::TokenRevoke { .. } => Some(Role::Admin),
         }
@@ -150,6 +153,7 @@ wire_enum! {
         /// `status`: the replication state as JSON text, or `null` when the node does not
         /// replicate.
         17 "cluster" => Cluster { status: String },
+        18 "versions" => Versions { versions: ObjectVersions },
     }
 }
 

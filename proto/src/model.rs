@@ -196,6 +196,38 @@ pub enum Write {
         label: String,
         to: NodeKey,
     },
+    /// Replaces the versions of an object that a versions read returned with `context`
+    /// ([`ObjectVersions::context`]); versions written since that read stay as siblings. How
+    /// the `manual` policy's siblings are resolved (any policy accepts it). `properties: None`
+    /// resolves them to a delete.
+    Resolve {
+        key: NodeKey,
+        context: String,
+        properties: Option<Value>,
+        vector: Option<Vec<f32>>,
+    },
+}
+
+/// One version of an object, as a versions read returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    pub hlc: u64,
+    pub origin: u64,
+    pub seq: u64,
+    /// The one reads and the index show.
+    pub visible: bool,
+    /// `None`: a delete (tombstone).
+    pub properties: Option<Value>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Every version an object holds (siblings when written concurrently in different places),
+/// with the causal context a [`Write::Resolve`] passes back to replace them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectVersions {
+    /// `origin:seq` pairs (origin in hex), comma-separated; empty when there is no version.
+    pub context: String,
+    pub versions: Vec<ObjectVersion>,
 }
 
 /// A batch of writes, committed atomically and durably.
@@ -217,6 +249,23 @@ impl Batch {
     ) -> &mut Self {
         self.writes.push(Write::Upsert {
             key: NodeKey::new(collection, id),
+            properties,
+            vector,
+        });
+        self
+    }
+    /// Replaces the versions a versions read returned (see [`Write::Resolve`]).
+    pub fn resolve(
+        &mut self,
+        collection: &str,
+        id: &str,
+        context: &str,
+        properties: Option<Value>,
+        vector: Option<Vec<f32>>,
+    ) -> &mut Self {
+        self.writes.push(Write::Resolve {
+            key: NodeKey::new(collection, id),
+            context: context.to_owned(),
             properties,
             vector,
         });

@@ -3,8 +3,8 @@
 use crate::codec::{DecodeError, Reader, Wire};
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, ConflictPolicy, Direction, Edge, Hit, HybridHit,
-    IndexKind, Metric, NewToken, NodeKey, Object, Receipt, Role, SearchOptions, Step, TokenInfo,
-    TraverseOptions, Write,
+    IndexKind, Metric, NewToken, NodeKey, Object, ObjectVersion, ObjectVersions, Receipt, Role,
+    SearchOptions, Step, TokenInfo, TraverseOptions, Write,
 };
 use crate::{wire_struct, wire_tag};
 
@@ -56,6 +56,18 @@ wire_struct!(Object {
     properties: serde_json::Value,
     vector: Option<Vec<f32>>,
     version: Receipt,
+});
+wire_struct!(ObjectVersion {
+    hlc: u64,
+    origin: u64,
+    seq: u64,
+    visible: bool,
+    properties: Option<serde_json::Value>,
+    vector: Option<Vec<f32>>,
+});
+wire_struct!(ObjectVersions {
+    context: String,
+    versions: Vec<ObjectVersion>,
 });
 wire_struct!(Hit {
     id: String,
@@ -153,6 +165,18 @@ impl Wire for Write {
                 label.put(out);
                 to.put(out);
             }
+            Write::Resolve {
+                key,
+                context,
+                properties,
+                vector,
+            } => {
+                out.push(5);
+                key.put(out);
+                context.put(out);
+                properties.put(out);
+                vector.put(out);
+            }
         }
     }
     fn get(r: &mut Reader<'_>, _field: &'static str) -> Result<Self, DecodeError> {
@@ -175,6 +199,12 @@ impl Wire for Write {
                 from: Wire::get(r, "from")?,
                 label: Wire::get(r, "label")?,
                 to: Wire::get(r, "to")?,
+            },
+            5 => Write::Resolve {
+                key: Wire::get(r, "key")?,
+                context: Wire::get(r, "context")?,
+                properties: Wire::get(r, "properties")?,
+                vector: Wire::get(r, "vector")?,
             },
             t => {
                 return Err(DecodeError::invalid(

@@ -52,6 +52,18 @@ fn write() -> impl Strategy<Value = Write> {
             }
         }),
         (key(), name(), key()).prop_map(|(from, label, to)| Write::Unlink { from, label, to }),
+        (
+            key(),
+            name(),
+            prop::option::of(json_value()),
+            prop::option::of(vector())
+        )
+            .prop_map(|(key, context, properties, vector)| Write::Resolve {
+                key,
+                context,
+                properties,
+                vector,
+            }),
     ]
 }
 
@@ -171,6 +183,7 @@ fn op() -> impl Strategy<Value = Op> {
         name().prop_map(|id| Op::TokenRevoke { id }),
         name().prop_map(|collection| Op::Digest { collection }),
         Just(Op::ClusterStatus {}),
+        (name(), name()).prop_map(|(collection, id)| Op::Versions { collection, id }),
     ]
 }
 
@@ -286,6 +299,35 @@ fn response() -> impl Strategy<Value = Response> {
             .to_string()),
         ]
         .prop_map(|status| Ok(Reply::Cluster { status })),
+        (
+            name(),
+            prop::collection::vec(
+                (
+                    any::<(u64, u64, u64, bool)>(),
+                    prop::option::of(json_value()),
+                    prop::option::of(vector())
+                ),
+                0..3
+            )
+        )
+            .prop_map(|(context, vs)| Ok(Reply::Versions {
+                versions: ObjectVersions {
+                    context,
+                    versions: vs
+                        .into_iter()
+                        .map(|((hlc, origin, seq, visible), properties, vector)| {
+                            ObjectVersion {
+                                hlc,
+                                origin,
+                                seq,
+                                visible,
+                                properties,
+                                vector,
+                            }
+                        })
+                        .collect(),
+                }
+            })),
         (1..=12u8, ".{0,40}").prop_map(|(c, message)| Err(ErrorReply {
             code: ErrorCode::from_u8(c).unwrap_or(ErrorCode::Internal),
             message

@@ -247,3 +247,62 @@ fn writes_into_a_dropped_collection_are_discarded_and_tombstones_collected() -> 
     assert_eq!(spec.conflict, ConflictPolicy::LastWriteWins);
     Ok(())
 }
+
+#[test]
+fn manual_siblings_are_read_with_their_context_and_resolved_by_a_write_carrying_it() -> Result<()> {
+    let (a, b, _dirs, _) = race(ConflictPolicy::Manual)?;
+    let seen = a.versions("c", "x")?;
+    assert_eq!(seen.versions.len(), 2, "{seen:?}");
+    assert_eq!(seen.versions.iter().filter(|v| v.visible).count(), 1);
+    assert_eq!(
+        b.versions("c", "x")?,
+        seen,
+        "both nodes hold the same siblings"
+    );
+    // Meanwhile b writes again, concurrently with the resolve below (it has not seen it).
+    let mut batch = Batch::new();
+    batch.resolve(
+        "c",
+        "x",
+        &seen.context,
+        Some(json!({"v": 12})),
+        Some(vec![12.0, 0.0]),
+    );
+    a.write(batch)?;
+    put(&b, "x", 5)?;
+    sync(&a, &b)?;
+    sync(&b, &a)?;
+    // The resolve replaced the two versions it had read; b's later write is not among them.
+    let after = a.versions("c", "x")?;
+    assert_eq!(after, b.versions("c", "x")?);
+    let values: Vec<Option<i64>> = after
+        .versions
+        .iter()
+        .map(|v| v.properties.as_ref().and_then(|p| p["v"].as_i64()))
+        .collect();
+    assert_eq!(values.len(), 2, "{after:?}");
+    assert!(
+        values.contains(&Some(12)) && values.contains(&Some(5)),
+        "{values:?}"
+    );
+    // Resolving with the new context leaves one version everywhere; a delete resolves too.
+    let mut batch = Batch::new();
+    batch.resolve("c", "x", &after.context, None, None);
+    b.write(batch)?;
+    sync(&b, &a)?;
+    assert!(a.get("c", "x")?.is_none());
+    let gone = a.versions("c", "x")?;
+    assert_eq!(gone.versions.len(), 1);
+    assert!(gone.versions[0].properties.is_none(), "a tombstone");
+    // A context that is not one is refused with a clear error, writing nothing.
+    let mut bad = Batch::new();
+    bad.resolve("c", "x", "zz", Some(json!({})), None);
+    let err = a
+        .write(bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("is not origin:seq"), "{err}");
+    assert_eq!(a.digest("c")?, b.digest("c")?);
+    Ok(())
+}

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use vektagraf_client::{Client, ClientConfig, ClusterStatus};
 
 use crate::model::{
-    Batch, CollectionSpec, CollectionStats, Hit, NewToken, NodeKey, Object, Receipt, Role,
-    SearchOptions, Step, TokenInfo, TraverseOptions,
+    Batch, CollectionSpec, CollectionStats, Hit, NewToken, NodeKey, Object, ObjectVersions,
+    Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
 };
 use crate::store::Digest;
 use crate::Database;
@@ -29,6 +29,7 @@ pub trait Backend: Sync {
         done: &mut dyn FnMut(usize),
     ) -> Result<()>;
     fn get(&self, collection: &str, id: &str) -> Result<Option<Object>>;
+    fn versions(&self, collection: &str, id: &str) -> Result<ObjectVersions>;
     fn search_batch(
         &self,
         collection: &str,
@@ -80,6 +81,9 @@ impl Backend for Database {
     }
     fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
         Ok(Database::get(self, collection, id)?)
+    }
+    fn versions(&self, collection: &str, id: &str) -> Result<ObjectVersions> {
+        Ok(Database::versions(self, collection, id)?)
     }
     fn search_batch(
         &self,
@@ -221,6 +225,9 @@ impl Backend for Remote {
             wait_front(&self.rt, &mut in_flight, done)?;
         }
         Ok(())
+    }
+    fn versions(&self, collection: &str, id: &str) -> Result<ObjectVersions> {
+        Ok(self.rt.block_on(self.client.versions(collection, id))?)
     }
     fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
         let mut found = self

@@ -109,6 +109,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Print one object.
     Get { collection: String, id: String },
+    /// Every version of one object (siblings from concurrent writes in different regions, a
+    /// tombstone) and the causal context that resolves them (`Batch::resolve`).
+    Versions { collection: String, id: String },
     /// Delete one object and its edges.
     Delete { collection: String, id: String },
     /// Breadth-first traversal from an object.
@@ -381,6 +384,25 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             }),
             None => bail!("object `{id}` does not exist in collection `{collection}`"),
         },
+        Command::Versions { collection, id } => {
+            let v = db.versions(&collection, &id)?;
+            out.print(&json!(v), || {
+                let mut lines = vec![format!("context {}", v.context)];
+                for x in &v.versions {
+                    lines.push(format!(
+                        "{} hlc {} origin {:016x} seq {}\t{}",
+                        if x.visible { "visible" } else { "sibling" },
+                        x.hlc,
+                        x.origin,
+                        x.seq,
+                        x.properties
+                            .as_ref()
+                            .map_or("deleted".to_owned(), |p| p.to_string())
+                    ));
+                }
+                lines.join("\n")
+            })
+        }
         Command::Delete { collection, id } => {
             if db.get(&collection, &id)?.is_none() {
                 bail!("object `{id}` does not exist in collection `{collection}`");

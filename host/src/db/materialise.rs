@@ -95,9 +95,23 @@ fn sorted(mut v: Versions) -> Versions {
     v
 }
 
-/// The logged context of a remote write; a local one's is computed.
-fn remote(source: Source, seen: Clock) -> Option<Clock> {
-    (source == Source::Remote).then_some(seen)
+/// What a write had seen.
+enum Seen {
+    /// A plain local write: everything the key holds here.
+    Everything,
+    /// A remote write: as logged.
+    Logged(Clock),
+    /// A local resolving write: the context its versions read gave, and this node's own
+    /// versions of the key (a node's writes to a key are ordered, and contexts count seqs).
+    Given(Clock),
+}
+
+fn remote(source: Source, seen: Clock) -> Seen {
+    match source {
+        Source::Remote => Seen::Logged(seen),
+        Source::Local if seen.0.is_empty() => Seen::Everything,
+        Source::Local => Seen::Given(seen),
+    }
 }
 
 fn key(n: &LogNode) -> NodeKey {
@@ -199,8 +213,7 @@ impl Materialised {
         ))
     }
 
-    /// Merges one version into a key: a remote write's as logged (`seen`), a local one's
-    /// having seen everything the key holds (`None`). Returns the write's context and whether
+    /// Merges one version into a key. Returns the write's context (as logged) and whether
     /// the visible version changed.
     fn merge(
         &mut self,
@@ -208,21 +221,24 @@ impl Materialised {
         t: Target,
         policy: ConflictPolicy,
         stamp: Stamp,
-        seen: Option<Clock>,
+        seen: Seen,
         value: Option<SiblingValue>,
     ) -> Result<(Clock, bool)> {
         let mut v = self.versions(cx, &t)?;
         let before = version::winner(policy, &v)
             .filter(|w| w.value.is_some())
             .map(|w| w.version.clone());
-        let seen = seen.unwrap_or_else(|| {
-            seen_of(&Version::new(
-                stamp.hlc,
-                stamp.origin,
-                stamp.seq,
-                &version::seen(&v),
-            ))
-        });
+        let seen = match seen {
+            Seen::Logged(c) => c,
+            Seen::Everything => version::seen(&v),
+            Seen::Given(mut c) => {
+                for s in v.iter().filter(|s| s.version.origin == stamp.origin) {
+                    c.merge(&s.version.context);
+                }
+                c
+            }
+        };
+        let seen = seen_of(&Version::new(stamp.hlc, stamp.origin, stamp.seq, &seen));
         let incoming = Sibling {
             version: Version::new(stamp.hlc, stamp.origin, stamp.seq, &seen),
             value,

@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 #[cfg(test)]
 use crate::model::SearchOptions;
 use crate::model::{
-    Batch, CollectionSpec, ConflictPolicy, Direction, Edge, NodeKey, Object, Receipt,
+    Batch, CollectionSpec, ConflictPolicy, Direction, Edge, NodeKey, Object, ObjectVersion,
+    ObjectVersions, Receipt,
 };
 use crate::replication::version::Clock;
 use crate::runtime::{Runtime, DEFAULT_ENGINE};
@@ -413,6 +414,53 @@ impl Database {
                 hlc: o.hlc,
             },
         }))
+    }
+
+    /// Every version of an object — the visible one, siblings written concurrently elsewhere
+    /// that its collection's policy keeps, a tombstone — with the causal context that a
+    /// [`Batch::resolve`](crate::model::Batch::resolve) passes back to replace exactly these.
+    pub fn versions(&self, collection: &str, id: &str) -> Result<ObjectVersions> {
+        use crate::replication::version::Version;
+        use crate::store::records::SiblingValue;
+        self.inner.collection(collection)?;
+        let (visible, others) = self.inner.store.object_versions(collection, id)?;
+        let parse = |text: &str| {
+            serde_json::from_str(text)
+                .map_err(|e| Error::Storage(format!("properties of `{id}` are damaged: {e}")))
+        };
+        let mut context = Clock::default();
+        let mut out = Vec::new();
+        if let Some(o) = visible {
+            context.merge(&o.version().context);
+            out.push(ObjectVersion {
+                hlc: o.hlc,
+                origin: o.origin,
+                seq: o.seq,
+                visible: true,
+                properties: Some(parse(&o.properties)?),
+                vector: o.vector,
+            });
+        }
+        for s in others {
+            context.merge(&Version::new(s.hlc, s.origin, s.seq, &s.seen).context);
+            let (properties, vector) = match s.value {
+                SiblingValue::Object { properties, vector } => (Some(parse(&properties)?), vector),
+                _ => (None, None),
+            };
+            out.push(ObjectVersion {
+                hlc: s.hlc,
+                origin: s.origin,
+                seq: s.seq,
+                visible: false,
+                properties,
+                vector,
+            });
+        }
+        out.sort_by_key(|v| (v.hlc, v.origin));
+        Ok(ObjectVersions {
+            context: context.to_token(),
+            versions: out,
+        })
     }
 
     /// Stored edges of an object.

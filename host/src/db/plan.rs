@@ -1,11 +1,12 @@
 //! Planning a local batch: validate each write against its collection's spec and reduce the
 //! batch to one write per object and per edge (the last one wins, in the batch's order), as
-//! log writes whose causal contexts `materialise` fills in. No storage, no engine.
+//! log writes whose causal contexts `materialise` fills in (a resolving write brings its own).
+//! No storage, no engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Batch, NodeKey, Write};
 use crate::replication::version::Clock;
 use crate::store::records::{LogNode, LogWrite};
@@ -111,6 +112,34 @@ pub(super) fn plan(
                     to: log_node(to),
                     properties,
                     seen: seen(),
+                }
+            }
+            Write::Resolve {
+                key,
+                context,
+                properties,
+                vector,
+            } => {
+                let c = collection(&key.collection)?;
+                check_id(key)?;
+                let seen = Clock::from_token(context).map_err(Error::invalid)?;
+                match properties {
+                    Some(p) => {
+                        let properties = properties_text(&format!("object `{}`", key.id), p)?;
+                        if let Some(v) = vector {
+                            check_vector(&c.spec, &key.id, v)?;
+                        }
+                        LogWrite::Upsert {
+                            node: log_node(key),
+                            properties,
+                            vector: vector.clone(),
+                            seen,
+                        }
+                    }
+                    None => LogWrite::Delete {
+                        node: log_node(key),
+                        seen,
+                    },
                 }
             }
             Write::Unlink { from, label, to } => {

@@ -40,6 +40,34 @@ impl Clock {
         *e = (*e).max(seq);
     }
 
+    /// `origin:seq` pairs, origin in hex, comma-separated: the causal context a versions read
+    /// hands out and a resolving write brings back.
+    pub fn to_token(&self) -> String {
+        self.0
+            .iter()
+            .map(|(o, s)| format!("{o:x}:{s}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn from_token(token: &str) -> Result<Clock, String> {
+        let mut c = Clock::default();
+        for pair in token.split(',').filter(|p| !p.trim().is_empty()) {
+            let parsed = pair.trim().split_once(':').and_then(|(o, s)| {
+                Some((u64::from_str_radix(o, 16).ok()?, s.parse::<u64>().ok()?))
+            });
+            match parsed {
+                Some((o, s)) => c.add(o, s),
+                None => {
+                    return Err(format!(
+                        "`{pair}` in context `{token}` is not origin:seq (a context comes from a versions read)"
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+
     /// Whether this clock covers everything `other` does.
     pub fn covers(&self, other: &Clock) -> bool {
         other.0.iter().all(|(o, s)| self.contains(*o, *s))

@@ -227,6 +227,9 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
                 versions: d.versions,
             }
         }
+        Op::Versions { collection, id } => Reply::Versions {
+            versions: db.versions(&collection, &id).map_err(reply_error)?,
+        },
         Op::ClusterStatus {} => Reply::Cluster {
             status: cluster_status_json(cx.replication),
         },

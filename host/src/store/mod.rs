@@ -255,6 +255,27 @@ impl Store {
         found.map(|v| decode("object", v.value())).transpose()
     }
 
+    /// An object's visible version and its other versions, read together.
+    pub fn object_versions(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<(Option<StoredObject>, Vec<StoredSibling>)> {
+        let key = keys::node(collection, id);
+        let txn = self.db.begin_read()?;
+        let visible = txn
+            .open_table(OBJECTS)?
+            .get(key.as_slice())?
+            .map(|v| decode("object", v.value()))
+            .transpose()?;
+        let others = txn
+            .open_table(VERSIONS)?
+            .get(key.as_slice())?
+            .map(|v| decode("versions", v.value()))
+            .transpose()?;
+        Ok((visible, others.unwrap_or_default()))
+    }
+
     /// Up to `limit` objects of a collection with ids after `after`, in key order.
     pub fn scan_objects(
         &self,
