@@ -45,6 +45,14 @@ bench-node:
 bench-http:
     cargo bench -p vektagraf --bench http
 
+# Active-active replication between in-process nodes on loopback (tests/src/mesh.rs): lag under
+# a paced write load with 2 and 3 nodes, convergence after a 10 s partition with writes on both
+# sides, catch-up after a restart, bootstrap of an empty node from the whole dataset, and write
+# throughput with and without replication (about 5 min after the build); writes the
+# "Replication (active-active, loopback)" section of docs/BENCHMARKS.md.
+bench-replication:
+    cargo bench -p vektagraf-tests --bench replication
+
 # Every decoder of outside bytes (frames, vector files, records, snapshots) against many
 # arbitrary and mutated inputs; CI runs the same property tests with the default 256 cases.
 fuzz cases="20000":

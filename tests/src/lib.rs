@@ -105,6 +105,6 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
     }
     Ok(())
 }
+pub mod mesh;
 pub mod node;
 pub mod proxy;
-pub mod mesh;

@@ -306,3 +306,36 @@ fn manual_siblings_are_read_with_their_context_and_resolved_by_a_write_carrying_
     assert_eq!(a.digest("c")?, b.digest("c")?);
     Ok(())
 }
+
+/// A node that has forgotten a tombstone writes the key again: the nodes still holding the
+/// tombstone see the write as its successor (under first-write-wins a rival would lose to it).
+#[test]
+fn a_write_after_a_collected_tombstone_has_seen_it_everywhere() -> Result<()> {
+    let (_d1, a) = open()?;
+    let (_d2, b) = open()?;
+    a.create_collection(spec(ConflictPolicy::FirstWriteWins))?;
+    put(&a, "t", 1)?;
+    sync(&a, &b)?;
+    // b deletes it; a gets the tombstone, and later forgets it (b still holds it).
+    let mut del = Batch::new();
+    del.delete("c", "t");
+    let r = b.write(del)?;
+    sync(&b, &a)?;
+    let mut stable = Clock::default();
+    stable.add(r.origin, r.seq);
+    assert_eq!(a.collect_tombstones(stable)?, 1);
+    put(&a, "t", 2)?;
+    sync(&a, &b)?;
+    assert_eq!(value(&a, "t")?, Some(2));
+    assert_eq!(
+        value(&b, "t")?,
+        Some(2),
+        "b judged a's write the tombstone's successor"
+    );
+    assert_eq!(
+        b.versions("c", "t")?.versions.len(),
+        1,
+        "the tombstone was replaced"
+    );
+    Ok(())
+}

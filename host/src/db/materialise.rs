@@ -58,6 +58,9 @@ pub(super) struct Materialised {
     order: Vec<Target>,
     /// Objects whose visible version changed, by shard; `finish` turns them into `engine`.
     visible_changed: BTreeMap<ShardKey, Vec<LogNode>>,
+    /// What collected tombstones had seen (read once, when a local write meets a key with no
+    /// versions).
+    collected: Option<Clock>,
 }
 
 #[derive(Clone, Copy)]
@@ -228,7 +231,8 @@ impl Materialised {
         let before = version::winner(policy, &v)
             .filter(|w| w.value.is_some())
             .map(|w| w.version.clone());
-        let seen = match seen {
+        let local = !matches!(seen, Seen::Logged(_));
+        let mut seen = match seen {
             Seen::Logged(c) => c,
             Seen::Everything => version::seen(&v),
             Seen::Given(mut c) => {
@@ -238,6 +242,15 @@ impl Materialised {
                 c
             }
         };
+        if local && v.is_empty() {
+            // The key may have had a tombstone this node has forgotten: the write has seen it.
+            if self.collected.is_none() {
+                self.collected = Some(cx.txn.collected()?);
+            }
+            if let Some(c) = &self.collected {
+                seen.merge(c);
+            }
+        }
         let seen = seen_of(&Version::new(stamp.hlc, stamp.origin, stamp.seq, &seen));
         let incoming = Sibling {
             version: Version::new(stamp.hlc, stamp.origin, stamp.seq, &seen),

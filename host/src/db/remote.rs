@@ -15,6 +15,10 @@ use super::collection::Collection;
 use super::commit::{stage_create, stage_drop, Committer, Pending, Staged};
 use super::materialise::{Source, Stamp};
 
+/// Writes per transaction when applying a delivery (a few durable commits per delivery at
+/// most; a 256-entry delivery of 1,000-object batches is not one transaction).
+const CHUNK_WRITES: usize = 8192;
+
 /// An entry of another node's log: `(origin, seq, entry)`.
 pub type RemoteEntry = (u64, u64, LogEntry);
 
@@ -39,14 +43,18 @@ impl Committer {
         let mut out = Applied::default();
         let mut rest = entries.into_iter().peekable();
         while rest.peek().is_some() {
+            // A chunk ends after a collection change, or once it holds enough writes that one
+            // transaction stays short (a catch-up shows progress, a crash redoes little).
             let mut chunk = Vec::new();
+            let mut writes = 0;
             for e in rest.by_ref() {
                 let change = matches!(
                     e.2.writes.as_slice(),
                     [LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. }]
                 );
+                writes += e.2.writes.len();
                 chunk.push(e);
-                if change {
+                if change || writes >= CHUNK_WRITES {
                     break;
                 }
             }

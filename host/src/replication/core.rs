@@ -76,6 +76,9 @@ pub enum Message<B> {
     },
     Entries(Vec<Entry<B>>),
     Ack {
+        /// The sender's origin again: a Hello lost on a live connection is made good by the
+        /// next acknowledgement (or heartbeat).
+        origin: u64,
         applied: Clock,
         connected: Vec<u64>,
         /// The receiver dropped entries (a gap, a clock too far ahead): send again from
@@ -130,6 +133,11 @@ pub struct PeerState {
     /// Entries from it were refused while a resend had just been asked for: ask again when
     /// due (one request per `resend_after_ms`, however many messages are refused).
     resend_owed: bool,
+    /// When entries from it last arrived (a peer that has more but sends none is asked again).
+    last_entries_ms: Option<u64>,
+    /// When its acknowledged clock last advanced while we had entries in flight to it.
+    progress_ms: u64,
+    last_heartbeat_ms: u64,
     pub entries_sent: u64,
     pub entries_received: u64,
 }
@@ -140,6 +148,15 @@ pub struct Stats {
     pub rejected_clocks: u64,
     pub duplicates: u64,
     pub gaps: u64,
+}
+
+/// Entries sent to a peer and not yet acknowledged.
+fn in_flight(p: &PeerState) -> u64 {
+    p.sent
+        .0
+        .iter()
+        .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
+        .sum()
 }
 
 pub struct Core<B> {
@@ -203,6 +220,7 @@ impl<B: Clone> Core<B> {
     /// milliseconds.
     pub fn tick(&mut self, now_ms: u64) {
         let names: Vec<PeerName> = self.peers.keys().cloned().collect();
+        let links = self.links();
         for name in names {
             let Some(p) = self.peers.get_mut(&name) else {
                 continue;
@@ -224,17 +242,39 @@ impl<B: Clone> Core<B> {
                 .iter()
                 .any(|(o, s)| !self.applying.contains(*o, *s));
             let quiet = p
-                .last_heard_ms
+                .last_entries_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.resend_after_ms);
-            if (behind && quiet || p.resend_owed)
+            if ((behind && quiet) || p.resend_owed)
                 && now_ms.saturating_sub(p.asked_resend_ms) >= self.config.resend_after_ms
             {
                 p.asked_resend_ms = now_ms;
                 p.resend_owed = false;
                 let msg = Message::Ack {
+                    origin: self.config.origin,
                     applied: self.applied.clone(),
                     connected: Vec::new(),
                     resend: true,
+                };
+                self.actions.push(Action::Send(name.clone(), msg));
+            }
+            // Entries in flight and no acknowledgement for a while: they were lost (on a live
+            // connection, which QUIC never does, but a peer may also drop what it cannot
+            // apply): send again from what it acknowledged.
+            if in_flight(p) > 0
+                && now_ms.saturating_sub(p.progress_ms) >= 2 * self.config.resend_after_ms
+            {
+                p.sent = p.theirs.clone();
+                p.progress_ms = now_ms;
+            }
+            // A heartbeat: the peer hears from us (last contact, lag) and learns our clock and
+            // links even when no entries flow.
+            if now_ms.saturating_sub(p.last_heartbeat_ms) >= self.config.resend_after_ms {
+                p.last_heartbeat_ms = now_ms;
+                let msg = Message::Ack {
+                    origin: self.config.origin,
+                    applied: self.applied.clone(),
+                    connected: links.clone(),
+                    resend: false,
                 };
                 self.actions.push(Action::Send(name.clone(), msg));
             }
@@ -283,6 +323,7 @@ impl<B: Clone> Core<B> {
             for (name, p) in &self.peers {
                 if p.connected {
                     let msg = Message::Ack {
+                        origin: self.config.origin,
                         applied: self.applied.clone(),
                         connected: links.clone(),
                         resend: false,
@@ -312,16 +353,26 @@ impl<B: Clone> Core<B> {
                 self.push(peer, now_ms);
             }
             Message::Ack {
+                origin,
                 applied,
                 connected,
                 resend,
             } => {
+                if p.origin.is_none() {
+                    // Its Hello was lost: start from what it says it has.
+                    p.sent = applied.clone();
+                }
+                p.origin = Some(origin);
                 p.links = connected.into_iter().collect();
                 if resend {
                     // Forget what was in flight: send again from what it has.
                     p.sent = applied.clone();
                     p.theirs = applied.clone();
+                    p.progress_ms = now_ms;
                 } else {
+                    if !p.theirs.covers(&applied) {
+                        p.progress_ms = now_ms;
+                    }
                     p.theirs.merge(&applied);
                 }
                 self.note_clock(peer, applied, now_ms);
@@ -370,6 +421,9 @@ impl<B: Clone> Core<B> {
         // fails), `tick` sees the peer ahead and asks for it again, even when it is the last
         // entry of its origin (which no later message would reveal).
         let mut held = Clock::default();
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.last_entries_ms = Some(now_ms);
+        }
         for e in entries {
             held.add(e.origin, e.seq);
             if blocked.contains(&e.origin) {
@@ -413,6 +467,7 @@ impl<B: Clone> Core<B> {
                 // What is applied, not what is being applied: the peer takes this clock as
                 // durable (`confirmed`, hence `stable()`), and an `Apply` may yet fail.
                 let msg = Message::Ack {
+                    origin: self.config.origin,
                     applied: self.applied.clone(),
                     connected: links,
                     resend: true,
@@ -449,6 +504,7 @@ impl<B: Clone> Core<B> {
         for name in names {
             if remote {
                 let msg = Message::Ack {
+                    origin: self.config.origin,
                     applied: self.applied.clone(),
                     connected: links.clone(),
                     resend: false,
@@ -480,13 +536,11 @@ impl<B: Clone> Core<B> {
         if p.theirs.covers(&self.applied) {
             p.caught_up_ms = Some(now_ms);
         }
-        let in_flight: u64 = p
-            .sent
-            .0
-            .iter()
-            .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
-            .sum();
-        let mut budget = self.config.window.saturating_sub(in_flight);
+        let flying = in_flight(p);
+        if flying == 0 {
+            p.progress_ms = now_ms;
+        }
+        let mut budget = self.config.window.saturating_sub(flying);
         for (&origin, &last) in &self.applied.0 {
             if budget == 0 {
                 break;
@@ -541,10 +595,12 @@ impl<B: Clone> Core<B> {
     /// Per peer: entries of ours it has not acknowledged, and for how long it has been behind.
     pub fn lag(&self, peer: &str, now_ms: u64) -> Option<(u64, u64)> {
         let p = self.peers.get(peer)?;
+        // Its own entries it has by definition.
         let ops: u64 = self
             .applied
             .0
             .iter()
+            .filter(|(o, _)| Some(**o) != p.origin)
             .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
             .sum();
         let ms = if ops == 0 {

@@ -628,19 +628,45 @@ impl Store {
                     _ => true,
                 };
                 if !visible {
-                    gone.push(key.to_vec());
+                    let v = crate::replication::version::Version::new(
+                        only.hlc,
+                        only.origin,
+                        only.seq,
+                        &only.seen,
+                    );
+                    gone.push((key.to_vec(), v.context));
                 }
             }
         }
         {
+            // What the forgotten tombstones had seen is remembered for the node as a whole: a
+            // later write to such a key has seen them (see `WriteTxn::collected`), so nodes that
+            // still hold a tombstone judge that write as its successor, not its rival.
             let mut versions = txn.open_table(VERSIONS)?;
-            for k in &gone {
+            let mut meta = txn.open_table(META)?;
+            for (k, context) in &gone {
                 versions.remove(k.as_slice())?;
+                for (o, q) in &context.0 {
+                    let key = collected_key(*o);
+                    let old = meta.get(key.as_str())?.map_or(0, |v| v.value());
+                    if *q > old {
+                        meta.insert(key.as_str(), *q)?;
+                    }
+                }
             }
         }
         txn.commit()?;
         Ok(gone.len() as u64)
     }
+}
+
+/// `meta` keys `collected:<origin hex>`: per origin, the highest seq the collected tombstones
+/// had seen.
+const COLLECTED_PREFIX: &str = "collected:";
+const COLLECTED_END: &str = "collected;";
+
+fn collected_key(origin: u64) -> String {
+    format!("{COLLECTED_PREFIX}{origin:016x}")
 }
 
 /// A collection's state digest (see [`Store::digest`]).
@@ -877,6 +903,23 @@ impl WriteTxn {
 
     pub fn meta(&self, key: &str) -> Result<Option<u64>> {
         Ok(self.txn.open_table(META)?.get(key)?.map(|v| v.value()))
+    }
+
+    /// Everything the tombstones this node has collected had seen (`collect_tombstones`).
+    pub fn collected(&self) -> Result<crate::replication::version::Clock> {
+        let mut c = crate::replication::version::Clock::default();
+        let table = self.txn.open_table(META)?;
+        for row in table.range(COLLECTED_PREFIX..COLLECTED_END)? {
+            let (k, v) = row?;
+            if let Some(o) = k
+                .value()
+                .strip_prefix(COLLECTED_PREFIX)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            {
+                c.add(o, v.value());
+            }
+        }
+        Ok(c)
     }
 
     pub fn set_meta(&mut self, key: &str, value: u64) -> Result<()> {
