@@ -248,3 +248,83 @@ async fn peers_with_the_wrong_credentials_are_refused() -> Result<()> {
     a.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_of_seconds_with_writes_on_both_sides_heals_and_converges() -> Result<()> {
+    // A lossy, duplicating, reordering WAN between the two, then a cut of several seconds.
+    let wan = Faults::none()
+        .with_delay(Duration::from_millis(5))
+        .with_jitter(Duration::from_millis(5))
+        .with_loss(0.02)
+        .with_duplicate(0.01)
+        .with_reorder(0.05)
+        .with_seed(7);
+    let mesh = Mesh::new(&["a", "b"], Some(wan)).await?;
+    let a = mesh.start("a").await?;
+    let b = mesh.start("b").await?;
+    let (da, db) = (a.database().as_ref(), b.database().as_ref());
+    da.create_collection(spec("p", ConflictPolicy::LastWriteWins))?;
+    has_collection(db, "p").await?;
+    let write = |d: &Database, side: &str, i: usize| -> Result<()> {
+        let mut batch = Batch::new();
+        batch
+            .upsert(
+                "p",
+                &format!("{side}{i}"),
+                json!({"i": i}),
+                Some(vec![i as f32, 0.0, 1.0]),
+            )
+            .upsert(
+                "p",
+                &format!("both{}", i % 10),
+                json!({"by": side}),
+                Some(vec![0.0, 1.0, 0.0]),
+            );
+        d.write(batch)?;
+        Ok(())
+    };
+    for i in 0..20 {
+        write(da, "a", i)?;
+        write(db, "b", i)?;
+    }
+    for p in mesh.proxies.values() {
+        p.cut(true);
+    }
+    let cut = std::time::Instant::now();
+    let mut i = 20;
+    while cut.elapsed() < Duration::from_secs(4) {
+        write(da, "a", i)?;
+        write(db, "b", i)?;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        da.get("p", &format!("b{}", i - 1))?.is_none(),
+        "the cut held"
+    );
+    for p in mesh.proxies.values() {
+        p.cut(false);
+    }
+    converged(&[da, db], "p", CONVERGE).await?;
+    for side in ["a", "b"] {
+        for n in 0..i {
+            for d in [da, db] {
+                assert!(
+                    d.get("p", &format!("{side}{n}"))?.is_some(),
+                    "{side}{n} lost"
+                );
+            }
+        }
+    }
+    for k in 0..10 {
+        assert_eq!(
+            da.get("p", &format!("both{k}"))?.map(|o| o.properties),
+            db.get("p", &format!("both{k}"))?.map(|o| o.properties)
+        );
+    }
+    let stats = mesh.proxies.values().map(|p| p.stats()).collect::<Vec<_>>();
+    assert!(stats.iter().any(|s| s.dropped > 0), "{stats:?}");
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
