@@ -302,16 +302,7 @@ impl Committer {
         pending: &mut Pending,
         batch: &Batch,
     ) -> std::result::Result<(Receipt, Materialised), Staged> {
-        let inner = self.inner.clone();
-        let mut cache: HashMap<String, Arc<Collection>> = HashMap::new();
-        let mut get = |name: &str| -> Result<Arc<Collection>> {
-            if let Some(c) = cache.get(name) {
-                return Ok(c.clone());
-            }
-            let c = inner.collection(name)?;
-            cache.insert(name.to_owned(), c.clone());
-            Ok(c)
-        };
+        let mut get = collections(self.inner.clone());
         let writes = plan::plan(batch, &mut get).map_err(Staged::Rejected)?;
         let (seq, hlc) = self.stamp();
         let stamp = Stamp {
@@ -521,6 +512,20 @@ impl Committer {
             self.dirty.remove(name);
         }
         Ok(())
+    }
+}
+
+/// Looks collections up by name, each once per batch (a batch keeps the collection it started
+/// with, even if a drop unregisters it meanwhile).
+pub(super) fn collections(inner: Arc<Inner>) -> impl FnMut(&str) -> Result<Arc<Collection>> {
+    let mut cache: HashMap<String, Arc<Collection>> = HashMap::new();
+    move |name: &str| {
+        if let Some(c) = cache.get(name) {
+            return Ok(c.clone());
+        }
+        let c = inner.collection(name)?;
+        cache.insert(name.to_owned(), c.clone());
+        Ok(c)
     }
 }
 

@@ -43,6 +43,48 @@ pub(super) fn target(w: &LogWrite) -> Option<Target> {
     }
 }
 
+fn upsert(
+    collection: &mut impl FnMut(&str) -> Result<Arc<Collection>>,
+    key: &NodeKey,
+    properties: &serde_json::Value,
+    vector: &Option<Vec<f32>>,
+    seen: Clock,
+) -> Result<LogWrite> {
+    let c = collection(&key.collection)?;
+    check_id(key)?;
+    let properties = properties_text(&format!("object `{}`", key.id), properties)?;
+    if let Some(v) = vector {
+        check_vector(&c.spec, &key.id, v)?;
+    }
+    Ok(LogWrite::Upsert {
+        node: log_node(key),
+        properties,
+        vector: vector.clone(),
+        seen,
+    })
+}
+
+/// A delete, turning the batch's earlier links touching the object into unlinks.
+fn delete(out: &mut [Option<LogWrite>], key: &NodeKey, seen: Clock) -> LogWrite {
+    let node = log_node(key);
+    for slot in out.iter_mut() {
+        if let Some(LogWrite::Link {
+            from, label, to, ..
+        }) = slot
+        {
+            if *from == node || *to == node {
+                *slot = Some(LogWrite::Unlink {
+                    from: from.clone(),
+                    label: label.clone(),
+                    to: to.clone(),
+                    seen: Clock::default(),
+                });
+            }
+        }
+    }
+    LogWrite::Delete { node, seen }
+}
+
 /// Validates `batch` and returns its log writes, one per object and edge. A delete of an
 /// object turns the batch's earlier links touching it into unlinks (its stored edges are
 /// unlinked by `materialise`).
@@ -59,39 +101,26 @@ pub(super) fn plan(
                 key,
                 properties,
                 vector,
-            } => {
-                let c = collection(&key.collection)?;
-                check_id(key)?;
-                let properties = properties_text(&format!("object `{}`", key.id), properties)?;
-                if let Some(v) = vector {
-                    check_vector(&c.spec, &key.id, v)?;
-                }
-                LogWrite::Upsert {
-                    node: log_node(key),
-                    properties,
-                    vector: vector.clone(),
-                    seen: seen(),
-                }
-            }
+            } => upsert(&mut collection, key, properties, vector, seen())?,
             Write::Delete { key } => {
                 collection(&key.collection)?;
-                let node = log_node(key);
-                for slot in out.iter_mut() {
-                    if let Some(LogWrite::Link {
-                        from, label, to, ..
-                    }) = slot
-                    {
-                        if *from == node || *to == node {
-                            *slot = Some(LogWrite::Unlink {
-                                from: from.clone(),
-                                label: label.clone(),
-                                to: to.clone(),
-                                seen: seen(),
-                            });
-                        }
+                delete(&mut out, key, seen())
+            }
+            Write::Resolve {
+                key,
+                context,
+                properties,
+                vector,
+            } => {
+                let given = Clock::from_token(context).map_err(Error::invalid)?;
+                match properties {
+                    Some(p) => upsert(&mut collection, key, p, vector, given)?,
+                    None => {
+                        collection(&key.collection)?;
+                        check_id(key)?;
+                        delete(&mut out, key, given)
                     }
                 }
-                LogWrite::Delete { node, seen: seen() }
             }
             Write::Link {
                 from,
@@ -112,34 +141,6 @@ pub(super) fn plan(
                     to: log_node(to),
                     properties,
                     seen: seen(),
-                }
-            }
-            Write::Resolve {
-                key,
-                context,
-                properties,
-                vector,
-            } => {
-                let c = collection(&key.collection)?;
-                check_id(key)?;
-                let seen = Clock::from_token(context).map_err(Error::invalid)?;
-                match properties {
-                    Some(p) => {
-                        let properties = properties_text(&format!("object `{}`", key.id), p)?;
-                        if let Some(v) = vector {
-                            check_vector(&c.spec, &key.id, v)?;
-                        }
-                        LogWrite::Upsert {
-                            node: log_node(key),
-                            properties,
-                            vector: vector.clone(),
-                            seen,
-                        }
-                    }
-                    None => LogWrite::Delete {
-                        node: log_node(key),
-                        seen,
-                    },
                 }
             }
             Write::Unlink { from, label, to } => {

@@ -12,7 +12,7 @@ use crate::store::records::{LogEntry, LogWrite};
 use crate::store::WriteTxn;
 
 use super::collection::Collection;
-use super::commit::{stage_create, stage_drop, Committer, Pending, Staged};
+use super::commit::{collections, stage_create, stage_drop, Committer, Pending, Staged};
 use super::materialise::{Source, Stamp};
 
 /// Writes per transaction when applying a delivery (a few durable commits per delivery at
@@ -201,16 +201,7 @@ impl Committer {
                 Ok(None)
             }
             _ => {
-                let inner = self.inner.clone();
-                let mut cache: HashMap<String, Arc<Collection>> = HashMap::new();
-                let mut get = |name: &str| -> Result<Arc<Collection>> {
-                    if let Some(c) = cache.get(name) {
-                        return Ok(c.clone());
-                    }
-                    let c = inner.collection(name)?;
-                    cache.insert(name.to_owned(), c.clone());
-                    Ok(c)
-                };
+                let mut get = collections(self.inner.clone());
                 // A collection dropped earlier in this delivery is still registered until the
                 // commit: treat it as gone.
                 let gone: Vec<String> = after

@@ -150,6 +150,16 @@ pub struct Stats {
     pub gaps: u64,
 }
 
+/// An acknowledgement: the sender's origin, applied clock and live links.
+fn ack<B>(origin: u64, applied: &Clock, links: &[u64], resend: bool) -> Message<B> {
+    Message::Ack {
+        origin,
+        applied: applied.clone(),
+        connected: links.to_vec(),
+        resend,
+    }
+}
+
 /// Entries sent to a peer and not yet acknowledged.
 fn in_flight(p: &PeerState) -> u64 {
     p.sent
@@ -249,13 +259,10 @@ impl<B: Clone> Core<B> {
             {
                 p.asked_resend_ms = now_ms;
                 p.resend_owed = false;
-                let msg = Message::Ack {
-                    origin: self.config.origin,
-                    applied: self.applied.clone(),
-                    connected: Vec::new(),
-                    resend: true,
-                };
-                self.actions.push(Action::Send(name.clone(), msg));
+                self.actions.push(Action::Send(
+                    name.clone(),
+                    ack(self.config.origin, &self.applied, &links, true),
+                ));
             }
             // Entries in flight and no acknowledgement for a while: they were lost (on a live
             // connection, which QUIC never does, but a peer may also drop what it cannot
@@ -270,13 +277,10 @@ impl<B: Clone> Core<B> {
             // links even when no entries flow.
             if now_ms.saturating_sub(p.last_heartbeat_ms) >= self.config.resend_after_ms {
                 p.last_heartbeat_ms = now_ms;
-                let msg = Message::Ack {
-                    origin: self.config.origin,
-                    applied: self.applied.clone(),
-                    connected: links.clone(),
-                    resend: false,
-                };
-                self.actions.push(Action::Send(name.clone(), msg));
+                self.actions.push(Action::Send(
+                    name.clone(),
+                    ack(self.config.origin, &self.applied, &links, false),
+                ));
             }
             self.push(&name, now_ms);
         }
@@ -322,13 +326,10 @@ impl<B: Clone> Core<B> {
             let links = self.links();
             for (name, p) in &self.peers {
                 if p.connected {
-                    let msg = Message::Ack {
-                        origin: self.config.origin,
-                        applied: self.applied.clone(),
-                        connected: links.clone(),
-                        resend: false,
-                    };
-                    self.actions.push(Action::Send(name.clone(), msg));
+                    self.actions.push(Action::Send(
+                        name.clone(),
+                        ack(self.config.origin, &self.applied, &links, false),
+                    ));
                 }
             }
         }
@@ -466,13 +467,10 @@ impl<B: Clone> Core<B> {
                 p.resend_owed = false;
                 // What is applied, not what is being applied: the peer takes this clock as
                 // durable (`confirmed`, hence `stable()`), and an `Apply` may yet fail.
-                let msg = Message::Ack {
-                    origin: self.config.origin,
-                    applied: self.applied.clone(),
-                    connected: links,
-                    resend: true,
-                };
-                self.actions.push(Action::Send(peer.to_owned(), msg));
+                self.actions.push(Action::Send(
+                    peer.to_owned(),
+                    ack(self.config.origin, &self.applied, &links, true),
+                ));
             } else {
                 p.resend_owed = true;
             }
@@ -503,13 +501,10 @@ impl<B: Clone> Core<B> {
         let remote = clock.0.keys().any(|o| *o != self.config.origin);
         for name in names {
             if remote {
-                let msg = Message::Ack {
-                    origin: self.config.origin,
-                    applied: self.applied.clone(),
-                    connected: links.clone(),
-                    resend: false,
-                };
-                self.actions.push(Action::Send(name.clone(), msg));
+                self.actions.push(Action::Send(
+                    name.clone(),
+                    ack(self.config.origin, &self.applied, &links, false),
+                ));
             }
             self.push(&name, now_ms);
         }
