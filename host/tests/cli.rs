@@ -351,3 +351,57 @@ fn stats_show_the_conflict_policy_and_a_digest_of_the_state() -> Result<()> {
     assert!(!none.exists());
     Ok(())
 }
+
+#[test]
+fn versions_shows_an_objects_versions_and_resolve_replaces_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("db");
+    let ok = |args: &[&str]| -> Result<Value> {
+        let out = vektagraf(&data, args)?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {}", stderr(&out));
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    };
+    ok(&[
+        "collection",
+        "create",
+        "c",
+        "--dim",
+        "2",
+        "--conflict",
+        "manual",
+    ])?;
+    let none = ok(&["--json", "versions", "c", "x"])?;
+    assert_eq!(none["versions"].as_array().map(Vec::len), Some(0));
+    assert_eq!(none["context"], "");
+    ok(&[
+        "--json",
+        "resolve",
+        "c",
+        "x",
+        "--context",
+        "",
+        "--properties",
+        r#"{"v": 1}"#,
+        "--vector",
+        "[1, 0]",
+    ])?;
+    let one = ok(&["--json", "versions", "c", "x"])?;
+    assert_eq!(one["versions"][0]["properties"]["v"], 1);
+    assert_eq!(one["versions"][0]["visible"], true);
+    let context = one["context"].as_str().unwrap_or_default().to_owned();
+    assert!(context.contains(':'), "{context}");
+    ok(&["resolve", "c", "x", "--context", &context, "--delete"])?;
+    let gone = vektagraf(&data, &["get", "c", "x"])?;
+    assert!(!gone.status.success());
+    let bad = vektagraf(
+        &data,
+        &["resolve", "c", "x", "--context", "nope", "--delete"],
+    )?;
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("is not origin:seq"),
+        "{}",
+        stderr(&bad)
+    );
+    Ok(())
+}

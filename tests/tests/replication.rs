@@ -328,3 +328,40 @@ async fn a_partition_of_seconds_with_writes_on_both_sides_heals_and_converges() 
     b.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_empty_node_joins_a_loaded_cluster_and_catches_up() -> Result<()> {
+    let mesh = Mesh::new(&["a", "b", "c"], None).await?;
+    let a = mesh.start("a").await?;
+    let b = mesh.start("b").await?;
+    a.database()
+        .create_collection(spec("j", ConflictPolicy::VectorClock))?;
+    for chunk in 0..10 {
+        let mut batch = Batch::new();
+        for i in 0..50 {
+            let n = chunk * 50 + i;
+            batch.upsert(
+                "j",
+                &format!("o{n}"),
+                json!({"n": n}),
+                Some(vec![n as f32, 1.0, 0.0]),
+            );
+        }
+        a.database().write(batch)?;
+    }
+    let mut del = Batch::new();
+    del.delete("j", "o7");
+    b.database().write(del)?;
+    converged(&[a.database(), b.database()], "j", CONVERGE).await?;
+    // c has never run: it starts empty and gets everything, from both origins.
+    let c = mesh.start("c").await?;
+    converged(&[a.database(), b.database(), c.database()], "j", CONVERGE).await?;
+    let stats = c.database().stats("j")?;
+    assert_eq!(stats.objects, 499);
+    assert_eq!(stats.spec.conflict, ConflictPolicy::VectorClock);
+    assert!(c.database().get("j", "o7")?.is_none());
+    for n in [a, b, c] {
+        n.shutdown().await?;
+    }
+    Ok(())
+}

@@ -112,6 +112,24 @@ pub enum Command {
     /// Every version of one object (siblings from concurrent writes in different regions, a
     /// tombstone) and the causal context that resolves them (`Batch::resolve`).
     Versions { collection: String, id: String },
+    /// Replace the versions a `versions` read returned (pass its context) with one value, or
+    /// with a delete: how siblings of a `manual` collection are resolved.
+    Resolve {
+        collection: String,
+        id: String,
+        /// The context printed by `vektagraf versions`.
+        #[arg(long)]
+        context: String,
+        /// The resolved properties (a JSON object).
+        #[arg(long, conflicts_with = "delete", required_unless_present = "delete")]
+        properties: Option<String>,
+        /// The resolved vector (a JSON array of numbers).
+        #[arg(long, conflicts_with = "delete")]
+        vector: Option<String>,
+        /// Resolve to a delete.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Delete one object and its edges.
     Delete { collection: String, id: String },
     /// Breadth-first traversal from an object.
@@ -401,6 +419,29 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
                     ));
                 }
                 lines.join("\n")
+            })
+        }
+        Command::Resolve {
+            collection,
+            id,
+            context,
+            properties,
+            vector,
+            delete: _,
+        } => {
+            let properties = properties
+                .map(|p| serde_json::from_str::<Value>(&p))
+                .transpose()
+                .context("--properties must be a JSON object")?;
+            let vector = vector
+                .map(|v| serde_json::from_str::<Vec<f32>>(&v))
+                .transpose()
+                .context("--vector must be a JSON array of numbers")?;
+            let mut b = crate::model::Batch::new();
+            b.resolve(&collection, &id, &context, properties, vector);
+            let receipt = db.write(b)?;
+            out.print(&json!({"resolved": id, "receipt": receipt}), || {
+                format!("resolved `{id}` (seq {})", receipt.seq)
             })
         }
         Command::Delete { collection, id } => {
