@@ -349,6 +349,8 @@ async fn a_new_empty_node_joins_a_loaded_cluster_and_catches_up() -> Result<()> 
         }
         a.database().write(batch)?;
     }
+    // b deletes one after it has everything (so the delete has seen the object).
+    converged(&[a.database(), b.database()], "j", CONVERGE).await?;
     let mut del = Batch::new();
     del.delete("j", "o7");
     b.database().write(del)?;
