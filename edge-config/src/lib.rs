@@ -52,6 +52,8 @@
 //! log_retention_ms = 0              # keep log entries at least this long after every peer has
 //!                                   # them (0: trim as soon as every peer has them and a
 //!                                   # snapshot covers them); at most 365 days
+//! anti_entropy_ms = 30000           # compare state digests with each peer in step this often
+//!                                   # and repair what differs (0: never; at most 1 day)
 //! window = 4096                     # unacknowledged log entries in flight to one peer
 //!                                   # (1 to 1000000)
 //! batch = 256                       # log entries per message (1 to 65536, at most `window`)
@@ -198,6 +200,9 @@ pub struct ReplicationConfig {
     /// Log entries are kept at least this long after every peer has them; zero: trimmed as soon
     /// as every peer has them and a snapshot covers them.
     pub log_retention: Duration,
+    /// How often state digests are compared with a peer holding the same clock (what differs
+    /// is repaired); zero: never.
+    pub anti_entropy: Duration,
     /// Unacknowledged log entries in flight to one peer.
     pub window: u64,
     /// Log entries per message (at most [`window`](Self::window)).
@@ -486,6 +491,7 @@ mod tests {
                 default_conflict: "vector-clock".to_owned(),
                 max_clock_skew: Duration::from_secs(5),
                 log_retention: Duration::from_secs(3600),
+                anti_entropy: Duration::from_secs(30),
                 window: 1024,
                 batch: 64,
                 tls: ReplicationTls {

@@ -62,6 +62,7 @@ struct RawReplication {
     default_conflict: Option<String>,
     max_clock_skew_ms: Option<u64>,
     log_retention_ms: Option<u64>,
+    anti_entropy_ms: Option<u64>,
     window: Option<u64>,
     batch: Option<u64>,
     #[serde(default)]
@@ -382,6 +383,14 @@ impl RawReplication {
             0,
             " (milliseconds: at most 365 days)",
         )?);
+        let anti_entropy = Duration::from_millis(in_range(
+            "replication.anti_entropy_ms",
+            self.anti_entropy_ms,
+            0,
+            86_400_000,
+            30_000,
+            " (milliseconds: at most a day)",
+        )?);
         let window = in_range("replication.window", self.window, 1, 1_000_000, 4096, "")?;
         let batch = in_range("replication.batch", self.batch, 1, 65_536, 256, "")?;
         if batch > window {
@@ -437,6 +446,7 @@ impl RawReplication {
             default_conflict,
             max_clock_skew,
             log_retention,
+            anti_entropy,
             window,
             batch,
             tls: ReplicationTls {

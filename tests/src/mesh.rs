@@ -70,15 +70,25 @@ impl Mesh {
     }
 
     pub fn config(&self, name: &str, policy: &str) -> Result<NodeConfig> {
+        let all: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        self.config_with_peers(name, policy, &all)
+    }
+
+    /// A node that knows only `peers` of the mesh (as before an operator adds a node).
+    pub fn config_with_peers(
+        &self,
+        name: &str,
+        policy: &str,
+        peers: &[&str],
+    ) -> Result<NodeConfig> {
         let mut c = self.cluster.config(name);
         let certs = self.cluster.root.path().join(format!("cert-{name}"));
-        let peers = self
-            .names
+        let peers = peers
             .iter()
-            .filter(|n| *n != name)
+            .filter(|n| **n != name)
             .map(|n| -> Result<PeerConfig> {
                 Ok(PeerConfig {
-                    id: n.clone(),
+                    id: n.to_string(),
                     address: self.dial_addr(n).context("peer address")?.to_string(),
                     region: format!("region-{n}"),
                 })
@@ -92,6 +102,8 @@ impl Mesh {
             default_conflict: policy.to_owned(),
             max_clock_skew: Duration::from_secs(60),
             log_retention: Duration::ZERO,
+            // Often, so a test sees a repair within seconds.
+            anti_entropy: Duration::from_secs(1),
             window: 4096,
             batch: 256,
             tls: ReplicationTls {
@@ -104,9 +116,23 @@ impl Mesh {
     }
 
     pub async fn start(&self, name: &str) -> Result<Node> {
-        self.cluster
-            .start(self.config(name, "last-write-wins")?)
+        self.start_config(self.config(name, "last-write-wins")?)
             .await
+    }
+
+    /// Starts a node; a node restarted at once may find its replication port still held by
+    /// its previous endpoint's closing connections (QUIC drains them for a few round-trip
+    /// timeouts), so binding is retried for a while.
+    pub async fn start_config(&self, config: NodeConfig) -> Result<Node> {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.cluster.start(config.clone()).await {
+                Err(e) if e.to_string().contains("in use") && Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

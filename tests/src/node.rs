@@ -84,12 +84,53 @@ impl Cluster {
 
 /// `GET path` over plain HTTP/1.1; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request(addr, "GET", path, None, "").await
+}
+
+/// `method path` with a JSON body (none for `null`) and the API token `token` (the `api-key`
+/// header) over plain HTTP/1.1; returns the status code and the body parsed as JSON.
+pub async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value)> {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, text) = http_request(addr, method, path, token, &body).await?;
+    let json = serde_json::from_str(&text)
+        .with_context(|| format!("{method} {path} answered {status} with `{text}`"))?;
+    Ok((status, json))
+}
+
+/// `method path` over plain HTTP/1.1 with `body` (none when empty) and, if given, the token
+/// in the `api-key` header; returns the status code and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        request.push_str(&format!("api-key: {t}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    s.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
         .await

@@ -33,6 +33,8 @@ pub(crate) enum Job {
     Checkpoint(SyncSender<Result<()>>),
     /// Forget tombstones covered by this stable clock.
     Collect(Clock, SyncSender<Result<u64>>),
+    /// Merge another node's state (a bootstrap snapshot, an anti-entropy repair).
+    State(super::state::StateJob, SyncSender<Result<u64>>),
 }
 
 /// A shard's answer to its part of a batch; the flag says whether it must be rebuilt.
@@ -115,6 +117,10 @@ impl Committer {
                 Job::Collect(stable, reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.inner.store.collect_tombstones(&stable, 10_000));
+                }
+                Job::State(job, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.merge_state(job));
                 }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
@@ -337,11 +343,25 @@ impl Committer {
         source: Source,
         writes: Vec<LogWrite>,
     ) -> std::result::Result<Materialised, Staged> {
+        let writes = writes.into_iter().map(|w| (stamp, w)).collect();
+        self.materialise_each(txn, pending, get, source, writes, Some(stamp))
+    }
+
+    /// `materialise` for writes under stamps of their own; logged (under `log`) or not.
+    pub(super) fn materialise_each(
+        &mut self,
+        txn: &mut WriteTxn,
+        pending: &mut Pending,
+        get: &mut dyn FnMut(&str) -> Result<Arc<Collection>>,
+        source: Source,
+        writes: Vec<(Stamp, LogWrite)>,
+        log: Option<Stamp>,
+    ) -> std::result::Result<Materialised, Staged> {
         let mut cx = Context {
             txn,
             collection: get,
         };
-        let m = Materialised::compute(&mut cx, stamp, source, writes)
+        let m = Materialised::compute(&mut cx, source, writes)
             .map_err(Staged::classify)?
             .finish();
         let mut collections = HashMap::new();
@@ -365,14 +385,16 @@ impl Committer {
         }
         let stored = (|| -> Result<()> {
             m.store(txn)?;
-            txn.append_log(
-                stamp.origin,
-                stamp.seq,
-                &LogEntry {
-                    hlc: stamp.hlc,
-                    writes: m.log.clone(),
-                },
-            )?;
+            if let Some(stamp) = log {
+                txn.append_log(
+                    stamp.origin,
+                    stamp.seq,
+                    &LogEntry {
+                        hlc: stamp.hlc,
+                        writes: m.log.clone(),
+                    },
+                )?;
+            }
             txn.set_meta("hlc", self.hlc.last())
         })();
         stored.map_err(Staged::Fatal)?;
@@ -472,7 +494,7 @@ impl Committer {
     }
 
     /// Snapshots dirty collections (only those past the threshold when `due_only`).
-    fn checkpoint(&mut self, due_only: bool) -> Result<()> {
+    pub(super) fn checkpoint(&mut self, due_only: bool) -> Result<()> {
         let names: Vec<String> = self
             .dirty
             .iter()

@@ -28,6 +28,9 @@ pub(super) enum Source {
     Local,
     /// Another node's entry: contexts as logged; nothing is refused for the state it meets.
     Remote,
+    /// Versions from another node's state (a bootstrap snapshot, an anti-entropy repair):
+    /// merged as remote writes, each under its own dot, and not logged.
+    State,
 }
 
 /// The dot and timestamp of the entry being materialised.
@@ -111,7 +114,7 @@ enum Seen {
 
 fn remote(source: Source, seen: Clock) -> Seen {
     match source {
-        Source::Remote => Seen::Logged(seen),
+        Source::Remote | Source::State => Seen::Logged(seen),
         Source::Local if seen.0.is_empty() => Seen::Everything,
         Source::Local => Seen::Given(seen),
     }
@@ -147,16 +150,16 @@ pub(super) fn dropped_key(name: &str) -> String {
 }
 
 impl Materialised {
-    /// Works out what `writes` (one entry, stamped `stamp`) do against the transaction.
+    /// Works out what `writes` (one entry's, all under its stamp; or versions from another
+    /// node's state, each under its own) do against the transaction.
     pub fn compute(
         cx: &mut Context<'_>,
-        stamp: Stamp,
         source: Source,
-        writes: Vec<LogWrite>,
+        writes: Vec<(Stamp, LogWrite)>,
     ) -> Result<Materialised> {
         let mut m = Materialised::default();
-        let explicit: Vec<Target> = writes.iter().filter_map(target).collect();
-        for w in writes {
+        let explicit: Vec<Target> = writes.iter().filter_map(|(_, w)| target(w)).collect();
+        for (stamp, w) in writes {
             m.write(cx, stamp, source, w, &explicit)?;
         }
         Ok(m)
@@ -171,7 +174,7 @@ impl Materialised {
         match (cx.collection)(name) {
             Ok(c) => Ok(Some(c)),
             Err(Error::UnknownCollection(_))
-                if source == Source::Remote && cx.txn.meta(&dropped_key(name))? == Some(1) =>
+                if source != Source::Local && cx.txn.meta(&dropped_key(name))? == Some(1) =>
             {
                 self.discarded += 1;
                 Ok(None)

@@ -8,6 +8,7 @@ mod plan;
 mod query;
 pub mod recovery;
 mod remote;
+mod state;
 mod validate;
 pub use validate::check_vector;
 
@@ -37,6 +38,7 @@ use commit::{Committer, Job};
 pub use query::Bounded;
 pub use recovery::LoadReport;
 pub use remote::{Applied, RemoteEntry};
+pub use state::StateJob;
 
 /// State shared by the API and the committer.
 pub(crate) struct Inner {
@@ -341,6 +343,71 @@ impl Database {
     /// from the replicator); returns how many. Runs between commits.
     pub fn collect_tombstones(&self, stable: Clock) -> Result<u64> {
         self.submit(|reply| Job::Collect(stable, reply))
+    }
+
+    /// Merges one step of another node's state export (`export_state` there): a bootstrap
+    /// snapshot or an anti-entropy repair. Runs between commits.
+    pub fn merge_state(&self, job: StateJob) -> Result<u64> {
+        self.submit(|reply| Job::State(job, reply))
+    }
+
+    /// A consistent export of this node's state (all of it, or some key buckets of one
+    /// collection), read a chunk at a time.
+    pub fn export_state(
+        &self,
+        only: Option<(String, std::collections::BTreeSet<u8>)>,
+    ) -> Result<crate::store::StateExport> {
+        self.inner.store.export(only)
+    }
+
+    /// The applied clock and every collection's digest sum, read together.
+    pub fn digests(&self) -> Result<(Clock, Vec<(String, u128)>)> {
+        self.inner.store.digests()
+    }
+
+    /// The applied clock and the collection's digest per key bucket, read together.
+    pub fn bucket_digests(&self, collection: &str) -> Result<(Clock, Vec<u128>)> {
+        self.inner.store.bucket_digests(collection)
+    }
+
+    /// Per origin, the highest seq the operation log no longer holds.
+    pub fn log_horizon(&self) -> Result<Clock> {
+        self.inner.store.horizon()
+    }
+
+    /// Trims the operation log: entries every peer has confirmed (`stable`; `None` when the
+    /// node has no peers), that every index snapshot covers (a restart replays the log after
+    /// them) and older than `retention`. Returns how many entries went.
+    pub fn trim_log(&self, stable: Option<&Clock>, retention: std::time::Duration) -> Result<u64> {
+        let store = &self.inner.store;
+        let mut upto = match stable {
+            Some(c) => c.clone(),
+            None => Clock(store.applied()?),
+        };
+        if let Some(floor) = store.snapshot_floor()? {
+            upto = Clock(
+                upto.0
+                    .iter()
+                    .filter_map(|(o, s)| {
+                        let f = floor.0.get(o).copied().unwrap_or(0).min(*s);
+                        (f > 0).then_some((*o, f))
+                    })
+                    .collect(),
+            );
+        }
+        // HLC stamps are `wall_ms << 16 | counter`.
+        let before = match retention.as_millis() as u64 {
+            0 => u64::MAX,
+            r => crate::replication::hlc::system_wall_ms().saturating_sub(r) << 16,
+        };
+        let mut total = 0;
+        loop {
+            let n = store.trim_log(&upto, before, 10_000)?;
+            total += n;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
     }
 
     /// The collection's state digest: equal on two nodes exactly when they hold the same

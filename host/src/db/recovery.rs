@@ -48,7 +48,19 @@ pub(crate) fn load_shard(
     let mut inst = rt.instantiate(spec, shard, store.clone())?;
     let mut report = LoadReport::default();
     let mut covered: Option<VersionVector> = None;
-    if let Some((meta, chunks)) = store.get_snapshot(&spec.name, shard)? {
+    // A snapshot older than what the log still holds cannot be brought up to date by replay.
+    let horizon = store.horizon()?;
+    let snapshot = store.get_snapshot(&spec.name, shard)?.filter(|(meta, _)| {
+        let usable = horizon
+            .0
+            .iter()
+            .all(|(o, h)| meta.covered.get(o).copied().unwrap_or(0) >= *h);
+        if !usable {
+            tracing::info!(collection = %spec.name, shard, "index snapshot predates the log's horizon; rebuilding from storage");
+        }
+        usable
+    });
+    if let Some((meta, chunks)) = snapshot {
         match inst.restore(meta.size, chunks) {
             Ok(()) => {
                 covered = Some(meta.covered);

@@ -39,6 +39,8 @@ pub struct Config {
     pub backoff_max_ms: u64,
     /// A peer that has entries we lack and sent nothing for this long is asked to resend.
     pub resend_after_ms: u64,
+    /// How often the state digests are compared with a peer in step with us (0: never).
+    pub anti_entropy_ms: u64,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
             resend_after_ms: 1_000,
+            anti_entropy_ms: 30_000,
         }
     }
 }
@@ -85,6 +88,15 @@ pub enum Message<B> {
         /// `applied`.
         resend: bool,
     },
+    /// Part of a state snapshot, sent instead of entries the log no longer holds (opaque
+    /// here: the driver exports and merges it). The last part makes the receiver's log move
+    /// on to the snapshot's clock.
+    Snapshot {
+        body: Vec<u8>,
+        last: bool,
+    },
+    /// Anti-entropy: digests and rows of key ranges (opaque here).
+    Repair(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +117,38 @@ pub enum Action<B> {
         peer: PeerName,
         entries: Vec<Entry<B>>,
     },
+    /// The peer lacks entries the log no longer holds: export the state and send it as
+    /// `Message::Snapshot` parts, reporting [`Core::snapshot_sent`] with the export's clock.
+    SendSnapshot {
+        peer: PeerName,
+    },
+    /// Merge a snapshot part from the peer (in order with `Apply`); after the last part,
+    /// report [`Core::installed`].
+    Install {
+        peer: PeerName,
+        body: Vec<u8>,
+        last: bool,
+    },
+    /// We and the peer hold the same clock: compare state digests with it.
+    Compare {
+        peer: PeerName,
+    },
+    /// An anti-entropy message from the peer, for the driver.
+    Repair {
+        peer: PeerName,
+        body: Vec<u8>,
+    },
+}
+
+/// A snapshot on its way to a peer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Outbound {
+    #[default]
+    None,
+    /// Asked for; the export's clock is not known yet.
+    Preparing,
+    /// Sent, consistent at this clock; done once the peer acknowledges it.
+    Sent(Clock),
 }
 
 /// What the core knows about one peer.
@@ -120,6 +164,12 @@ pub struct PeerState {
     /// Origins it has live connections to.
     pub links: BTreeSet<u64>,
     pub last_heard_ms: Option<u64>,
+    /// A snapshot we are sending it (nothing else is pushed meanwhile).
+    pub snapshot: Outbound,
+    /// It is sending us a snapshot (no resend is asked for meanwhile: entries after the
+    /// snapshot's clock are refused until it is merged, then asked for again).
+    pub installing: bool,
+    compared_ms: u64,
     /// When it was last caught up with everything we have.
     pub caught_up_ms: Option<u64>,
     retry_at_ms: u64,
@@ -172,6 +222,9 @@ fn in_flight(p: &PeerState) -> u64 {
 pub struct Core<B> {
     config: Config,
     applied: Clock,
+    /// Per origin, the highest seq the local log no longer holds: a peer lacking one of
+    /// these gets a snapshot.
+    horizon: Clock,
     /// Entries handed out by `Apply` and not yet reported.
     applying: Clock,
     peers: BTreeMap<PeerName, PeerState>,
@@ -190,6 +243,7 @@ impl<B: Clone> Core<B> {
         Self {
             applying: applied.clone(),
             applied,
+            horizon: Clock::default(),
             config,
             peers,
             actions: Vec::new(),
@@ -213,6 +267,38 @@ impl<B: Clone> Core<B> {
         &self.stats
     }
 
+    /// The local log no longer holds entries up to `horizon` (trimmed, or replaced by a
+    /// snapshot merged here).
+    pub fn set_horizon(&mut self, horizon: &Clock) {
+        self.horizon.merge(horizon);
+    }
+
+    pub fn horizon(&self) -> &Clock {
+        &self.horizon
+    }
+
+    /// The snapshot asked for by `SendSnapshot` is on its way, consistent at `clock`.
+    pub fn snapshot_sent(&mut self, peer: &str, clock: Clock, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.snapshot == Outbound::Preparing {
+                p.sent.merge(&clock);
+                p.snapshot = Outbound::Sent(clock);
+                p.progress_ms = now_ms;
+            }
+        }
+    }
+
+    /// The snapshot from the peer is merged (or abandoned).
+    pub fn installed(&mut self, peer: &str) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.installing = false;
+        }
+    }
+
+    fn installing(&self) -> bool {
+        self.peers.values().any(|p| p.installing)
+    }
+
     /// The actions produced since the last call.
     pub fn poll(&mut self) -> Vec<Action<B>> {
         std::mem::take(&mut self.actions)
@@ -231,6 +317,7 @@ impl<B: Clone> Core<B> {
     pub fn tick(&mut self, now_ms: u64) {
         let names: Vec<PeerName> = self.peers.keys().cloned().collect();
         let links = self.links();
+        let installing = self.installing();
         for name in names {
             let Some(p) = self.peers.get_mut(&name) else {
                 continue;
@@ -255,6 +342,7 @@ impl<B: Clone> Core<B> {
                 .last_entries_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.resend_after_ms);
             if ((behind && quiet) || p.resend_owed)
+                && !installing
                 && now_ms.saturating_sub(p.asked_resend_ms) >= self.config.resend_after_ms
             {
                 p.asked_resend_ms = now_ms;
@@ -267,7 +355,8 @@ impl<B: Clone> Core<B> {
             // Entries in flight and no acknowledgement for a while: they were lost (on a live
             // connection, which QUIC never does, but a peer may also drop what it cannot
             // apply): send again from what it acknowledged.
-            if in_flight(p) > 0
+            if p.snapshot == Outbound::None
+                && in_flight(p) > 0
                 && now_ms.saturating_sub(p.progress_ms) >= 2 * self.config.resend_after_ms
             {
                 p.sent = p.theirs.clone();
@@ -282,6 +371,22 @@ impl<B: Clone> Core<B> {
                     ack(self.config.origin, &self.applied, &links, false),
                 ));
             }
+            // Anti-entropy, started by the peer whose name sorts first, when both hold the
+            // same clock (digests of different clocks differ for want of entries in flight).
+            let every = self.config.anti_entropy_ms;
+            if every > 0
+                && self.config.name < name
+                && p.origin.is_some()
+                && p.snapshot == Outbound::None
+                && !installing
+                && in_flight(p) == 0
+                && p.theirs.covers(&self.applied)
+                && self.applied.covers(&p.theirs)
+                && now_ms.saturating_sub(p.compared_ms) >= every
+            {
+                p.compared_ms = now_ms;
+                self.actions.push(Action::Compare { peer: name.clone() });
+            }
             self.push(&name, now_ms);
         }
     }
@@ -295,6 +400,8 @@ impl<B: Clone> Core<B> {
         p.connected = true;
         p.sent = Clock::default();
         p.resend_owed = false;
+        p.snapshot = Outbound::None;
+        p.installing = false;
         p.last_heard_ms = Some(now_ms);
         p.backoff_ms = 0;
         let hello = Message::Hello {
@@ -316,6 +423,8 @@ impl<B: Clone> Core<B> {
             p.connected = false;
             p.sent = Clock::default();
             p.resend_owed = false;
+            p.snapshot = Outbound::None;
+            p.installing = false;
             p.backoff_ms =
                 (p.backoff_ms * 2).clamp(self.config.backoff_min_ms, self.config.backoff_max_ms);
             p.retry_at_ms = now_ms + p.backoff_ms;
@@ -365,7 +474,8 @@ impl<B: Clone> Core<B> {
                 }
                 p.origin = Some(origin);
                 p.links = connected.into_iter().collect();
-                if resend {
+                // While a snapshot is on its way, what the peer lacks is in it.
+                if resend && p.snapshot == Outbound::None {
                     // Forget what was in flight: send again from what it has.
                     p.sent = applied.clone();
                     p.theirs = applied.clone();
@@ -376,10 +486,25 @@ impl<B: Clone> Core<B> {
                     }
                     p.theirs.merge(&applied);
                 }
+                if matches!(&p.snapshot, Outbound::Sent(c) if p.theirs.covers(c)) {
+                    p.snapshot = Outbound::None;
+                }
                 self.note_clock(peer, applied, now_ms);
                 self.push(peer, now_ms);
             }
             Message::Entries(entries) => self.take_entries(peer, entries, now_ms),
+            Message::Snapshot { body, last } => {
+                p.installing = true;
+                self.actions.push(Action::Install {
+                    peer: peer.to_owned(),
+                    body,
+                    last,
+                });
+            }
+            Message::Repair(body) => self.actions.push(Action::Repair {
+                peer: peer.to_owned(),
+                body,
+            }),
         }
     }
 
@@ -461,8 +586,9 @@ impl<B: Clone> Core<B> {
         // with every round trip. A request not sent now is sent by `tick` when due.
         let links = self.links();
         let resend_after_ms = self.config.resend_after_ms;
+        let installing = self.installing();
         if let Some(p) = self.peers.get_mut(peer).filter(|_| refused) {
-            if now_ms.saturating_sub(p.asked_resend_ms) >= resend_after_ms {
+            if !installing && now_ms.saturating_sub(p.asked_resend_ms) >= resend_after_ms {
                 p.asked_resend_ms = now_ms;
                 p.resend_owed = false;
                 // What is applied, not what is being applied: the peer takes this clock as
@@ -525,11 +651,35 @@ impl<B: Clone> Core<B> {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
-        if !p.connected || p.origin.is_none() {
+        if !p.connected || p.origin.is_none() || p.snapshot != Outbound::None {
             return;
         }
         if p.theirs.covers(&self.applied) {
             p.caught_up_ms = Some(now_ms);
+        }
+        // Origins we send it (not its own, nor those it hears directly).
+        let ours = |p: &PeerState, origin: u64| {
+            Some(origin) != p.origin && (origin == me || !p.links.contains(&origin))
+        };
+        let has = |p: &PeerState, origin: u64| {
+            p.sent
+                .0
+                .get(&origin)
+                .copied()
+                .unwrap_or(0)
+                .max(p.theirs.0.get(&origin).copied().unwrap_or(0))
+        };
+        let lacks_trimmed = self
+            .horizon
+            .0
+            .iter()
+            .any(|(&o, &h)| ours(p, o) && has(p, o) < h);
+        if lacks_trimmed {
+            p.snapshot = Outbound::Preparing;
+            self.actions.push(Action::SendSnapshot {
+                peer: peer.to_owned(),
+            });
+            return;
         }
         let flying = in_flight(p);
         if flying == 0 {
@@ -542,17 +692,10 @@ impl<B: Clone> Core<B> {
             }
             // The peer's own entries, and those of an origin it hears from directly, are not
             // ours to send.
-            if Some(origin) == p.origin || (origin != me && p.links.contains(&origin)) {
+            if !ours(p, origin) {
                 continue;
             }
-            let has = p
-                .sent
-                .0
-                .get(&origin)
-                .copied()
-                .unwrap_or(0)
-                .max(p.theirs.0.get(&origin).copied().unwrap_or(0));
-            let mut from = has + 1;
+            let mut from = has(p, origin) + 1;
             while from <= last && budget > 0 {
                 let to = last.min(from + self.config.batch.min(budget) - 1);
                 self.actions.push(Action::SendRange {
@@ -598,10 +741,10 @@ impl<B: Clone> Core<B> {
             .filter(|(o, _)| Some(**o) != p.origin)
             .map(|(o, s)| s.saturating_sub(p.theirs.0.get(o).copied().unwrap_or(0)))
             .sum();
-        let ms = if ops == 0 {
-            0
-        } else {
-            now_ms.saturating_sub(p.caught_up_ms.unwrap_or(0))
+        // Never caught up (never heard from, say): unknown, shown as 0.
+        let ms = match p.caught_up_ms {
+            Some(t) if ops > 0 => now_ms.saturating_sub(t),
+            _ => 0,
         };
         Some((ops, ms))
     }

@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{Action, Config, Core, Entry, Message, PeerName};
 use super::hlc::system_wall_ms;
+use super::state_sync::{self, Repair, SnapshotPart};
 use super::tls::{peer_node_id, server_name, PeerTls};
 use super::version::Clock;
-use crate::db::RemoteEntry;
+use crate::db::{RemoteEntry, StateJob};
 use crate::store::records::LogEntry;
+use crate::store::{StateExport, StateRow};
 use crate::Database;
 
 /// What the driver needs to run.
@@ -36,6 +38,8 @@ pub struct Options {
     /// Largest frame accepted from a peer.
     pub max_frame_bytes: u64,
     pub idle_timeout: Duration,
+    /// Log entries are kept at least this long (and until every peer has them).
+    pub log_retention: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,9 +49,13 @@ struct Hello {
     origin: u64,
 }
 
-const PROTOCOL: u32 = 1;
+/// 2: state snapshots and anti-entropy messages.
+const PROTOCOL: u32 = 2;
 
-/// How often tombstones every peer has seen are looked for.
+/// A dial not through its QUIC handshake by then is abandoned (and tried again).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often tombstones every peer has seen are looked for and the log trimmed.
 const TOMBSTONE_GC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +95,16 @@ pub struct Status {
     pub refused_peers: u64,
     /// Tombstones forgotten once every peer had seen them.
     pub tombstones_collected: u64,
+    /// Log entries trimmed (every peer had them, and the index snapshots cover them).
+    pub log_trimmed: u64,
+    /// Per origin (hex), the highest seq the log no longer holds.
+    pub horizon: HashMap<String, u64>,
+    /// State snapshots sent to peers that lacked trimmed entries, and merged from peers.
+    pub snapshots_sent: u64,
+    pub snapshots_received: u64,
+    /// Anti-entropy: digest comparisons started, and versions merged from peers' rows.
+    pub comparisons: u64,
+    pub repaired_versions: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -134,16 +152,45 @@ enum Event {
         msg: Message<LogEntry>,
     },
     ApplyFailed(String),
+    /// A state export for the peer is open (its clock known).
+    SnapshotReady {
+        peer: String,
+        export: Box<StateExport>,
+    },
+    /// A snapshot could not be exported or merged: the connection restarts.
+    StateFailed {
+        peer: String,
+        reason: String,
+    },
+    Installed(String),
+    Send {
+        peer: String,
+        msg: Message<LogEntry>,
+    },
+    Horizon(Clock),
 }
 
 enum Outgoing {
     Message(Message<LogEntry>),
     Range { origin: u64, from: u64, to: u64 },
+    Snapshot(Box<StateExport>),
+}
+
+/// What the applier merges, in the order the core accepted it.
+enum Delivery {
+    Entries(Vec<Entry<LogEntry>>),
+    Snapshot {
+        peer: String,
+        body: Vec<u8>,
+        last: bool,
+    },
+    Repair(Vec<StateRow>),
 }
 
 /// A running replicator.
 pub struct Replicator {
     endpoint: quinn::Endpoint,
+    tracker: tokio_util::task::TaskTracker,
     status: Arc<Mutex<Status>>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -157,9 +204,18 @@ struct Shared {
     io: HashMap<String, Io>,
     refused: AtomicU64,
     collected: AtomicU64,
+    trimmed: AtomicU64,
+    snapshots_sent: AtomicU64,
+    snapshots_received: AtomicU64,
+    comparisons: AtomicU64,
+    repaired: AtomicU64,
+    retention: Duration,
     max_frame: u64,
     events: mpsc::UnboundedSender<Event>,
     next_conn: AtomicU64,
+    /// Tasks that hold the endpoint or a connection: shutdown waits for them, so the
+    /// replication port is free when it returns.
+    tracker: tokio_util::task::TaskTracker,
 }
 
 impl Replicator {
@@ -172,6 +228,7 @@ impl Replicator {
             core,
             max_frame_bytes,
             idle_timeout,
+            log_retention,
         } = opts;
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
@@ -204,9 +261,16 @@ impl Replicator {
                 .collect(),
             refused: AtomicU64::new(0),
             collected: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
+            snapshots_sent: AtomicU64::new(0),
+            snapshots_received: AtomicU64::new(0),
+            comparisons: AtomicU64::new(0),
+            repaired: AtomicU64::new(0),
+            retention: log_retention,
             max_frame: max_frame_bytes,
             events: events_tx,
             next_conn: AtomicU64::new(1),
+            tracker: tokio_util::task::TaskTracker::new(),
             db,
         });
         let status = Arc::new(Mutex::new(Status {
@@ -216,8 +280,13 @@ impl Replicator {
             ..Status::default()
         }));
         let cancel = CancellationToken::new();
-        let core = Core::new(core, applied, peer_names);
-        tokio::spawn(accept_loop(
+        let shared_tracker = shared.tracker.clone();
+        let mut core = Core::new(core, applied, peer_names);
+        match shared.db.log_horizon() {
+            Ok(h) => core.set_horizon(&h),
+            Err(e) => tracing::warn!(error = %e, "reading the log's horizon"),
+        }
+        shared.tracker.spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
             cancel.clone(),
@@ -231,6 +300,7 @@ impl Replicator {
             cancel.clone(),
         ));
         Ok(Replicator {
+            tracker: shared_tracker,
             endpoint,
             status,
             cancel,
@@ -259,6 +329,8 @@ impl Replicator {
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"shutting down");
         let _ = self.task.await;
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
@@ -274,9 +346,10 @@ async fn run(
 ) {
     let mut conns: HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>, quinn::Connection)> =
         HashMap::new();
+    let mut dialling = std::collections::HashSet::new();
     let mut log = shared.db.watch_log();
     let mut seen = log.borrow_and_update().clone();
-    let (apply_tx, apply_rx) = mpsc::unbounded_channel::<Vec<Entry<LogEntry>>>();
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel::<Delivery>();
     tokio::spawn(applier(shared.clone(), apply_rx));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,12 +366,7 @@ async fn run(
                 let stable = core.stable();
                 if !stable.0.is_empty() {
                     let shared = shared.clone();
-                    tokio::task::spawn_blocking(move || match shared.db.collect_tombstones(stable) {
-                        Ok(n) => {
-                            shared.collected.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
-                    });
+                    tokio::task::spawn_blocking(move || housekeeping(&shared, stable));
                 }
             }
             changed = log.changed() => {
@@ -320,6 +388,7 @@ async fn run(
                 let now = system_wall_ms();
                 match ev {
                     Event::Connected { peer, id, conn, tx } => {
+                        dialling.remove(&peer);
                         if let Some((_, _, old)) = conns.insert(peer.clone(), (id, tx, conn)) {
                             old.close(quinn::VarInt::from_u32(1), b"replaced");
                         }
@@ -334,6 +403,7 @@ async fn run(
                         }
                     }
                     Event::DialFailed { peer, reason } => {
+                        dialling.remove(&peer);
                         tracing::debug!(%peer, %reason, "dialling a replication peer failed");
                         core.disconnected(&peer, now);
                     }
@@ -342,15 +412,41 @@ async fn run(
                         tracing::warn!(%reason, "applying replicated entries failed; they will be asked for again");
                         core.apply_failed(now);
                     }
+                    Event::SnapshotReady { peer, export } => {
+                        tracing::info!(%peer, "sending a state snapshot (the peer lacks entries the log no longer holds)");
+                        shared.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+                        core.snapshot_sent(&peer, export.header.clock.clone(), now);
+                        send(&conns, &peer, Outgoing::Snapshot(export));
+                    }
+                    Event::StateFailed { peer, reason } => {
+                        tracing::warn!(%peer, %reason, "a state snapshot failed; reconnecting");
+                        core.installed(&peer);
+                        if let Some((_, _, c)) = conns.get(&peer) {
+                            c.close(quinn::VarInt::from_u32(3), b"state snapshot failed");
+                        }
+                    }
+                    Event::Installed(peer) => {
+                        shared.snapshots_received.fetch_add(1, Ordering::Relaxed);
+                        core.installed(&peer);
+                    }
+                    Event::Send { peer, msg } => send(&conns, &peer, Outgoing::Message(msg)),
+                    Event::Horizon(h) => core.set_horizon(&h),
                 }
             }
         }
         for action in core.poll() {
             match action {
                 Action::Dial(peer) => {
-                    // Of two peers, the one whose id sorts first dials.
-                    if shared.me < peer && !conns.contains_key(&peer) {
-                        tokio::spawn(dial(endpoint.clone(), shared.clone(), peer));
+                    // Of two peers, the one whose id sorts first dials; once at a time (a
+                    // handshake slower than the redial backoff must not be replaced by the
+                    // next attempt, and that one by the next).
+                    if shared.me < peer
+                        && !conns.contains_key(&peer)
+                        && dialling.insert(peer.clone())
+                    {
+                        shared
+                            .tracker
+                            .spawn(dial(endpoint.clone(), shared.clone(), peer));
                     }
                 }
                 Action::Send(peer, msg) => send(&conns, &peer, Outgoing::Message(msg)),
@@ -361,7 +457,56 @@ async fn run(
                     to,
                 } => send(&conns, &peer, Outgoing::Range { origin, from, to }),
                 Action::Apply { entries, .. } => {
-                    let _ = apply_tx.send(entries);
+                    let _ = apply_tx.send(Delivery::Entries(entries));
+                }
+                Action::Install { peer, body, last } => {
+                    let _ = apply_tx.send(Delivery::Snapshot { peer, body, last });
+                }
+                Action::SendSnapshot { peer } => {
+                    let shared = shared.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let ev = match shared.db.export_state(None) {
+                            Ok(export) => Event::SnapshotReady {
+                                peer,
+                                export: Box::new(export),
+                            },
+                            Err(e) => Event::StateFailed {
+                                peer,
+                                reason: e.to_string(),
+                            },
+                        };
+                        let _ = shared.events.send(ev);
+                    });
+                }
+                Action::Compare { peer } => {
+                    shared.comparisons.fetch_add(1, Ordering::Relaxed);
+                    let shared = shared.clone();
+                    tokio::task::spawn_blocking(move || match shared.db.digests() {
+                        Ok((clock, collections)) => {
+                            repair_send(&shared, &peer, &Repair::Digests { clock, collections })
+                        }
+                        Err(e) => tracing::warn!(error = %e, "anti-entropy: reading digests"),
+                    });
+                }
+                Action::Repair { peer, body } => {
+                    let shared = shared.clone();
+                    let apply_tx = apply_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let answered = state_sync::decode(&body).and_then(|msg| {
+                            state_sync::answer(&shared.db, msg, (shared.max_frame / 2) as usize)
+                        });
+                        match answered {
+                            Ok(a) => {
+                                for m in &a.send {
+                                    repair_send(&shared, &peer, m);
+                                }
+                                if !a.merge.is_empty() {
+                                    let _ = apply_tx.send(Delivery::Repair(a.merge));
+                                }
+                            }
+                            Err(e) => tracing::warn!(%peer, error = %e, "anti-entropy failed"),
+                        }
+                    });
                 }
             }
         }
@@ -400,6 +545,17 @@ fn publish_status(
     s.gaps = core.stats().gaps;
     s.refused_peers = shared.refused.load(Ordering::Relaxed);
     s.tombstones_collected = shared.collected.load(Ordering::Relaxed);
+    s.log_trimmed = shared.trimmed.load(Ordering::Relaxed);
+    s.horizon = core
+        .horizon()
+        .0
+        .iter()
+        .map(|(o, q)| (format!("{o:016x}"), *q))
+        .collect();
+    s.snapshots_sent = shared.snapshots_sent.load(Ordering::Relaxed);
+    s.snapshots_received = shared.snapshots_received.load(Ordering::Relaxed);
+    s.comparisons = shared.comparisons.load(Ordering::Relaxed);
+    s.repaired_versions = shared.repaired.load(Ordering::Relaxed);
     s.peers = core
         .peers()
         .iter()
@@ -424,23 +580,124 @@ fn publish_status(
         .collect();
 }
 
+/// Every `TOMBSTONE_GC`: forgets tombstones every peer has seen and trims the log of what
+/// every peer has (and the index snapshots cover).
+fn housekeeping(shared: &Shared, stable: Clock) {
+    match shared.db.collect_tombstones(stable.clone()) {
+        Ok(n) => {
+            shared.collected.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
+    }
+    match shared.db.trim_log(Some(&stable), shared.retention) {
+        Ok(n) => {
+            shared.trimmed.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(error = %e, "trimming the operation log failed"),
+    }
+    if let Ok(h) = shared.db.log_horizon() {
+        let _ = shared.events.send(Event::Horizon(h));
+    }
+}
+
+fn repair_send(shared: &Shared, peer: &str, msg: &Repair) {
+    match state_sync::encode(msg) {
+        Ok(body) => {
+            let _ = shared.events.send(Event::Send {
+                peer: peer.to_owned(),
+                msg: Message::Repair(body),
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "anti-entropy: encoding a message"),
+    }
+}
+
 /// Applies deliveries one after another, in the order the core accepted them.
-async fn applier(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Entry<LogEntry>>>) {
-    while let Some(entries) = rx.recv().await {
+async fn applier(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Delivery>) {
+    // Per peer, the header of the snapshot it is sending.
+    let mut headers: HashMap<String, (Clock, Clock)> = HashMap::new();
+    while let Some(delivery) = rx.recv().await {
         let db = shared.db.clone();
-        let batch: Vec<RemoteEntry> = entries
-            .into_iter()
-            .map(|e| (e.origin, e.seq, e.body))
-            .collect();
-        let applied = tokio::task::spawn_blocking(move || db.apply_remote(batch)).await;
-        let error = match applied {
-            Ok(a) => a.error.map(|e| e.to_string()),
-            Err(e) => Some(format!("the apply task failed: {e}")),
-        };
-        if let Some(reason) = error {
-            // Entries queued behind the failed ones would not follow what is applied.
-            while rx.try_recv().is_ok() {}
-            let _ = shared.events.send(Event::ApplyFailed(reason));
+        match delivery {
+            Delivery::Entries(entries) => {
+                let batch: Vec<RemoteEntry> = entries
+                    .into_iter()
+                    .map(|e| (e.origin, e.seq, e.body))
+                    .collect();
+                let applied = tokio::task::spawn_blocking(move || db.apply_remote(batch)).await;
+                let error = match applied {
+                    Ok(a) => a.error.map(|e| e.to_string()),
+                    Err(e) => Some(format!("the apply task failed: {e}")),
+                };
+                if let Some(reason) = error {
+                    // Entries queued behind the failed ones would not follow what is applied.
+                    while let Ok(d) = rx.try_recv() {
+                        if let Delivery::Snapshot { peer, .. } = d {
+                            headers.remove(&peer);
+                            let _ = shared.events.send(Event::StateFailed {
+                                peer,
+                                reason: "entries before it failed".into(),
+                            });
+                        }
+                    }
+                    let _ = shared.events.send(Event::ApplyFailed(reason));
+                }
+            }
+            Delivery::Repair(rows) => {
+                let merged =
+                    tokio::task::spawn_blocking(move || db.merge_state(StateJob::Rows(rows))).await;
+                match merged {
+                    Ok(Ok(n)) => {
+                        shared.repaired.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "anti-entropy: merging rows failed"),
+                    Err(e) => tracing::warn!(error = %e, "anti-entropy: the merge task failed"),
+                }
+            }
+            Delivery::Snapshot { peer, body, last } => {
+                let header = headers.get(&peer).cloned();
+                let step = (|| -> Result<Vec<StateJob>, String> {
+                    let mut jobs = match state_sync::decode::<SnapshotPart>(&body)? {
+                        SnapshotPart::Header(h) => {
+                            headers.insert(peer.clone(), (h.clock.clone(), h.collected.clone()));
+                            vec![StateJob::Begin(h)]
+                        }
+                        SnapshotPart::Rows(rows) if header.is_some() => vec![StateJob::Rows(rows)],
+                        SnapshotPart::Rows(_) => {
+                            return Err("snapshot rows arrived without their header".into())
+                        }
+                    };
+                    if last {
+                        let (clock, collected) = headers
+                            .remove(&peer)
+                            .ok_or("a snapshot ended without a header")?;
+                        jobs.push(StateJob::End { clock, collected });
+                    }
+                    Ok(jobs)
+                })();
+                let merged = match step {
+                    Ok(jobs) => tokio::task::spawn_blocking(move || -> Result<(), String> {
+                        for job in jobs {
+                            db.merge_state(job).map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the merge task failed: {e}"))),
+                    Err(e) => Err(e),
+                };
+                match merged {
+                    Ok(()) if last => {
+                        tracing::info!(%peer, "merged a state snapshot");
+                        let _ = shared.events.send(Event::Installed(peer));
+                    }
+                    Ok(()) => {}
+                    Err(reason) => {
+                        headers.remove(&peer);
+                        let _ = shared.events.send(Event::StateFailed { peer, reason });
+                    }
+                }
+            }
         }
     }
 }
@@ -453,7 +710,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, cancel: Can
         };
         let Some(incoming) = incoming else { return };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.clone().tracker.spawn(async move {
             let remote = incoming.remote_address();
             if let Err(e) = accept(incoming, shared.clone()).await {
                 shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -495,10 +752,14 @@ async fn dial(endpoint: quinn::Endpoint, shared: Arc<Shared>, peer: String) {
             .map_err(|e| peer_err(&peer, format!("resolving {address}: {e}")))?
             .next()
             .ok_or_else(|| peer_err(&peer, format!("{address} resolves to nothing")))?;
-        let conn = endpoint
+        let connecting = endpoint
             .connect(addr, &server_name(&peer))
-            .map_err(|e| peer_err(&peer, e))?
+            .map_err(|e| peer_err(&peer, e))?;
+        // A peer that is down does not answer at all: give up well before the idle timeout,
+        // so the next attempt (one at a time) finds it once it is up.
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
             .await
+            .map_err(|_| peer_err(&peer, format!("no answer from {address}")))?
             .map_err(|e| peer_err(&peer, e))?;
         let id = peer_node_id(&conn).map_err(|e| peer_err(&peer, e))?;
         if id != peer {
@@ -576,7 +837,7 @@ fn start_connection(
         conn: conn.clone(),
         tx,
     });
-    tokio::spawn(writer(
+    shared.tracker.spawn(writer(
         shared.clone(),
         peer.clone(),
         id,
@@ -584,7 +845,9 @@ fn start_connection(
         send,
         rx,
     ));
-    tokio::spawn(reader(shared, peer, id, conn, recv));
+    shared
+        .tracker
+        .spawn(reader(shared.clone(), peer, id, conn, recv));
 }
 
 fn closed(shared: &Shared, peer: &str, id: u64, conn: &quinn::Connection, reason: String) {
@@ -632,6 +895,13 @@ async fn writer(
 ) {
     while let Some(out) = rx.recv().await {
         let messages = match out {
+            Outgoing::Snapshot(export) => {
+                if let Err(e) = stream_snapshot(&shared, &peer, &mut send, export).await {
+                    closed(&shared, &peer, id, &conn, e);
+                    return;
+                }
+                continue;
+            }
             Outgoing::Message(m) => vec![m],
             Outgoing::Range { origin, from, to } => {
                 let db = shared.db.clone();
@@ -660,6 +930,40 @@ async fn writer(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Sends a state export as `Message::Snapshot` parts: its header, then its rows a chunk at a
+/// time (read off the async threads), the last part marked.
+async fn stream_snapshot(
+    shared: &Arc<Shared>,
+    peer: &str,
+    send: &mut quinn::SendStream,
+    mut export: Box<StateExport>,
+) -> Result<(), String> {
+    let budget = (shared.max_frame / 2) as usize;
+    let mut part = SnapshotPart::Header(export.header.clone());
+    loop {
+        let (next, rest) = tokio::task::spawn_blocking(move || {
+            let next = state_sync::next_rows(&mut export, budget);
+            (next, export)
+        })
+        .await
+        .map_err(|e| format!("the export task failed: {e}"))?;
+        export = rest;
+        let next = next?;
+        let msg: Message<LogEntry> = Message::Snapshot {
+            body: state_sync::encode(&part)?,
+            last: next.is_none(),
+        };
+        let bytes = write_frame(send, &msg).await?;
+        if let Some(io) = shared.io.get(peer) {
+            io.sent.fetch_add(bytes, Ordering::Relaxed);
+        }
+        match next {
+            Some(rows) => part = SnapshotPart::Rows(rows),
+            None => return Ok(()),
         }
     }
 }

@@ -5,5 +5,6 @@
 pub mod core;
 pub mod driver;
 pub mod hlc;
+pub mod state_sync;
 pub mod tls;
 pub mod version;

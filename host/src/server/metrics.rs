@@ -64,9 +64,56 @@ struct ReplicationMetrics {
     received_bytes: Family<PeerLabel, Counter>,
     sent_entries: Family<PeerLabel, Counter>,
     received_entries: Family<PeerLabel, Counter>,
-    rejected_clocks: Counter,
-    refused_peers: Counter,
+    /// Node-wide counters, each with the status field it follows.
+    totals: Vec<(Counter, StatusField)>,
 }
+
+/// Reads one counter off the replicator's status.
+type StatusField = fn(&Status) -> u64;
+
+/// The node-wide replication counters: name, help, and the status field each follows.
+const TOTALS: [(&str, &str, StatusField); 8] = [
+    (
+        "rejected_clocks",
+        "Remote entries refused because their clock was too far ahead of this node's",
+        |s| s.rejected_clocks,
+    ),
+    (
+        "refused_peers",
+        "Peers refused at the handshake (unknown id, or an id not matching the certificate)",
+        |s| s.refused_peers,
+    ),
+    (
+        "tombstones_collected",
+        "Tombstones forgotten once every peer had seen them",
+        |s| s.tombstones_collected,
+    ),
+    (
+        "log_trimmed_entries",
+        "Operation log entries trimmed (every peer had them and the index snapshots covered them)",
+        |s| s.log_trimmed,
+    ),
+    (
+        "snapshots_sent",
+        "State snapshots sent to peers lacking entries the log no longer holds",
+        |s| s.snapshots_sent,
+    ),
+    (
+        "snapshots_received",
+        "State snapshots from peers merged here",
+        |s| s.snapshots_received,
+    ),
+    (
+        "anti_entropy_comparisons",
+        "State digest comparisons started with peers holding the same clock",
+        |s| s.comparisons,
+    ),
+    (
+        "repaired_versions",
+        "Versions merged from peers' rows where anti-entropy found the state differed",
+        |s| s.repaired_versions,
+    ),
+];
 
 impl ReplicationMetrics {
     fn new() -> Self {
@@ -80,8 +127,7 @@ impl ReplicationMetrics {
             received_bytes: Family::default(),
             sent_entries: Family::default(),
             received_entries: Family::default(),
-            rejected_clocks: Counter::default(),
-            refused_peers: Counter::default(),
+            totals: Vec::new(),
         };
         let r = &mut m.registry;
         r.register(
@@ -120,16 +166,11 @@ impl ReplicationMetrics {
             "Log entries received from the peer and accepted for applying",
             m.received_entries.clone(),
         );
-        r.register(
-            "rejected_clocks",
-            "Remote entries refused because their clock was too far ahead of this node's",
-            m.rejected_clocks.clone(),
-        );
-        r.register(
-            "refused_peers",
-            "Peers refused at the handshake (unknown id, or an id not matching the certificate)",
-            m.refused_peers.clone(),
-        );
+        for (name, help, field) in TOTALS {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            m.totals.push((c, field));
+        }
         m
     }
 
@@ -163,8 +204,9 @@ impl ReplicationMetrics {
                 p.entries_received,
             );
         }
-        catch_up(&self.rejected_clocks, status.rejected_clocks);
-        catch_up(&self.refused_peers, status.refused_peers);
+        for (c, field) in &self.totals {
+            catch_up(c, field(status));
+        }
     }
 }
 

@@ -225,6 +225,27 @@ impl Node {
                 }
             })
         };
+        if replicator.is_none() {
+            // Without peers, the log is kept only until the index snapshots cover it.
+            let (db, stop) = (shared.db.clone(), shared.stopping.clone());
+            shared.tracker.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let db = db.clone();
+                    let trimmed = tokio::task::spawn_blocking(move || {
+                        db.trim_log(None, std::time::Duration::ZERO)
+                    })
+                    .await;
+                    if let Ok(Err(e)) = trimmed {
+                        tracing::warn!(error = %e, "trimming the operation log failed");
+                    }
+                }
+            });
+        }
         tracing::info!(%quic_addr, %http_addr, node_id = shared.db.node_id(), "node started");
         Ok(Node {
             shared,

@@ -58,6 +58,8 @@ pub async fn start(
         listen,
         peers,
         max_clock_skew,
+        log_retention,
+        anti_entropy,
         window,
         batch,
         tls,
@@ -77,6 +79,7 @@ pub async fn start(
     core.max_skew_ms = max_clock_skew.as_millis() as u64;
     core.window = *window;
     core.batch = *batch;
+    core.anti_entropy_ms = anti_entropy.as_millis() as u64;
     let options = Options {
         listen: *listen,
         peers: peers
@@ -88,6 +91,7 @@ pub async fn start(
         core,
         max_frame_bytes: (config.limits.max_frame_bytes * 2).max(64 << 20),
         idle_timeout: std::time::Duration::from_secs(10),
+        log_retention: *log_retention,
     };
     let replicator = Replicator::start(db.clone(), options)
         .await

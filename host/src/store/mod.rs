@@ -5,7 +5,9 @@
 
 pub mod keys;
 pub mod records;
+mod state;
 mod tokens;
+pub use state::{RowKey, StateExport, StateHeader, StateRow, BUCKETS};
 pub use tokens::StoredToken;
 
 use std::collections::BTreeMap;
@@ -373,41 +375,6 @@ impl Store {
                     to: node.clone(),
                     properties,
                 });
-            }
-        }
-        Ok(out)
-    }
-
-    /// An order-independent hash of a collection's resolved state: every object (visible
-    /// version with its properties, vector and version), every edge out of its objects, and
-    /// every other version (tombstones, siblings). Each row hashes to 128 bits (SHA-256 of
-    /// table, key and stored bytes) and the rows add up modulo 2^128, so equal state gives
-    /// equal digests whatever order it was written in, and the sum of key ranges is the
-    /// collection's.
-    pub fn digest(&self, collection: &str) -> Result<Digest> {
-        use sha2::{Digest as _, Sha256};
-        let prefix = keys::collection_prefix(collection);
-        let end = keys::prefix_end(&prefix);
-        let txn = self.db.begin_read()?;
-        let mut out = Digest::default();
-        for (tag, def) in [(b'o', OBJECTS), (b'e', EDGES_OUT), (b'v', VERSIONS)] {
-            let table = txn.open_table(def)?;
-            for row in table.range(prefix.as_slice()..end.as_slice())? {
-                let (k, v) = row?;
-                let mut h = Sha256::new();
-                h.update([tag]);
-                h.update((k.value().len() as u32).to_le_bytes());
-                h.update(k.value());
-                h.update(v.value());
-                let bytes: [u8; 32] = h.finalize().into();
-                let mut first = [0u8; 16];
-                first.copy_from_slice(&bytes[..16]);
-                out.sum = out.sum.wrapping_add(u128::from_le_bytes(first));
-                match tag {
-                    b'o' => out.objects += 1,
-                    b'e' => out.edges += 1,
-                    _ => out.versions += 1,
-                }
             }
         }
         Ok(out)

@@ -1,18 +1,23 @@
 //! Our extensions beside the Qdrant routes, in the same envelope: typed edges (link and unlink
-//! in batches), traversal, hybrid k-NN-then-expand, and collection statistics (with the
-//! collection's state digest and conflict policy).
+//! in batches), traversal, hybrid k-NN-then-expand, collection statistics (with the
+//! collection's state digest and conflict policy), and a point's versions with the resolve
+//! that replaces them (the `manual` conflict policy, docs/replication.md).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::api::{check_read_fields, update_result, Api, ApiError, Body, Cx};
+use super::api::{
+    check_fields, check_read_fields, update_result, Api, ApiError, Body, Cx, WriteParams,
+};
 use super::ids;
 use super::points::{short, Form};
-use crate::model::{Batch, Direction, NodeKey, Role, SearchOptions, Step, TraverseOptions};
+use crate::model::{
+    Batch, ConflictPolicy, Direction, NodeKey, Role, SearchOptions, Step, TraverseOptions,
+};
 
 /// One end of an edge: a point id of this collection, or `{"collection": .., "id": ..}`.
 fn end(name: &str, v: Option<&Value>, what: &str) -> Result<NodeKey, ApiError> {
@@ -150,6 +155,15 @@ fn traverse_options(v: Option<&Value>) -> Result<TraverseOptions, ApiError> {
     Ok(opts)
 }
 
+/// Our id for a point id in a path: digits are an integer id, anything else a string id.
+fn path_id(id: String) -> Result<String, ApiError> {
+    let given = id
+        .parse::<u64>()
+        .map(Value::from)
+        .unwrap_or(Value::String(id));
+    ids::to_ours(&given)
+}
+
 #[utoipa::path(post, path = "/collections/{name}/points/{id}/traverse", tag = "vektagraf", params(("name" = String, Path), ("id" = String, Path)),
     request_body(content = Object, description = "`{label?, direction: out|in|both, depth, limit}`"),
     responses((status = 200, description = "`{steps: [{collection, id, depth, via}]}`"), (status = 404, description = "no such point")))]
@@ -160,11 +174,7 @@ pub async fn traverse(
     Body(body): Body<Value>,
 ) -> Response {
     api.run("http_traverse", &headers, Role::Read, move |cx| {
-        let given = id
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or(Value::String(id));
-        let start = NodeKey::new(name, ids::to_ours(&given)?);
+        let start = NodeKey::new(name, path_id(id)?);
         let steps = cx.reads.traverse(&start, &traverse_options(Some(&body))?)?;
         Ok(json!({"steps": steps.iter().map(step_json).collect::<Vec<_>>()}))
     })
@@ -231,6 +241,117 @@ pub async fn stats(
         v["conflict"] = json!(s.spec.conflict);
         v["digest"] = json!(digest.hex());
         Ok(v)
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/collections/{name}/points/{id}/versions", tag = "vektagraf", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "`{id, context, versions: [{hlc, origin, seq, visible, properties, vector}]}`: every version of the point in `(hlc, origin)` order — the visible one, siblings its collection's policy keeps, a tombstone (`properties: null`) — and the causal context that resolves exactly these (pass it to `resolve`); fields named as `vektagraf versions --json` names them. A point with no version: no versions, an empty context"),
+        (status = 404, description = "no such collection")))]
+pub async fn versions(
+    State(api): State<Arc<Api>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    api.run("http_versions", &headers, Role::Read, move |cx| {
+        let form = Form::load(cx, &name)?;
+        let id = path_id(id)?;
+        let v = cx.db.versions(&name, &id)?;
+        let versions: Vec<Value> = v
+            .versions
+            .iter()
+            .map(|x| {
+                json!({
+                    "hlc": x.hlc,
+                    "origin": x.origin,
+                    "seq": x.seq,
+                    "visible": x.visible,
+                    "properties": x.properties,
+                    "vector": x.vector.as_deref().map(|v| form.vector_out(v)),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "id": ids::to_qdrant(&id),
+            "context": v.context,
+            "versions": versions,
+        }))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/collections/{name}/points/{id}/resolve", tag = "vektagraf", params(("name" = String, Path), ("id" = String, Path)),
+    request_body(content = Object, description = "`{context, payload, vector?}` or `{context, delete: true}`: replaces the versions a `versions` read returned with `context` by one value (without `vector`, the point has none) or by a delete; versions written since that read stay as siblings. Only for collections whose conflict policy is `manual`"),
+    responses((status = 200, description = "UpdateResult"), (status = 400, description = "not a manual collection, a malformed context, wrong dimension..."), (status = 404, description = "no such collection")))]
+pub async fn resolve(
+    State(api): State<Arc<Api>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(params): Query<WriteParams>,
+    Body(body): Body<Map<String, Value>>,
+) -> Response {
+    api.run("http_resolve", &headers, Role::Write, move |cx| {
+        params.check()?;
+        check_fields(&body, &["context", "payload", "vector", "delete"], "the resolve")?;
+        let form = Form::load(cx, &name)?;
+        if form.spec.conflict != ConflictPolicy::Manual {
+            return Err(ApiError::bad(format!(
+                "collection `{name}` has the conflict policy {}: resolve is for collections whose policy is manual (a plain upsert replaces every version of a point)",
+                form.spec.conflict
+            )));
+        }
+        let id = path_id(id)?;
+        let context = match body.get("context") {
+            Some(Value::String(c)) => c.as_str(),
+            _ => {
+                return Err(ApiError::bad(
+                    "`context` must be the string a versions read returned",
+                ))
+            }
+        };
+        let delete = match body.get("delete") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(other) => {
+                return Err(ApiError::bad(format!(
+                    "`delete`: `{}` is not true or false",
+                    short(other)
+                )))
+            }
+        };
+        let given = |k: &str| body.get(k).filter(|v| !v.is_null());
+        let (properties, vector) = if delete {
+            if let Some(k) = ["payload", "vector"].into_iter().find(|k| given(k).is_some()) {
+                return Err(ApiError::bad(format!(
+                    "a resolve with `delete: true` takes no `{k}`"
+                )));
+            }
+            (None, None)
+        } else {
+            let payload = match given("payload") {
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(other) => {
+                    return Err(ApiError::bad(format!(
+                        "`payload`: `{}` is not a JSON object",
+                        short(other)
+                    )))
+                }
+                None => {
+                    return Err(ApiError::bad(
+                        "the resolve takes `payload` (and optionally `vector`), or `delete: true`",
+                    ))
+                }
+            };
+            let vector = given("vector")
+                .map(|v| form.vector_in(v, "the resolve"))
+                .transpose()?;
+            (Some(payload), vector)
+        };
+        let mut batch = Batch::new();
+        batch.resolve(&name, &id, context, properties, vector);
+        Ok(update_result(
+            cx.db.write_before(batch, Some(cx.deadline))?.seq,
+        ))
     })
     .await
 }

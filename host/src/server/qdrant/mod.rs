@@ -7,7 +7,7 @@
 //! - `filter.rs`: Qdrant filters translated into the engine's filter language.
 //! - `points.rs`: points as Qdrant sees them (vectors, payload selectors, records).
 //! - `collections.rs`, `writes.rs`, `reads.rs`, `search.rs`: the endpoints.
-//! - `graph.rs`: our extensions (edges, traversal, hybrid, stats).
+//! - `graph.rs`: our extensions (edges, traversal, hybrid, stats, versions and resolve).
 //! - `openapi.rs`: the OpenAPI document of all of it (`docs/openapi.json`).
 
 mod api;
@@ -90,6 +90,14 @@ fn routes(api: Arc<Api>) -> Router {
             post(graph::traverse),
         )
         .route("/collections/{name}/points/hybrid", post(graph::hybrid))
+        .route(
+            "/collections/{name}/points/{id}/versions",
+            get(graph::versions),
+        )
+        .route(
+            "/collections/{name}/points/{id}/resolve",
+            post(graph::resolve),
+        )
         .route("/collections/{name}/stats", get(graph::stats))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -19,7 +19,8 @@ use super::{collections, graph, reads, search, writes};
         writes::delete_payload, writes::clear_payload,
         reads::retrieve, reads::get_point, reads::count, reads::scroll,
         search::query, search::query_batch, search::search, search::search_batch,
-        graph::edges, graph::traverse, graph::hybrid, graph::stats,
+        graph::edges, graph::traverse, graph::hybrid, graph::stats, graph::versions,
+        graph::resolve,
     ),
     tags(
         (name = "qdrant", description = "Qdrant-compatible endpoints"),
