@@ -650,6 +650,16 @@ fn cluster_table(status: &Value) -> String {
         num(&status["gaps"]),
         num(&status["refused_peers"])
     ));
+    lines.push(format!(
+        "log: {} entries trimmed, tombstones collected {}; snapshots sent {}, received {}; \
+         anti-entropy comparisons {}, versions repaired {}",
+        num(&status["log_trimmed"]),
+        num(&status["tombstones_collected"]),
+        num(&status["snapshots_sent"]),
+        num(&status["snapshots_received"]),
+        num(&status["comparisons"]),
+        num(&status["repaired_versions"])
+    ));
     lines.join("\n")
 }
 
@@ -766,6 +776,9 @@ mod tests {
             region: "eu".into(),
             origin: "00000000000000aa".into(),
             rejected_clocks: 3,
+            log_trimmed: 70,
+            snapshots_sent: 1,
+            repaired_versions: 4,
             peers: vec![
                 PeerStatus {
                     id: "b".into(),
@@ -806,6 +819,11 @@ mod tests {
         assert_eq!(
             lines[4],
             "rejected clocks 3, duplicates 0, gaps 0, refused peers 0"
+        );
+        assert_eq!(
+            lines[5],
+            "log: 70 entries trimmed, tombstones collected 0; snapshots sent 1, received 0; \
+             anti-entropy comparisons 0, versions repaired 4"
         );
         let none = cluster_table(&json!(Status::default()));
         assert!(none.contains("no peers configured"), "{none}");
