@@ -147,7 +147,16 @@ async fn three_nodes_take_concurrent_writes_and_converge() -> Result<()> {
         assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
         assert_eq!(answers[0].len(), 10);
     }
-    let status = nodes[0].replication_status().context("a replicates")?;
+    // Every link comes up (a's first dial to c may have met c not yet started: it is given
+    // up after the handshake timeout and tried again).
+    let mut status = nodes[0].replication_status().context("a replicates")?;
+    for _ in 0..100 {
+        if status.peers.iter().all(|p| p.connected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = nodes[0].replication_status().context("a replicates")?;
+    }
     assert_eq!(status.peers.len(), 2);
     assert!(status.peers.iter().all(|p| p.connected), "{status:?}");
     for n in nodes {

@@ -234,13 +234,16 @@ fn writes_into_a_dropped_collection_are_discarded_and_tombstones_collected() -> 
     let mut del = Batch::new();
     del.delete("c", "t");
     let r = a.write(del)?;
-    assert_eq!(a.digest("c")?.versions, 1, "a tombstone");
+    assert_eq!(a.versions("c", "t")?.versions.len(), 1, "a tombstone");
+    // (The digest leaves a lone tombstone out: nodes collect them at their own pace.)
+    assert_eq!(a.digest("c")?.versions, 0);
     let mut not_yet = Clock::default();
     not_yet.add(r.origin, r.seq - 1);
     assert_eq!(a.collect_tombstones(not_yet)?, 0);
     let mut stable = Clock::default();
     stable.add(r.origin, r.seq);
     assert_eq!(a.collect_tombstones(stable)?, 1);
+    assert!(a.versions("c", "t")?.versions.is_empty(), "collected");
     let d = a.digest("c")?;
     assert_eq!((d.objects, d.versions), (0, 0));
     let spec = a.collection_spec("c").context("spec")?;

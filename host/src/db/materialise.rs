@@ -273,6 +273,36 @@ impl Materialised {
         Ok((seen, before != after))
     }
 
+    /// Merges one write's version into its key, under its collection's policy, and queues
+    /// the engine change if an object's visible version changed. Returns the context to log,
+    /// or `None` for a remote write into a collection dropped here (discarded).
+    fn put(
+        &mut self,
+        cx: &mut Context<'_>,
+        stamp: Stamp,
+        source: Source,
+        t: Target,
+        seen: Clock,
+        value: Option<SiblingValue>,
+    ) -> Result<Option<Clock>> {
+        let collection = match &t {
+            Target::Object(n) | Target::Edge(n, _, _) => n.collection.clone(),
+        };
+        let Some(c) = self.collection_of(cx, source, &collection)? else {
+            return Ok(None);
+        };
+        let node = match &t {
+            Target::Object(n) => Some(n.clone()),
+            Target::Edge(..) => None,
+        };
+        let (seen, changed) =
+            self.merge(cx, t, c.spec.conflict, stamp, remote(source, seen), value)?;
+        if let Some(node) = node.filter(|_| changed) {
+            self.engine_change(&c, &node);
+        }
+        Ok(Some(seen))
+    }
+
     fn write(
         &mut self,
         cx: &mut Context<'_>,
@@ -288,25 +318,14 @@ impl Materialised {
                 vector,
                 seen,
             } => {
-                let Some(c) = self.collection_of(cx, source, &node.collection)? else {
-                    return Ok(());
-                };
                 let value = SiblingValue::Object {
                     properties: properties.clone(),
                     vector: vector.clone(),
                 };
                 let t = Target::Object(node.clone());
-                let (seen, changed) = self.merge(
-                    cx,
-                    t,
-                    c.spec.conflict,
-                    stamp,
-                    remote(source, seen),
-                    Some(value),
-                )?;
-                if changed {
-                    self.engine_change(&c, &node);
-                }
+                let Some(seen) = self.put(cx, stamp, source, t, seen, Some(value))? else {
+                    return Ok(());
+                };
                 self.log.push(LogWrite::Upsert {
                     node,
                     properties,
@@ -315,15 +334,10 @@ impl Materialised {
                 });
             }
             LogWrite::Delete { node, seen } => {
-                let Some(c) = self.collection_of(cx, source, &node.collection)? else {
+                let t = Target::Object(node.clone());
+                let Some(seen) = self.put(cx, stamp, source, t, seen, None)? else {
                     return Ok(());
                 };
-                let t = Target::Object(node.clone());
-                let (seen, changed) =
-                    self.merge(cx, t, c.spec.conflict, stamp, remote(source, seen), None)?;
-                if changed {
-                    self.engine_change(&c, &node);
-                }
                 self.log.push(LogWrite::Delete {
                     node: node.clone(),
                     seen,
@@ -359,9 +373,6 @@ impl Materialised {
                 properties,
                 seen,
             } => {
-                let Some(c) = self.collection_of(cx, source, &from.collection)? else {
-                    return Ok(());
-                };
                 if source == Source::Local {
                     for end in [&from, &to] {
                         if !self.visible(cx, end)? {
@@ -376,14 +387,9 @@ impl Materialised {
                     properties: properties.clone(),
                 };
                 let t = Target::Edge(from.clone(), label.clone(), to.clone());
-                let (seen, _) = self.merge(
-                    cx,
-                    t,
-                    c.spec.conflict,
-                    stamp,
-                    remote(source, seen),
-                    Some(value),
-                )?;
+                let Some(seen) = self.put(cx, stamp, source, t, seen, Some(value))? else {
+                    return Ok(());
+                };
                 self.log.push(LogWrite::Link {
                     from,
                     label,
@@ -398,12 +404,10 @@ impl Materialised {
                 to,
                 seen,
             } => {
-                let Some(c) = self.collection_of(cx, source, &from.collection)? else {
+                let t = Target::Edge(from.clone(), label.clone(), to.clone());
+                let Some(seen) = self.put(cx, stamp, source, t, seen, None)? else {
                     return Ok(());
                 };
-                let t = Target::Edge(from.clone(), label.clone(), to.clone());
-                let (seen, _) =
-                    self.merge(cx, t, c.spec.conflict, stamp, remote(source, seen), None)?;
                 self.log.push(LogWrite::Unlink {
                     from,
                     label,

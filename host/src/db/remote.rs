@@ -86,6 +86,18 @@ impl Committer {
                 // Our own entries coming back (after a restore, say) are already here.
                 continue;
             }
+            match txn.applied_seq(origin) {
+                // Covered already: by a state snapshot merged since the core handed it out.
+                Ok(last) if seq <= last => {
+                    out.through.add(origin, seq);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
             let stamp = Stamp {
                 origin,
                 seq,

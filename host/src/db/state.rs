@@ -21,12 +21,14 @@ pub enum StateJob {
     /// An export starts: create the collections it lists that are missing here (not those
     /// dropped here).
     Begin(StateHeader),
+    /// Rows of a snapshot: versions whose dot this node has applied are skipped (it has them,
+    /// or has seen past them — a tombstone it already collected must not be undone by a
+    /// snapshot exported before the delete).
     Rows(Vec<StateRow>),
+    /// Rows of an anti-entropy repair (the two nodes hold the same clock): every version.
+    Repair(Vec<StateRow>),
     /// The export was merged whole: every origin's log moves on to its clock.
-    End {
-        clock: Clock,
-        collected: Clock,
-    },
+    End { clock: Clock, collected: Clock },
 }
 
 /// A stored version as the write that made it.
@@ -75,7 +77,11 @@ impl Committer {
     pub(super) fn merge_state(&mut self, job: StateJob) -> Result<u64> {
         match job {
             StateJob::Begin(header) => self.begin_state(header),
-            StateJob::Rows(rows) => self.merge_rows(rows),
+            StateJob::Rows(rows) => {
+                let applied = Clock(self.inner.store.applied()?);
+                self.merge_rows(rows, Some(&applied))
+            }
+            StateJob::Repair(rows) => self.merge_rows(rows, None),
             StateJob::End { clock, collected } => {
                 let mut txn = self.inner.store.begin_write()?;
                 txn.advance_to(&clock, self.origin, &collected)?;
@@ -112,10 +118,14 @@ impl Committer {
         Ok(n)
     }
 
-    fn merge_rows(&mut self, rows: Vec<StateRow>) -> Result<u64> {
+    /// Merges every version not covered by `skip`.
+    fn merge_rows(&mut self, rows: Vec<StateRow>, skip: Option<&Clock>) -> Result<u64> {
         let mut writes = Vec::new();
         for row in rows {
             for v in row.versions.iter().cloned() {
+                if skip.is_some_and(|c| c.contains(v.origin, v.seq)) {
+                    continue;
+                }
                 let _ = self.hlc.observe(v.hlc, system_wall_ms(), u64::MAX);
                 writes.push(as_write(&row.key, v)?);
             }

@@ -169,7 +169,14 @@ pub struct PeerState {
     /// It is sending us a snapshot (no resend is asked for meanwhile: entries after the
     /// snapshot's clock are refused until it is merged, then asked for again).
     pub installing: bool,
+    /// While its snapshot comes: when its latest part other than the last arrived (a snapshot
+    /// whose parts stop coming before the last is given up).
+    inbound_ms: Option<u64>,
+    /// When the snapshot we are sending it was sent.
+    snapshot_ms: u64,
     compared_ms: u64,
+    /// Our clock at the last comparison with it.
+    compared_at: Option<Clock>,
     /// When it was last caught up with everything we have.
     pub caught_up_ms: Option<u64>,
     retry_at_ms: u64,
@@ -284,6 +291,7 @@ impl<B: Clone> Core<B> {
                 p.sent.merge(&clock);
                 p.snapshot = Outbound::Sent(clock);
                 p.progress_ms = now_ms;
+                p.snapshot_ms = now_ms;
             }
         }
     }
@@ -292,6 +300,7 @@ impl<B: Clone> Core<B> {
     pub fn installed(&mut self, peer: &str) {
         if let Some(p) = self.peers.get_mut(peer) {
             p.installing = false;
+            p.inbound_ms = None;
         }
     }
 
@@ -317,6 +326,18 @@ impl<B: Clone> Core<B> {
     pub fn tick(&mut self, now_ms: u64) {
         let names: Vec<PeerName> = self.peers.keys().cloned().collect();
         let links = self.links();
+        // A snapshot whose parts stopped coming before the last one (lost on a live
+        // connection) is given up: what we lack is asked for again, and the peer sends anew.
+        let stalled_ms = 4 * self.config.resend_after_ms;
+        for p in self.peers.values_mut() {
+            if p.installing
+                && p.inbound_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= stalled_ms)
+            {
+                p.installing = false;
+                p.inbound_ms = None;
+            }
+        }
         let installing = self.installing();
         for name in names {
             let Some(p) = self.peers.get_mut(&name) else {
@@ -372,8 +393,13 @@ impl<B: Clone> Core<B> {
                 ));
             }
             // Anti-entropy, started by the peer whose name sorts first, when both hold the
-            // same clock (digests of different clocks differ for want of entries in flight).
-            let every = self.config.anti_entropy_ms;
+            // same clock (digests of different clocks differ for want of entries in flight);
+            // every tenth interval only while nothing was applied since the last comparison
+            // (each one reads every collection whole, on both sides).
+            let every = match &p.compared_at {
+                Some(c) if *c == self.applied => self.config.anti_entropy_ms.saturating_mul(10),
+                _ => self.config.anti_entropy_ms,
+            };
             if every > 0
                 && self.config.name < name
                 && p.origin.is_some()
@@ -385,6 +411,7 @@ impl<B: Clone> Core<B> {
                 && now_ms.saturating_sub(p.compared_ms) >= every
             {
                 p.compared_ms = now_ms;
+                p.compared_at = Some(self.applied.clone());
                 self.actions.push(Action::Compare { peer: name.clone() });
             }
             self.push(&name, now_ms);
@@ -402,6 +429,7 @@ impl<B: Clone> Core<B> {
         p.resend_owed = false;
         p.snapshot = Outbound::None;
         p.installing = false;
+        p.inbound_ms = None;
         p.last_heard_ms = Some(now_ms);
         p.backoff_ms = 0;
         let hello = Message::Hello {
@@ -425,6 +453,7 @@ impl<B: Clone> Core<B> {
             p.resend_owed = false;
             p.snapshot = Outbound::None;
             p.installing = false;
+            p.inbound_ms = None;
             p.backoff_ms =
                 (p.backoff_ms * 2).clamp(self.config.backoff_min_ms, self.config.backoff_max_ms);
             p.retry_at_ms = now_ms + p.backoff_ms;
@@ -474,9 +503,14 @@ impl<B: Clone> Core<B> {
                 }
                 p.origin = Some(origin);
                 p.links = connected.into_iter().collect();
-                // While a snapshot is on its way, what the peer lacks is in it.
-                if resend && p.snapshot == Outbound::None {
+                // While a snapshot is on its way, what the peer lacks is in it, unless it asks
+                // again a while after the snapshot was sent (a request made before comes within
+                // a round trip): it could not install it (a part lost, or its merge failed).
+                let dropped = matches!(p.snapshot, Outbound::Sent(_))
+                    && now_ms.saturating_sub(p.snapshot_ms) >= self.config.resend_after_ms;
+                if resend && (p.snapshot == Outbound::None || dropped) {
                     // Forget what was in flight: send again from what it has.
+                    p.snapshot = Outbound::None;
                     p.sent = applied.clone();
                     p.theirs = applied.clone();
                     p.progress_ms = now_ms;
@@ -495,6 +529,7 @@ impl<B: Clone> Core<B> {
             Message::Entries(entries) => self.take_entries(peer, entries, now_ms),
             Message::Snapshot { body, last } => {
                 p.installing = true;
+                p.inbound_ms = (!last).then_some(now_ms);
                 self.actions.push(Action::Install {
                     peer: peer.to_owned(),
                     body,

@@ -645,7 +645,8 @@ async fn applier(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Delivery>)
             }
             Delivery::Repair(rows) => {
                 let merged =
-                    tokio::task::spawn_blocking(move || db.merge_state(StateJob::Rows(rows))).await;
+                    tokio::task::spawn_blocking(move || db.merge_state(StateJob::Repair(rows)))
+                        .await;
                 match merged {
                     Ok(Ok(n)) => {
                         shared.repaired.fetch_add(n, Ordering::Relaxed);
@@ -689,6 +690,10 @@ async fn applier(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Delivery>)
                 match merged {
                     Ok(()) if last => {
                         tracing::info!(%peer, "merged a state snapshot");
+                        // The log moved on: entries below the new horizon are not ours to send.
+                        if let Ok(h) = shared.db.log_horizon() {
+                            let _ = shared.events.send(Event::Horizon(h));
+                        }
                         let _ = shared.events.send(Event::Installed(peer));
                     }
                     Ok(()) => {}

@@ -326,6 +326,15 @@ impl Store {
 }
 
 impl WriteTxn {
+    /// The last entry of `origin` applied (0: none).
+    pub fn applied_seq(&self, origin: u64) -> Result<u64> {
+        Ok(self
+            .txn
+            .open_table(APPLIED)?
+            .get(origin)?
+            .map_or(0, |v| v.value()))
+    }
+
     /// After a state snapshot consistent at `clock` was merged: every origin's log moves on
     /// to `clock` (what it held before that goes, the horizon follows), except `own` (this
     /// node's own entries, which it always holds); what the exporter's collected tombstones
