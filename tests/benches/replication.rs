@@ -8,16 +8,21 @@
 //! 2. a partition (every proxy cut) with writes on both sides, and the time from the heal to
 //!    equal digests;
 //! 3. catch-up after a restart: `b` stopped, entries written on `a`, `b` started again;
-//! 4. bootstrap of a new, empty node `c` from the shared dataset loaded on `a`;
+//! 4. bootstrap of a new, empty node `c` from the shared dataset loaded on `a`, two ways: by
+//!    log replay (`c` in every peer list from the start) and from a state snapshot (`a` and `b`
+//!    knowing only each other until their logs are trimmed, then restarted with `c`);
 //! 5. write throughput of one writer on a non-replicating node against node `a` of a 3-node
 //!    cluster, interleaved, medians compared.
 //!
 //! Writes the "Replication (active-active, loopback)" section of docs/BENCHMARKS.md between
-//! its own markers, keeping the rest of the file.
+//! its own markers, keeping the rest of the file. `--only bootstrap` (or a comma-separated
+//! list of `lag`, `partition`, `catchup`, `bootstrap`, `throughput`) runs just those phases and
+//! replaces just their tables in the section, keeping the others and the description of the
+//! run they came from (and noting the rerun); without a section to keep, it writes nothing.
 //!
 //! cargo bench -p vektagraf-tests --bench replication -- [--secs 10] [--rates 50,200]
 //!     [--per-batch 10] [--partition-secs 10] [--partition-rate 50] [--catchup 20000]
-//!     [--bootstrap-rows N] [--objects 20000] [--rounds 3] [--no-write]
+//!     [--bootstrap-rows N] [--objects 20000] [--rounds 3] [--only PHASES] [--no-write]
 //!
 //! The dataset is `../shared/data/debian-pkgs` beside the checkout, or `VEKTAGRAF_DATASET`.
 
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use vektagraf::model::{Batch, CollectionSpec, Metric};
+use vektagraf::replication::state_sync::{self, SnapshotPart};
 use vektagraf::server::Node;
 use vektagraf::Database;
 use vektagraf_tests::mesh::{converged, Mesh};
@@ -355,6 +361,16 @@ impl Rig {
     fn start(&self, mesh: &Mesh, name: &str) -> Result<Node> {
         self.rt
             .block_on(mesh.start(name))
+            .with_context(|| format!("starting node {name}"))
+    }
+
+    fn start_config(&self, mesh: &Mesh, config: edge_config::NodeConfig) -> Result<Node> {
+        let name = config
+            .replication
+            .as_ref()
+            .map_or_else(String::new, |r| r.node_id.clone());
+        self.rt
+            .block_on(mesh.start_config(config))
             .with_context(|| format!("starting node {name}"))
     }
 
@@ -1002,7 +1018,14 @@ fn catchup_phase(rig: &Rig, data: &Data, objects: usize) -> Result<CatchUp> {
 // ---------------------------------------------------------------------------------------------
 // 4. Bootstrap of a new node.
 
+/// Both ways of bootstrapping `c`, each from the same rows loaded on `a` of a fresh mesh.
 struct Bootstrap {
+    log: LogBoot,
+    snapshot: SnapshotBoot,
+}
+
+/// `c` in every peer list from the start: it replays `a`'s whole log.
+struct LogBoot {
     rows: usize,
     of_rows: usize,
     entries: u64,
@@ -1015,75 +1038,393 @@ struct Bootstrap {
     c_caught_s: f64,
     /// When c's applied clock first moved past the collection's creation.
     c_first_s: f64,
+    /// When the digests of all three had been compared (after c caught up).
+    c_equal_s: f64,
     digests_equal: bool,
+    /// Process CPU from c's start call until it caught up / that time: cores busy.
+    cores_busy: f64,
     /// Entries c received from each peer.
     received: Vec<(String, u64)>,
 }
 
+/// `a` and `b` knowing only each other, their logs trimmed, then restarted with `c` in their
+/// peer lists: `c` merges a state snapshot.
+struct SnapshotBoot {
+    entries: u64,
+    load_s: f64,
+    b_caught_s: f64,
+    /// `Database::checkpoint` on a, then on b.
+    checkpoint_s: f64,
+    /// From the checkpoints until both logs were empty (housekeeping trims every 10 s).
+    trim_s: f64,
+    /// Entries each of a and b trimmed (`log_trimmed`).
+    trimmed: [u64; 2],
+    /// Stopping a and b and starting them again with c in their peer lists, until they were
+    /// connected to each other again.
+    restart_s: f64,
+    c_start_s: f64,
+    c_connected_s: f64,
+    /// When the collection existed on c (the snapshot's header merged).
+    c_header_s: Option<f64>,
+    /// Per peer that sent c more than 1 MiB: when it had (the snapshot's rows arrived whole:
+    /// a frame is counted once read and decoded), and the bytes c received from it in all.
+    c_rows_s: Vec<(String, f64, u64)>,
+    c_caught_s: f64,
+    c_equal_s: f64,
+    digests_equal: bool,
+    /// When c's status first reported the snapshot merged (after the merge's own checkpoint
+    /// of c's indexes; the status is refreshed every 100 ms).
+    c_installed_s: f64,
+    cores_busy: f64,
+    snapshots_received: u64,
+    /// Snapshots a and b sent.
+    snapshots_sent: [u64; 2],
+    /// Entries c received from each peer.
+    received: Vec<(String, u64)>,
+    /// Afterwards, on a alone: a whole export read and encoded as the driver does (one read
+    /// transaction, chunks of `budget` bytes), s; its rows, chunks and encoded bytes.
+    export_s: f64,
+    export_rows: usize,
+    export_chunks: usize,
+    export_bytes: u64,
+    export_budget: usize,
+}
+
+/// Loads `rows` of the dataset on `a` (collection `pkgs`, batches of `LOAD_BATCH`); returns
+/// the entries written, the load's duration and when `b` had applied all of it (s after the
+/// load began).
+fn load_pkgs(a: &Database, b: &Database, data: &Data, rows: usize) -> Result<(u64, f64, f64)> {
+    a.create_collection(spec("pkgs"))?;
+    let before = a.applied_clock().get(&a.node_id()).copied().unwrap_or(0);
+    eprintln!("  loading {rows} rows on a in batches of {LOAD_BATCH} (b replicating)...");
+    let t = Instant::now();
+    let mut last = 0;
+    for first in (0..rows).step_by(LOAD_BATCH) {
+        let n = LOAD_BATCH.min(rows - first);
+        last = a.write(data.batch("pkgs", "", first, n))?.seq;
+        if (first / LOAD_BATCH) % 10 == 9 {
+            eprintln!("    {} rows, {:.0} s", first + n, t.elapsed().as_secs_f64());
+        }
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let b_caught_s = (wait_covers(b, &a.applied_clock(), GIVE_UP)? - t).as_secs_f64();
+    eprintln!(
+        "  loaded in {load_s:.1} s ({:.0} objects/s), b had it all at {b_caught_s:.1} s",
+        rows as f64 / load_s
+    );
+    Ok((last - before, load_s, b_caught_s))
+}
+
+/// Per peer, the entries `node` received from it (the status is refreshed every 100 ms).
+fn entries_received(node: &Node) -> Vec<(String, u64)> {
+    node.replication_status()
+        .map(|s| {
+            s.peers
+                .iter()
+                .map(|p| (p.id.clone(), p.entries_received))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Compares the digests of `pkgs` on `dbs`; if they differ, polls until they are equal.
+/// Returns whether they were equal at the first comparison, and when they were.
+fn digests_equal(rig: &Rig, dbs: &[&Database]) -> Result<(bool, Instant)> {
+    let first = dbs[0].digest("pkgs")?.hex();
+    for d in &dbs[1..] {
+        if d.digest("pkgs")?.hex() != first {
+            eprintln!("  digests differ once c had a's clock; polling");
+            rig.rt.block_on(converged(dbs, "pkgs", GIVE_UP))?;
+            return Ok((false, Instant::now()));
+        }
+    }
+    Ok((true, Instant::now()))
+}
+
 fn bootstrap_phase(rig: &Rig, data: &Data, rows: usize) -> Result<Bootstrap> {
+    eprintln!("  (from the log: c configured everywhere from the start)");
+    let log = log_bootstrap(rig, data, rows)?;
+    eprintln!("  (from a state snapshot: a and b trimmed their logs before c was added)");
+    let snapshot = snapshot_bootstrap(rig, data, rows)?;
+    eprintln!(
+        "  snapshot / log replay, objects/s: {:.2}",
+        log.c_caught_s / snapshot.c_caught_s
+    );
+    Ok(Bootstrap { log, snapshot })
+}
+
+fn log_bootstrap(rig: &Rig, data: &Data, rows: usize) -> Result<LogBoot> {
     let mesh = rig.rt.block_on(Mesh::new(&["a", "b", "c"], None))?;
     let mut nodes = Vec::new();
-    let run = (|| -> Result<Bootstrap> {
+    let run = (|| -> Result<LogBoot> {
         nodes.push(rig.start(&mesh, "a")?);
         nodes.push(rig.start(&mesh, "b")?);
         wait_connected(&nodes[0], &["b"], Duration::from_secs(60))?;
         let (a, b) = (nodes[0].database().clone(), nodes[1].database().clone());
-        a.create_collection(spec("pkgs"))?;
-        let before = a.applied_clock().get(&a.node_id()).copied().unwrap_or(0);
-        eprintln!("  loading {rows} rows on a in batches of {LOAD_BATCH} (b replicating)...");
-        let t = Instant::now();
-        let mut last = 0;
-        for first in (0..rows).step_by(LOAD_BATCH) {
-            let n = LOAD_BATCH.min(rows - first);
-            last = a.write(data.batch("pkgs", "", first, n))?.seq;
-            if (first / LOAD_BATCH) % 10 == 9 {
-                eprintln!("    {} rows, {:.0} s", first + n, t.elapsed().as_secs_f64());
-            }
-        }
-        let load_s = t.elapsed().as_secs_f64();
+        // (The collection's creation is the entry before the load.)
+        let (entries, load_s, b_caught_s) = load_pkgs(&a, &b, data, rows)?;
+        let before = a.applied_clock().get(&a.node_id()).copied().unwrap_or(0) - entries;
         let target = a.applied_clock();
-        let b_caught_s = (wait_covers(&b, &target, GIVE_UP)? - t).as_secs_f64();
-        eprintln!(
-            "  loaded in {load_s:.1} s ({:.0} objects/s), b had it all at {b_caught_s:.1} s; starting c (empty)...",
-            rows as f64 / load_s
-        );
+        eprintln!("  starting c (empty)...");
+        let cpu = cpu_seconds();
         let t0 = Instant::now();
         nodes.push(rig.start(&mesh, "c")?);
         let c_start_s = t0.elapsed().as_secs_f64();
         let c = nodes[2].database().clone();
         let c_connected_s = (wait_connected(&nodes[2], &["a"], GIVE_UP)? - t0).as_secs_f64();
         let (first, caught) = follow(&c, "c", a.node_id(), before, &target, t0)?;
+        let cores_busy = (cpu_seconds() - cpu) / (caught - t0).as_secs_f64();
         let c_first_s = (first - t0).as_secs_f64();
         let c_caught_s = (caught - t0).as_secs_f64();
-        let da = a.digest("pkgs")?.hex();
-        let digests_equal = da == b.digest("pkgs")?.hex() && da == c.digest("pkgs")?.hex();
+        let (digests_equal, equal) = digests_equal(rig, &[&a, &b, &c])?;
+        let c_equal_s = (equal - t0).as_secs_f64();
         // Let the status refresh (every 100 ms) before reading what c received from whom.
         std::thread::sleep(Duration::from_millis(300));
-        let received = nodes[2]
-            .replication_status()
-            .map(|s| {
-                s.peers
-                    .iter()
-                    .map(|p| (p.id.clone(), p.entries_received))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let received = entries_received(&nodes[2]);
         eprintln!(
-            "  c bootstrapped in {c_caught_s:.1} s ({:.0} objects/s); digests equal: {digests_equal}; received {received:?}",
+            "  c bootstrapped from the log in {c_caught_s:.1} s ({:.0} objects/s); digests equal: {digests_equal} (at {c_equal_s:.1} s); received {received:?}",
             rows as f64 / c_caught_s
         );
-        Ok(Bootstrap {
+        Ok(LogBoot {
             rows,
             of_rows: data.rows(),
-            entries: last - before,
+            entries,
             load_s,
             b_caught_s,
             c_start_s,
             c_connected_s,
             c_caught_s,
             c_first_s,
+            c_equal_s,
             digests_equal,
+            cores_busy,
             received,
+        })
+    })();
+    let stopped = rig.stop_all(nodes);
+    let run = run?;
+    stopped?;
+    Ok(run)
+}
+
+fn snapshot_bootstrap(rig: &Rig, data: &Data, rows: usize) -> Result<SnapshotBoot> {
+    const LWW: &str = "last-write-wins";
+    let mesh = rig.rt.block_on(Mesh::new(&["a", "b", "c"], None))?;
+    let mut nodes = Vec::new();
+    let run = (|| -> Result<SnapshotBoot> {
+        // a and b do not know c yet.
+        for n in ["a", "b"] {
+            nodes.push(rig.start_config(&mesh, mesh.config_with_peers(n, LWW, &["a", "b"])?)?);
+        }
+        wait_connected(&nodes[0], &["b"], Duration::from_secs(60))?;
+        let (a, b) = (nodes[0].database().clone(), nodes[1].database().clone());
+        let (entries, load_s, b_caught_s) = load_pkgs(&a, &b, data, rows)?;
+
+        let t = Instant::now();
+        a.checkpoint()?;
+        b.checkpoint()?;
+        let checkpoint_s = t.elapsed().as_secs_f64();
+        eprintln!("  index snapshots of a and b in {checkpoint_s:.1} s; waiting for both logs to be trimmed...");
+        let t = Instant::now();
+        loop {
+            if a.log_len()? == 0 && b.log_len()? == 0 {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the logs were not trimmed within 120 s: a holds {}, b {} entries",
+                    a.log_len()?,
+                    b.log_len()?
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let trim_s = t.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(300));
+        let trimmed_by = |n: &Node| n.replication_status().map_or(0, |s| s.log_trimmed);
+        let trimmed = [trimmed_by(&nodes[0]), trimmed_by(&nodes[1])];
+        eprintln!("  both logs empty after {trim_s:.1} s (trimmed: a {}, b {}); restarting a and b with c in their peer lists...", trimmed[0], trimmed[1]);
+
+        // The operator adds c: a and b restart knowing it.
+        // (Their databases close, releasing their files, once the last handle goes.)
+        drop((a, b));
+        let t = Instant::now();
+        rig.stop_all(std::mem::take(&mut nodes))?;
+        for n in ["a", "b"] {
+            nodes.push(rig.start_config(&mesh, mesh.config(n, LWW)?)?);
+        }
+        wait_connected(&nodes[0], &["b"], Duration::from_secs(60))?;
+        wait_connected(&nodes[1], &["a"], Duration::from_secs(60))?;
+        let restart_s = t.elapsed().as_secs_f64();
+        let (a, b) = (nodes[0].database().clone(), nodes[1].database().clone());
+        let target = a.applied_clock();
+        eprintln!("  a and b up again in {restart_s:.1} s; starting c (empty)...");
+
+        let cpu = cpu_seconds();
+        let t0 = Instant::now();
+        nodes.push(rig.start_config(&mesh, mesh.config("c", LWW)?)?);
+        let c_start_s = t0.elapsed().as_secs_f64();
+        let c = nodes[2].database().clone();
+        let mut connected = None;
+        let mut header = None;
+        let mut rows_at: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut installed = None;
+        let mut next_report = t0 + Duration::from_secs(5);
+        let look = |now: Instant,
+                    connected: &mut Option<Instant>,
+                    header: &mut Option<Instant>,
+                    rows_at: &mut BTreeMap<String, Instant>,
+                    installed: &mut Option<Instant>| {
+            if let Some(st) = nodes[2].replication_status() {
+                if connected.is_none() && st.peers.iter().any(|p| p.connected) {
+                    *connected = Some(now);
+                }
+                for p in st.peers.iter().filter(|p| p.bytes_received > 1 << 20) {
+                    rows_at.entry(p.id.clone()).or_insert(now);
+                }
+                if installed.is_none() && st.snapshots_received > 0 {
+                    *installed = Some(now);
+                }
+            }
+            if header.is_none() && c.collection_spec("pkgs").is_ok() {
+                *header = Some(now);
+            }
+        };
+        let caught = loop {
+            let now = Instant::now();
+            look(
+                now,
+                &mut connected,
+                &mut header,
+                &mut rows_at,
+                &mut installed,
+            );
+            if covers(&c.applied_clock(), &target) {
+                break now;
+            }
+            if now > t0 + GIVE_UP {
+                bail!(
+                    "c did not catch up within {GIVE_UP:?}: {:?} of {target:?}",
+                    c.applied_clock()
+                );
+            }
+            if now > next_report {
+                eprintln!(
+                    "    c after {:.0} s: connected {}, collection {}, rows from {:?}",
+                    t0.elapsed().as_secs_f64(),
+                    connected.is_some(),
+                    header.is_some(),
+                    rows_at.keys().collect::<Vec<_>>()
+                );
+                next_report += Duration::from_secs(5);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let cores_busy = (cpu_seconds() - cpu) / (caught - t0).as_secs_f64();
+        let c_caught_s = (caught - t0).as_secs_f64();
+        let (digests_equal, equal) = digests_equal(rig, &[&a, &b, &c])?;
+        let c_equal_s = (equal - t0).as_secs_f64();
+        // The snapshot's merge ends with a checkpoint of c's indexes, then reports itself.
+        let until = Instant::now() + Duration::from_secs(60);
+        while installed.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            look(
+                Instant::now(),
+                &mut connected,
+                &mut header,
+                &mut rows_at,
+                &mut installed,
+            );
+        }
+        let status = nodes[2].replication_status().context("c replicates")?;
+        let Some(installed) = installed else {
+            bail!(
+                "c caught up without merging a state snapshot (snapshots_received {}; \
+                 entries received {:?}): it took the log",
+                status.snapshots_received,
+                entries_received(&nodes[2])
+            );
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let status = nodes[2].replication_status().context("c replicates")?;
+        let sent = |n: &Node| n.replication_status().map_or(0, |s| s.snapshots_sent);
+        let snapshots_sent = [sent(&nodes[0]), sent(&nodes[1])];
+        let c_rows_s: Vec<(String, f64, u64)> = rows_at
+            .iter()
+            .map(|(p, at)| {
+                let bytes = status
+                    .peers
+                    .iter()
+                    .find(|s| s.id == *p)
+                    .map_or(0, |s| s.bytes_received);
+                (p.clone(), (*at - t0).as_secs_f64(), bytes)
+            })
+            .collect();
+        let received = entries_received(&nodes[2]);
+        let since = |x: Option<Instant>| x.map(|x| (x - t0).as_secs_f64());
+        eprintln!(
+            "  c bootstrapped from a snapshot in {c_caught_s:.1} s ({:.0} objects/s); digests equal: {digests_equal} (at {c_equal_s:.1} s); \
+             snapshots received {} (sent: a {}, b {}); connected {:.2} s, collection {:?} s, rows {c_rows_s:?}, merged and checkpointed {:.1} s; entries received {received:?}",
+            rows as f64 / c_caught_s,
+            status.snapshots_received,
+            snapshots_sent[0],
+            snapshots_sent[1],
+            since(connected).unwrap_or(f64::NAN),
+            since(header),
+            (installed - t0).as_secs_f64(),
+        );
+
+        // What the sender's side costs alone: a's whole export, read and encoded the way the
+        // driver streams it (chunks of half its frame limit, as in `server::replication`).
+        let limit = mesh.cluster.config("a").limits.max_frame_bytes;
+        // As the driver cuts snapshot parts (`state_chunk`): half the peer frame limit, at
+        // most 4 MiB.
+        let budget = ((limit * 2).max(64 << 20) / 2).min(4 << 20) as usize;
+        let t = Instant::now();
+        let mut export = a.export_state(None)?;
+        let mut export_bytes = state_sync::encode(&SnapshotPart::Header(export.header.clone()))
+            .map_err(anyhow::Error::msg)?
+            .len() as u64;
+        let (mut export_rows, mut export_chunks) = (0, 0);
+        while let Some(chunk) = export.next_chunk(budget)? {
+            export_rows += chunk.len();
+            export_chunks += 1;
+            export_bytes += state_sync::encode(&SnapshotPart::Rows(chunk))
+                .map_err(anyhow::Error::msg)?
+                .len() as u64;
+        }
+        drop(export);
+        let export_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "  a's export alone: {export_rows} rows in {export_chunks} chunk(s), {:.1} MB encoded, {export_s:.2} s",
+            export_bytes as f64 / 1e6
+        );
+
+        Ok(SnapshotBoot {
+            entries,
+            load_s,
+            b_caught_s,
+            checkpoint_s,
+            trim_s,
+            trimmed,
+            restart_s,
+            c_start_s,
+            c_connected_s: since(connected).unwrap_or(f64::NAN),
+            c_header_s: since(header),
+            c_rows_s,
+            c_caught_s,
+            c_equal_s,
+            digests_equal,
+            c_installed_s: (installed - t0).as_secs_f64(),
+            cores_busy,
+            snapshots_received: status.snapshots_received,
+            snapshots_sent,
+            received,
+            export_s,
+            export_rows,
+            export_chunks,
+            export_bytes,
+            export_budget: budget,
         })
     })();
     let stopped = rig.stop_all(nodes);
@@ -1177,6 +1518,18 @@ fn main() -> Result<()> {
     let catchup: usize = num("--catchup", 20_000)?;
     let objects: usize = num("--objects", 20_000)?;
     let rounds: usize = num("--rounds", 3)?;
+    let only: Option<Vec<String>> =
+        arg("--only").map(|o| o.split(',').map(|p| p.trim().to_owned()).collect());
+    if let Some(p) = only
+        .iter()
+        .flatten()
+        .find(|p| !PHASES.iter().any(|(name, _)| name == p))
+    {
+        bail!(
+            "--only: no phase `{p}` (phases: {})",
+            PHASES.map(|(name, _)| name).join(", ")
+        );
+    }
     if per_batch < 2 || rates.iter().any(|r| *r <= 0.0) || partition_rate <= 0.0 || rounds == 0 {
         bail!("--per-batch must be at least 2, rates positive, --rounds at least 1");
     }
@@ -1198,34 +1551,61 @@ fn main() -> Result<()> {
             .build()?,
     };
 
-    eprintln!("1. the paced write load on a node without replication...");
-    let mut lag = baseline_phase(&rig, &data, &rates, per_batch, secs)?;
-    eprintln!("1. replication lag, 2 nodes...");
-    lag.extend(lag_phase(
-        &rig,
-        &data,
-        &["a", "b"],
-        &rates,
-        per_batch,
-        secs,
-    )?);
-    eprintln!("1. replication lag, 3 nodes...");
-    lag.extend(lag_phase(
-        &rig,
-        &data,
-        &["a", "b", "c"],
-        &rates,
-        per_batch,
-        secs,
-    )?);
-    eprintln!("2. partition...");
-    let partition = partition_phase(&rig, &data, partition_secs, partition_rate, per_batch)?;
-    eprintln!("3. catch-up after a restart...");
-    let catch = catchup_phase(&rig, &data, catchup)?;
-    eprintln!("4. bootstrap of a new node...");
-    let boot = bootstrap_phase(&rig, &data, bootstrap_rows)?;
-    eprintln!("5. write throughput, single node against a 3-node cluster...");
-    let tp = throughput_phase(&rig, &data, objects, rounds)?;
+    let run = |phase: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == phase));
+    let mut lag = None;
+    if run("lag") {
+        eprintln!("1. the paced write load on a node without replication...");
+        let mut runs = baseline_phase(&rig, &data, &rates, per_batch, secs)?;
+        eprintln!("1. replication lag, 2 nodes...");
+        runs.extend(lag_phase(
+            &rig,
+            &data,
+            &["a", "b"],
+            &rates,
+            per_batch,
+            secs,
+        )?);
+        eprintln!("1. replication lag, 3 nodes...");
+        runs.extend(lag_phase(
+            &rig,
+            &data,
+            &["a", "b", "c"],
+            &rates,
+            per_batch,
+            secs,
+        )?);
+        lag = Some(runs);
+    }
+    let partition = if run("partition") {
+        eprintln!("2. partition...");
+        Some(partition_phase(
+            &rig,
+            &data,
+            partition_secs,
+            partition_rate,
+            per_batch,
+        )?)
+    } else {
+        None
+    };
+    let catch = if run("catchup") {
+        eprintln!("3. catch-up after a restart...");
+        Some(catchup_phase(&rig, &data, catchup)?)
+    } else {
+        None
+    };
+    let boot = if run("bootstrap") {
+        eprintln!("4. bootstrap of a new node (from the log, then from a state snapshot)...");
+        Some(bootstrap_phase(&rig, &data, bootstrap_rows)?)
+    } else {
+        None
+    };
+    let tp = if run("throughput") {
+        eprintln!("5. write throughput, single node against a 3-node cluster...");
+        Some(throughput_phase(&rig, &data, objects, rounds)?)
+    } else {
+        None
+    };
     drop(rig);
 
     let report = Report {
@@ -1240,16 +1620,32 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| dataset_dir())
             .display()
             .to_string(),
+        command: command_line(),
         lag,
         partition,
         catch,
         boot,
         tp,
     };
-    let md = markdown(&report);
+    let path = root.join("docs/BENCHMARKS.md");
+    let md = match &only {
+        None => markdown(&report),
+        Some(only) => {
+            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            match spliced(&old, &report, only) {
+                Ok(md) => md,
+                Err(why) => {
+                    // The tables of this run alone, not written: the section would lose the
+                    // others.
+                    println!("{}", markdown(&report));
+                    bail!("not writing docs/BENCHMARKS.md: {why}");
+                }
+            }
+        }
+    };
     println!("{md}");
     if !has("--no-write") {
-        put_section(&root.join("docs/BENCHMARKS.md"), &md)?;
+        put_section(&path, &md)?;
         eprintln!("wrote the replication section of docs/BENCHMARKS.md");
     }
     Ok(())
@@ -1263,16 +1659,135 @@ struct Report {
     load_end: String,
     wall: f64,
     dataset: String,
-    lag: Vec<LagRun>,
-    partition: PartitionRun,
-    catch: CatchUp,
-    boot: Bootstrap,
-    tp: Throughput,
+    /// The bench's arguments, as run.
+    command: String,
+    /// The phases run (all of them unless `--only`).
+    lag: Option<Vec<LagRun>>,
+    partition: Option<PartitionRun>,
+    catch: Option<CatchUp>,
+    boot: Option<Bootstrap>,
+    tp: Option<Throughput>,
 }
 
+/// The phases, by their `--only` name and their table's heading.
+const PHASES: [(&str, &str); 5] = [
+    ("lag", "### Replication lag"),
+    ("partition", "### Partition and heal"),
+    ("catchup", "### Catch-up after a restart"),
+    ("bootstrap", "### Bootstrap of a new node"),
+    (
+        "throughput",
+        "### Write throughput with and without replication",
+    ),
+];
+
+/// How the bench was run (its arguments, without the `--bench` cargo adds).
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.is_empty() {
+        COMMAND.to_owned()
+    } else {
+        format!("{COMMAND} -- {}", args.join(" "))
+    }
+}
+
+/// The tables of the phases `r` ran (each from its heading, trimmed).
+fn phase_md(r: &Report, phase: &str) -> Option<String> {
+    let md = match phase {
+        "lag" => lag_md(r.lag.as_deref()?),
+        "partition" => partition_md(r.partition.as_ref()?),
+        "catchup" => catchup_md(r.catch.as_ref()?),
+        "bootstrap" => bootstrap_md(r.boot.as_ref()?),
+        "throughput" => throughput_md(r.tp.as_ref()?),
+        _ => return None,
+    };
+    Some(md.trim().to_owned())
+}
+
+fn assemble(header: &str, phases: &[String]) -> String {
+    let (_, end) = markers();
+    format!("{}\n\n{}\n{end}\n", header.trim_end(), phases.join("\n\n"))
+}
+
+/// The section of a whole run.
 fn markdown(r: &Report) -> String {
+    let phases: Vec<String> = PHASES
+        .iter()
+        .filter_map(|(name, _)| phase_md(r, name))
+        .collect();
+    assemble(&header_md(r), &phases)
+}
+
+/// The section with the tables of phases run alone (`--only`) replacing theirs in the section
+/// now in the file (`old`), which keeps its heading, its description of the whole run it came
+/// from and the other phases' tables; a line under the heading and one in each rerun table
+/// say when and how those were rerun. Fails when `old` has no section to keep.
+fn spliced(old: &str, r: &Report, only: &[String]) -> Result<String> {
     let (begin, end) = markers();
-    let mut s = format!(
+    let (Some(a), Some(b)) = (old.find(&begin), old.find(&end)) else {
+        bail!("the file has no replication section whose other tables could be kept");
+    };
+    if b < a {
+        bail!("the replication section's markers are out of order");
+    }
+    let section = &old[a..b];
+    let starts: Vec<usize> = section
+        .match_indices("\n### ")
+        .map(|(i, _)| i + 1)
+        .collect();
+    let Some(&first) = starts.first() else {
+        bail!("the replication section has no tables to keep");
+    };
+    let mut header = section[..first].trim_end().to_owned();
+    let mut kept: BTreeMap<&str, String> = BTreeMap::new();
+    for (k, &at) in starts.iter().enumerate() {
+        let to = starts.get(k + 1).copied().unwrap_or(section.len());
+        let sub = section[at..to].trim();
+        let title = sub.lines().next().unwrap_or_default();
+        kept.insert(title, sub.to_owned());
+    }
+    let when = format!(
+        "{}: {} ({} cores), load average at start: {}, at the end: {}; the rerun took {:.0} s \
+         (build not counted); dataset: {}",
+        r.date, r.cpu, r.cores, r.load_start, r.load_end, r.wall, r.dataset
+    );
+    let mut phases = Vec::new();
+    for (name, title) in PHASES {
+        if !only.iter().any(|o| o == name) {
+            if let Some(sub) = kept.get(title) {
+                phases.push(sub.clone());
+            }
+            continue;
+        }
+        let md = phase_md(r, name).context("a phase that ran has its table")?;
+        let (heading, rest) = md.split_once('\n').unwrap_or((&md, ""));
+        phases.push(format!(
+            "{heading}\n\n_Rerun alone_ (`{}`) on {when}. The other tables are from the run \
+             described at the top of this section.\n{rest}",
+            r.command
+        ));
+        // One line per rerun table in the section's heading (the latest).
+        let note = format!("- rerun alone since: the tables under \"{}\"", &title[4..]);
+        header = header
+            .lines()
+            .filter(|l| !l.starts_with(&note))
+            .collect::<Vec<_>>()
+            .join("\n");
+        header += &format!(
+            "\n{note}, on {} (`{}`; machine and load there)",
+            r.date, r.command
+        );
+    }
+    Ok(assemble(&header, &phases))
+}
+
+/// The section's heading and what the whole run was (machine, command, load).
+fn header_md(r: &Report) -> String {
+    let (begin, _) = markers();
+    format!(
         "{begin}\n## Replication (active-active, loopback)\n\n\
          Written by `just bench-replication` (`{COMMAND}`); every figure below comes from one \
          run in one process: replicating nodes started in-process on 127.0.0.1 \
@@ -1289,9 +1804,11 @@ fn markdown(r: &Report) -> String {
          - dataset: {} (base.f32 vectors, 384-d, with their base.jsonl properties); every \
          collection: dot, HNSW M = 16, ef_construction = 200, 1 shard, last-write-wins\n\n",
         r.date, r.cpu, r.cores, r.load_start, r.wall, r.load_end, r.dataset
-    );
+    )
+}
 
-    // 1.
+fn lag_md(lag: &[LagRun]) -> String {
+    let mut s = String::new();
     s += "### Replication lag\n\n\
           A writer thread on node `a` commits batches on a fixed schedule (`Database::write`, \
           each batch durable when it returns); a thread per other node wakes on every change of \
@@ -1305,7 +1822,7 @@ fn markdown(r: &Report) -> String {
           follower | lag p50 ms | lag p99 ms | lag max ms | p50 first / last tenth ms | \
           process CPU, cores busy |\n\
           | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    for x in &r.lag {
+    for x in lag {
         let mut rows: Vec<(String, Lag)> = x.followers.clone();
         if x.followers.len() > 1 || x.followers.is_empty() {
             let label = if x.followers.is_empty() {
@@ -1336,8 +1853,7 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
-    let notes: Vec<String> = r
-        .lag
+    let notes: Vec<String> = lag
         .iter()
         .flat_map(|x| {
             let mut v = Vec::new();
@@ -1376,8 +1892,8 @@ fn markdown(r: &Report) -> String {
     if !notes.is_empty() {
         s += &format!("\nNotes: {}.\n", notes.join("; "));
     }
-    for two in r.lag.iter().filter(|x| x.nodes == 2) {
-        let Some(three) = r.lag.iter().find(|x| x.nodes == 3 && x.rate == two.rate) else {
+    for two in lag.iter().filter(|x| x.nodes == 2) {
+        let Some(three) = lag.iter().find(|x| x.nodes == 3 && x.rate == two.rate) else {
             continue;
         };
         s += &format!(
@@ -1392,10 +1908,11 @@ fn markdown(r: &Report) -> String {
             two.all.p99
         );
     }
+    s
+}
 
-    // 2.
-    let p = &r.partition;
-    s += &format!(
+fn partition_md(p: &PartitionRun) -> String {
+    format!(
         "\n### Partition and heal\n\n\
          Two nodes, each dialling the other through the UDP proxy; every proxy cut \
          (`cut(true)`: all datagrams dropped, both ways). During the cut both `a` and `b` write \
@@ -1432,11 +1949,11 @@ fn markdown(r: &Report) -> String {
         p.clocks_s,
         p.digest_s,
         p.digest_ms
-    );
+    )
+}
 
-    // 3.
-    let c = &r.catch;
-    s += &format!(
+fn catchup_md(c: &CatchUp) -> String {
+    format!(
         "\n### Catch-up after a restart\n\n\
          Two nodes; `b` shut down (`Node::shutdown`), {} objects written on `a` in batches of \
          {BULK_BATCH} ({} log entries; {:.1} s, {:.0} objects/s on `a` alone), then `b` started \
@@ -1460,49 +1977,151 @@ fn markdown(r: &Report) -> String {
         c.entries as f64 / c.caught_s,
         c.objects as f64 / c.caught_s,
         c.caught_s - c.start_s,
-    );
+    )
+}
 
-    // 4.
-    let b = &r.boot;
-    let prefix = if b.rows < b.of_rows {
-        format!("the first {} of the dataset's {} rows", b.rows, b.of_rows)
+fn bootstrap_md(x: &Bootstrap) -> String {
+    let (l, n) = (&x.log, &x.snapshot);
+    let rows = if l.rows < l.of_rows {
+        format!("the first {} of the dataset's {} rows", l.rows, l.of_rows)
     } else {
-        format!("all {} rows of the dataset", b.rows)
+        format!("all {} rows of the dataset", l.rows)
     };
-    s += &format!(
-        "\n### Bootstrap of a new node\n\n\
-         Three configured nodes; `a` and `b` running, {prefix} loaded on `a` in batches of \
-         {LOAD_BATCH} ({} log entries; {:.1} s, {:.0} objects/s, `b` replicating meanwhile and \
-         done {:.1} s after the load began), then `c` started with an empty directory. The log \
-         is kept whole (no snapshot bootstrap yet), so `c` replays every entry. Time from `c`'s \
-         start call (which took {:.2} s; first peer connection at {:.2} s) until its applied \
-         clock covers `a`'s (it first moved past the collection's creation at {:.1} s); digests of all three equal afterwards: {}. Entries `c` received, \
-         per peer: {}.\n\n\
-         | objects | entries | bootstrap s | objects/s | entries/s |\n\
-         | --- | --- | --- | --- | --- |\n\
-         | {} | {} | **{:.1}** | **{:.0}** | {:.1} |\n",
-        b.entries,
-        b.load_s,
-        b.rows as f64 / b.load_s,
-        b.b_caught_s,
-        b.c_start_s,
-        b.c_connected_s,
-        b.c_first_s,
-        b.digests_equal,
-        b.received
-            .iter()
+    let per_peer = |v: &[(String, u64)]| {
+        v.iter()
             .map(|(p, n)| format!("{p}: {n}"))
             .collect::<Vec<_>>()
-            .join(", "),
-        b.rows,
-        b.entries,
-        b.c_caught_s,
-        b.rows as f64 / b.c_caught_s,
-        b.entries as f64 / b.c_caught_s,
+            .join(", ")
+    };
+    let s_opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
+    let snap_bytes: u64 = n.c_rows_s.iter().map(|r| r.2).sum();
+    let mb = |b: u64| b as f64 / 1e6;
+    let rows_at = n.c_rows_s.iter().map(|r| r.1).reduce(f64::min);
+    let arrived = if n.c_rows_s.is_empty() {
+        "-".to_owned()
+    } else {
+        n.c_rows_s
+            .iter()
+            .map(|(p, at, b)| format!("{at:.2} s from {p} ({:.1} MB)", mb(*b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let log_entries: u64 = l.received.iter().map(|r| r.1).sum();
+    let snap_entries: u64 = n.received.iter().map(|r| r.1).sum();
+    let mut s = format!(
+        "\n### Bootstrap of a new node\n\n\
+         A node `c` with an empty directory joins two running nodes, `a` and `b`, holding \
+         {rows} (loaded on `a` in batches of {LOAD_BATCH}: {} log entries), in two ways, each \
+         on a mesh of its own, one after the other in the same run. Bootstrap time: from \
+         `c`'s start call until its applied clock covers `a`'s; then the digests of all three \
+         are compared.\n\n\
+         - **From the log**: `c` is in `a`'s and `b`'s peer lists from the start, so their \
+         logs are kept whole and `c` replays every entry. The load took {:.1} s ({:.0} \
+         objects/s; `b` replicating meanwhile and done {:.1} s after the load began). `c`'s \
+         start call took {:.2} s; first peer connection at {:.2} s; its applied clock first \
+         moved past the collection's creation at {:.1} s. Entries `c` received, per peer: {}.\n\
+         - **From a state snapshot**: `a` and `b` start knowing only each other; the same \
+         load ({} log entries, {:.1} s; `b` done at {:.1} s); `Database::checkpoint` on both ({:.1} s); both \
+         logs empty {:.1} s later (trimmed by the replicator's housekeeping, every 10 s: `a` \
+         {} entries, `b` {}); `a` and `b` restarted with `c` in their peer lists ({:.1} s \
+         until connected again), then `c` started. `c`'s start call took {:.2} s; first peer \
+         connection at {:.2} s; the snapshot's header merged (the collection exists on `c`) \
+         at {}; its rows arrived whole (a frame counts once read and decoded) at {arrived}; \
+         `c`'s applied clock covered `a`'s at {:.1} s; the merge ended with a checkpoint of \
+         `c`'s indexes and was reported at {:.1} s. Snapshots `c` received: **{}** (sent: \
+         `a` {}, `b` {}); log entries it received, per peer: {}.\n\n\
+         | bootstrap from | objects | what `c` received | bootstrap s | objects/s | \
+         of which after the first connection s | digests equal | digests compared at s | \
+         process CPU, cores busy |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n\
+         | log replay | {} | {log_entries} log entries | **{:.1}** | **{:.0}** | {:.1} | {} | \
+         {:.1} | {:.2} |\n\
+         | state snapshot | {} | {} snapshot(s), {:.1} MB; {snap_entries} log entries | \
+         **{:.1}** | **{:.0}** | {:.1} | {} | {:.1} | {:.2} |\n\n\
+         Snapshot / log replay, objects/s: **{:.2}x** ({:.1} against {:.1} s; after the first \
+         connection: {:.2}x, {:.1} against {:.1} s).\n",
+        l.entries,
+        l.load_s,
+        l.rows as f64 / l.load_s,
+        l.b_caught_s,
+        l.c_start_s,
+        l.c_connected_s,
+        l.c_first_s,
+        per_peer(&l.received),
+        n.entries,
+        n.load_s,
+        n.b_caught_s,
+        n.checkpoint_s,
+        n.trim_s,
+        n.trimmed[0],
+        n.trimmed[1],
+        n.restart_s,
+        n.c_start_s,
+        n.c_connected_s,
+        s_opt(n.c_header_s),
+        n.c_caught_s,
+        n.c_installed_s,
+        n.snapshots_received,
+        n.snapshots_sent[0],
+        n.snapshots_sent[1],
+        per_peer(&n.received),
+        l.rows,
+        l.c_caught_s,
+        l.rows as f64 / l.c_caught_s,
+        l.c_caught_s - l.c_connected_s,
+        l.digests_equal,
+        l.c_equal_s,
+        l.cores_busy,
+        l.rows,
+        n.snapshots_received,
+        mb(snap_bytes),
+        n.c_caught_s,
+        l.rows as f64 / n.c_caught_s,
+        n.c_caught_s - n.c_connected_s,
+        n.digests_equal,
+        n.c_equal_s,
+        n.cores_busy,
+        l.c_caught_s / n.c_caught_s,
+        n.c_caught_s,
+        l.c_caught_s,
+        (l.c_caught_s - l.c_connected_s) / (n.c_caught_s - n.c_connected_s),
+        n.c_caught_s - n.c_connected_s,
+        l.c_caught_s - l.c_connected_s,
     );
+    // Where the snapshot's time went, from c's start call.
+    if let (Some(h), Some(r)) = (n.c_header_s, rows_at) {
+        s += &format!(
+            "\nWhere the snapshot bootstrap's {:.1} s went: start and first connection {:.2} s; \
+             until the header was merged {:.2} s (handshakes, the sender's decision, opening \
+             the export; the status is refreshed every 100 ms); until the rows arrived {:.2} \
+             s: reading the rows, encoding, sending and decoding (reading and encoding the same export on `a` alone, afterwards, took \
+             {:.2} s: {} rows in {} chunk(s) of at most {:.0} MB each, {:.1} MB); merging \
+             them (every version through `materialise` as the remote write that made it, \
+             HNSW inserts included) until the clock covered `a`'s {:.2} s; then the merge's \
+             checkpoint of `c`'s indexes (not counted in the bootstrap time) {:.2} s.\n",
+            n.c_caught_s,
+            n.c_connected_s,
+            (h - n.c_connected_s).max(0.0),
+            r - h,
+            n.export_s,
+            n.export_rows,
+            n.export_chunks,
+            n.export_budget as f64 / 1e6,
+            mb(n.export_bytes),
+            n.c_caught_s - r,
+            n.c_installed_s - n.c_caught_s,
+        );
+        if n.export_chunks == 1 {
+            s.pop();
+            s += " The whole state fit in one chunk: one frame, merged as one job (one storage \
+                  transaction, one engine batch of every object), so nothing of the merge \
+                  overlapped the transfer.\n";
+        }
+    }
+    s
+}
 
-    // 5.
-    let t = &r.tp;
+fn throughput_md(t: &Throughput) -> String {
     let (ms_, mc) = (median(&t.single), median(&t.cluster));
     let list = |v: &[f64]| {
         v.iter()
@@ -1510,7 +2129,7 @@ fn markdown(r: &Report) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    s += &format!(
+    format!(
         "\n### Write throughput with and without replication\n\n\
          One writer, {} objects in batches of {BULK_BATCH} (each `write` durable before the \
          next), into a fresh collection per round: on a node without replication and on node \
@@ -1539,8 +2158,5 @@ fn markdown(r: &Report) -> String {
             .join(", "),
         median(&t.replicated_s),
         t.objects as f64 / median(&t.replicated_s),
-    );
-    s += &end;
-    s += "\n";
-    s
+    )
 }

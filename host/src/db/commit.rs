@@ -710,7 +710,7 @@ mod tests {
     fn committer_with(dir: &std::path::Path, config: DatabaseConfig) -> Result<Committer> {
         let inner = Arc::new(Inner {
             store: Arc::new(Store::open(dir)?),
-            runtime: Runtime::new(DEFAULT_ENGINE, config.engine.clone())?,
+            runtime: Runtime::new(DEFAULT_ENGINE, config.engine.clone(), None)?,
             config,
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),

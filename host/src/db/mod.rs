@@ -31,7 +31,7 @@ use crate::model::{
     ObjectVersions, Receipt,
 };
 use crate::replication::version::Clock;
-use crate::runtime::{Runtime, DEFAULT_ENGINE};
+use crate::runtime::{EngineLoad, Runtime, CACHE_DIR, DEFAULT_ENGINE};
 use crate::store::Store;
 use collection::{Collection, Slot};
 use commit::{Committer, Job};
@@ -159,11 +159,14 @@ impl Database {
         Self::open_with_engine(dir.as_ref(), config, DEFAULT_ENGINE)
     }
 
-    /// Opens with another engine component (same WIT world).
+    /// Opens with another engine component (same WIT world). The compiled component is cached
+    /// in `dir/engine-cache` (see [`Database::engine_load`]).
     pub fn open_with_engine(dir: &Path, config: DatabaseConfig, engine: &[u8]) -> Result<Database> {
         let store = Arc::new(Store::open(dir)?);
         let store_applied = store.applied()?;
-        let runtime = Runtime::new(engine, config.engine.clone())?;
+        // After `Store::open`: redb's lock on the directory makes this process the only one
+        // writing its engine cache.
+        let runtime = Runtime::new(engine, config.engine.clone(), Some(&dir.join(CACHE_DIR)))?;
         let inner = Arc::new(Inner {
             store,
             runtime,
@@ -545,6 +548,12 @@ impl Database {
     /// replayed or rebuilt).
     pub fn startup(&self) -> &[(String, Vec<LoadReport>)] {
         &self.startup
+    }
+
+    /// How `open` made the engine component ready: deserialized from the verified cache in
+    /// the data directory (`cached`), or compiled (and `stored` for the next open).
+    pub fn engine_load(&self) -> &EngineLoad {
+        self.inner.runtime.load()
     }
 
     /// The node id of this database (origin of its log entries).

@@ -493,7 +493,7 @@ async fn run(
                     let apply_tx = apply_tx.clone();
                     tokio::task::spawn_blocking(move || {
                         let answered = state_sync::decode(&body).and_then(|msg| {
-                            state_sync::answer(&shared.db, msg, (shared.max_frame / 2) as usize)
+                            state_sync::answer(&shared.db, msg, state_chunk(&shared))
                         });
                         match answered {
                             Ok(a) => {
@@ -939,6 +939,14 @@ async fn writer(
     }
 }
 
+/// Bytes of state rows per message: small enough that the receiver merges one part (one
+/// transaction, one engine batch) while the next is on its way — a whole 100 MB state in one
+/// part merged 2.7 times slower than the same rows in parts of about a thousand — and well
+/// under the frame limit.
+fn state_chunk(shared: &Shared) -> usize {
+    (shared.max_frame / 2).min(4 << 20) as usize
+}
+
 /// Sends a state export as `Message::Snapshot` parts: its header, then its rows a chunk at a
 /// time (read off the async threads), the last part marked.
 async fn stream_snapshot(
@@ -947,7 +955,7 @@ async fn stream_snapshot(
     send: &mut quinn::SendStream,
     mut export: Box<StateExport>,
 ) -> Result<(), String> {
-    let budget = (shared.max_frame / 2) as usize;
+    let budget = state_chunk(shared);
     let mut part = SnapshotPart::Header(export.header.clone());
     loop {
         let (next, rest) = tokio::task::spawn_blocking(move || {

@@ -3,15 +3,17 @@
 //! is then unusable and the caller replaces it (see `db::recovery`).
 
 mod bindings;
+mod cache;
 mod host;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use edge_config::EngineLimits;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine as WasmEngine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -20,6 +22,7 @@ use crate::model::{CollectionSpec, IndexKind, Metric};
 use crate::store::Store as DataStore;
 pub use bindings::wit;
 use bindings::{Engine as EngineWorld, EnginePre};
+pub use cache::{EngineLoad, CACHE_DIR};
 pub use host::HostState;
 
 /// The engine component built from `guest/` by build.rs.
@@ -55,13 +58,19 @@ pub struct Runtime {
     engine: WasmEngine,
     pre: EnginePre<HostState>,
     limits: EngineLimits,
+    load: EngineLoad,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
-    /// Compiles `component` (the bytes of an engine component) once.
-    pub fn new(component: &[u8], limits: EngineLimits) -> Result<Runtime> {
+    /// Compiles `component` (the bytes of an engine component) once, or loads the artifact
+    /// compiled by an earlier run from `cache_dir` (see `runtime::cache`; `None`: always compile).
+    pub fn new(
+        component: &[u8],
+        limits: EngineLimits,
+        cache_dir: Option<&Path>,
+    ) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // `VEKTAGRAF_WASM_PROFILE=perfmap` writes /tmp/perf-<pid>.map so `perf` names the
@@ -71,8 +80,7 @@ impl Runtime {
         }
         let engine =
             WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
-        let component = Component::new(&engine, component)
-            .map_err(|e| Error::Engine(format!("compiling the engine component: {e}")))?;
+        let (component, load) = cache::component(&engine, component, cache_dir)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
@@ -99,9 +107,15 @@ impl Runtime {
             engine,
             pre,
             limits,
+            load,
             stop,
             ticker: Some(ticker),
         })
+    }
+
+    /// How the engine component was made ready: from the cache or compiled.
+    pub fn load(&self) -> &EngineLoad {
+        &self.load
     }
 
     /// A fresh instance initialised as shard `shard` of `spec`.
