@@ -73,7 +73,7 @@ impl Query {
             codes
                 .code(i)
                 .iter()
-                .map(|&c| ((c as i32 + 1) >> 1).clamp(-63, 63) as u8 + SHIFT as u8),
+                .map(|&c| (((c as i32 + 1) >> 1).clamp(-63, 63) + SHIFT) as u8),
         );
         self.scale = codes.scale[i] * 2.0;
         self.norm2 = codes.norm2[i];

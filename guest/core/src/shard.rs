@@ -335,8 +335,12 @@ impl Shard {
         Ok(ids.into_iter().cloned().collect())
     }
 
-    pub fn traverse(&self, source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
-        bfs(source, req)
+    pub fn traverse(
+        &self,
+        source: &mut dyn EdgeSource,
+        req: &TraverseRequest,
+    ) -> Result<Vec<Step>, EngineError> {
+        bfs(source, req).map_err(EngineError::State)
     }
 
     pub fn stats(&self) -> ShardStats {

@@ -40,13 +40,19 @@ pub struct TraverseRequest {
 }
 
 pub trait EdgeSource {
-    /// Edges of `node` in one direction (`In` or `Out`), in a stable order.
-    fn edges(&mut self, node: &NodeRef, label: Option<&str>, direction: Direction) -> Vec<EdgeRef>;
+    /// Edges of `node` in one direction (`In` or `Out`), in a stable order; `Err` when they
+    /// cannot be read (the traversal then fails as a whole).
+    fn edges(
+        &mut self,
+        node: &NodeRef,
+        label: Option<&str>,
+        direction: Direction,
+    ) -> Result<Vec<EdgeRef>, String>;
 }
 
 /// Visits nodes breadth-first up to `depth` hops, each once. Returns the start (depth 0) and at
-/// most `limit` further nodes, in visiting order.
-pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
+/// most `limit` further nodes, in visiting order, or the first error reading edges.
+pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Result<Vec<Step>, String> {
     let mut seen: HashSet<NodeRef> = HashSet::from([req.start.clone()]);
     let mut out = vec![Step {
         node: req.start.clone(),
@@ -64,9 +70,9 @@ pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
             continue;
         }
         for &dir in dirs {
-            for e in source.edges(&node, req.label.as_deref(), dir) {
+            for e in source.edges(&node, req.label.as_deref(), dir)? {
                 if out.len() > req.limit as usize {
-                    return out;
+                    return Ok(out);
                 }
                 if seen.insert(e.other.clone()) {
                     out.push(Step {
@@ -83,5 +89,5 @@ pub fn bfs(source: &mut dyn EdgeSource, req: &TraverseRequest) -> Vec<Step> {
         }
     }
     out.truncate(req.limit as usize + 1);
-    out
+    Ok(out)
 }

@@ -150,7 +150,7 @@ proptest! {
             g.inn.entry(*b).or_default().insert((format!("l{l}"), *a));
         }
         let req = TraverseRequest { start: node(start), label: Some("l0".into()), direction, depth, limit };
-        let got = bfs(&mut g, &req);
+        let got = bfs(&mut g, &req).expect("the model graph never fails");
         // Model: plain BFS over label l0, collecting (node, depth).
         let mut seen = HashSet::from([start]);
         let mut order = vec![(start, 0u32)];
@@ -185,14 +185,20 @@ struct Graph {
 }
 
 impl EdgeSource for Graph {
-    fn edges(&mut self, n: &NodeRef, label: Option<&str>, d: Direction) -> Vec<EdgeRef> {
+    fn edges(
+        &mut self,
+        n: &NodeRef,
+        label: Option<&str>,
+        d: Direction,
+    ) -> Result<Vec<EdgeRef>, String> {
         let i: u8 = n.id.parse().expect("numeric id");
         let map = if d == Direction::Out {
             &self.out
         } else {
             &self.inn
         };
-        map.get(&i)
+        Ok(map
+            .get(&i)
             .into_iter()
             .flatten()
             .filter(|(l, _)| label.is_none_or(|x| x == l))
@@ -200,7 +206,7 @@ impl EdgeSource for Graph {
                 label: l.clone(),
                 other: node(*m),
             })
-            .collect()
+            .collect())
     }
 }
 

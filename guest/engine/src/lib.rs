@@ -97,19 +97,26 @@ impl EdgeSource for HostEdges {
         node: &tr::NodeRef,
         label: Option<&str>,
         d: tr::Direction,
-    ) -> Vec<tr::EdgeRef> {
+    ) -> Result<Vec<tr::EdgeRef>, String> {
         let dir = match d {
             tr::Direction::Out => wit::Direction::Out,
             tr::Direction::In => wit::Direction::In,
             tr::Direction::Both => wit::Direction::Both,
         };
-        host::edges(&node_to_wit(node), label, dir)
-            .into_iter()
-            .map(|e| tr::EdgeRef {
-                label: e.label,
-                other: node_from_wit(e.other),
-            })
-            .collect()
+        match host::edges(&node_to_wit(node), label, dir) {
+            Ok(edges) => Ok(edges
+                .into_iter()
+                .map(|e| tr::EdgeRef {
+                    label: e.label,
+                    other: node_from_wit(e.other),
+                })
+                .collect()),
+            Err(
+                wit::EngineError::Invalid(m)
+                | wit::EngineError::State(m)
+                | wit::EngineError::Unsupported(m),
+            ) => Err(m),
+        }
     }
 }
 
@@ -173,7 +180,7 @@ impl Guest for Engine {
             depth: r.depth,
             limit: r.limit,
         };
-        let steps = with_shard(|s| Ok(s.traverse(&mut HostEdges, &req)))?;
+        let steps = with_shard(|s| s.traverse(&mut HostEdges, &req))?;
         Ok(steps
             .into_iter()
             .map(|st| wit::Step {

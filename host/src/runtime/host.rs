@@ -91,7 +91,7 @@ impl host_api::Host for HostState {
         node: wit::NodeRef,
         label: Option<String>,
         direction: wit::Direction,
-    ) -> Vec<wit::EdgeRef> {
+    ) -> Result<Vec<wit::EdgeRef>, wit::EngineError> {
         let _span =
             tracing::debug_span!("host.edges", shard = %self.label, id = %node.id).entered();
         let key = NodeKey::new(node.collection, node.id);
@@ -101,7 +101,7 @@ impl host_api::Host for HostState {
             wit::Direction::Both => Direction::Both,
         };
         match self.store.edges(&key, label.as_deref(), dir) {
-            Ok(edges) => edges
+            Ok(edges) => Ok(edges
                 .into_iter()
                 .map(|e| {
                     let other = if e.from == key { e.to } else { e.from };
@@ -113,11 +113,13 @@ impl host_api::Host for HostState {
                         },
                     }
                 })
-                .collect(),
+                .collect()),
             Err(e) => {
-                // The import has no error channel; a traversal over unreadable storage stops here.
                 tracing::error!(shard = %self.label, error = %e, "reading edges failed");
-                Vec::new()
+                Err(wit::EngineError::State(format!(
+                    "reading the edges of {}/{}: {e}",
+                    key.collection, key.id
+                )))
             }
         }
     }
