@@ -107,10 +107,43 @@ pub struct EngineLimits {
     pub apply_timeout: Duration,
 }
 
+/// Limits applied to every plugin call (docs/plugins.md). A call also ends at its caller's
+/// deadline, if that comes first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Most linear memory one plugin instance may grow to.
+    pub memory_limit_bytes: u64,
+    /// Fuel (about one unit per Wasm instruction) one call may use.
+    pub fuel_per_call: u64,
+    /// The longest one handler call may run.
+    pub call_timeout: Duration,
+    /// The longest one resolver call may run (it runs inside a commit).
+    pub resolver_timeout: Duration,
+    /// The largest component accepted for upload (plugins, resolvers and engines).
+    pub max_component_bytes: u64,
+    /// Faults in a row (traps, timeouts, fuel, memory) after which a plugin is disabled
+    /// everywhere; 0 never disables.
+    pub disable_after_faults: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 64 << 20,
+            fuel_per_call: 2_000_000_000,
+            call_timeout: Duration::from_secs(5),
+            resolver_timeout: Duration::from_millis(200),
+            max_component_bytes: 16 << 20,
+            disable_after_faults: 5,
+        }
+    }
+}
+
 /// The validated configuration of an embedded database (and, later, of a node).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     pub engine: EngineLimits,
+    pub plugins: PluginLimits,
     /// Engine instances per shard, all with the same state: a shard serves this many reads at
     /// once, at the cost of one copy of its memory each (and each write applied to each).
     pub read_replicas: usize,
@@ -128,6 +161,7 @@ impl Default for DatabaseConfig {
                 query_timeout: Duration::from_secs(10),
                 apply_timeout: Duration::from_secs(120),
             },
+            plugins: PluginLimits::default(),
             read_replicas: 1,
             snapshot_every_ops: 50_000,
             group_commit_max: 64,

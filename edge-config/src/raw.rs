@@ -19,9 +19,22 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     storage: RawStorage,
     #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
     node: RawNode,
     #[serde(default)]
     replication: Option<RawReplication>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    memory_limit_mib: Option<u64>,
+    fuel_per_call: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    resolver_timeout_ms: Option<u64>,
+    max_component_mib: Option<u64>,
+    disable_after_faults: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,12 +137,14 @@ impl RawConfig {
         let RawConfig {
             engine,
             storage,
+            plugins,
             node: n,
             replication,
         } = self;
         let database = RawConfig {
             engine,
             storage,
+            plugins,
             node: RawNode::default(),
             replication: None,
         }
@@ -299,6 +314,53 @@ impl RawConfig {
                 return Err(invalid("engine.read_replicas", "must be between 1 and 16"));
             }
             c.read_replicas = n;
+        }
+        let p = &self.plugins;
+        if let Some(mib) = p.memory_limit_mib {
+            if !(1..=4096).contains(&mib) {
+                return Err(invalid(
+                    "plugins.memory_limit_mib",
+                    "must be between 1 and 4096",
+                ));
+            }
+            c.plugins.memory_limit_bytes = mib << 20;
+        }
+        if let Some(f) = p.fuel_per_call {
+            if f < 10_000 {
+                return Err(invalid("plugins.fuel_per_call", "must be at least 10000"));
+            }
+            c.plugins.fuel_per_call = f;
+        }
+        for (key, value, slot) in [
+            (
+                "plugins.call_timeout_ms",
+                p.call_timeout_ms,
+                &mut c.plugins.call_timeout,
+            ),
+            (
+                "plugins.resolver_timeout_ms",
+                p.resolver_timeout_ms,
+                &mut c.plugins.resolver_timeout,
+            ),
+        ] {
+            if let Some(ms) = value {
+                if !(10..=600_000).contains(&ms) {
+                    return Err(invalid(key, "must be between 10 and 600000 (milliseconds)"));
+                }
+                *slot = Duration::from_millis(ms);
+            }
+        }
+        if let Some(mib) = p.max_component_mib {
+            if !(1..=256).contains(&mib) {
+                return Err(invalid(
+                    "plugins.max_component_mib",
+                    "must be between 1 and 256",
+                ));
+            }
+            c.plugins.max_component_bytes = mib << 20;
+        }
+        if let Some(n) = p.disable_after_faults {
+            c.plugins.disable_after_faults = n;
         }
         if let Some(n) = self.storage.snapshot_every_ops {
             c.snapshot_every_ops = n;

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod error;
+pub mod plugins;
 pub mod replication;
 pub mod runtime;
 pub mod server;

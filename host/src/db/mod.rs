@@ -54,6 +54,103 @@ pub(crate) struct Inner {
     committed: tokio::sync::watch::Sender<Clock>,
 }
 
+impl Inner {
+    /// Every collection's spec, by name.
+    fn specs(&self) -> Vec<CollectionSpec> {
+        let map = self.collections.read().unwrap_or_else(|p| p.into_inner());
+        let mut specs: Vec<CollectionSpec> = map.values().map(|c| c.spec.clone()).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
+        self.collection(collection)?;
+        let Some(o) = self.store.get_object(collection, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Object {
+            id: id.to_owned(),
+            properties: serde_json::from_str(&o.properties)
+                .map_err(|e| Error::Storage(format!("properties of `{id}` are damaged: {e}")))?,
+            vector: o.vector,
+            version: Receipt {
+                origin: o.origin,
+                seq: o.seq,
+                hlc: o.hlc,
+            },
+        }))
+    }
+
+    fn edges(
+        &self,
+        node: &NodeKey,
+        label: Option<&str>,
+        direction: Direction,
+    ) -> Result<Vec<Edge>> {
+        self.collection(&node.collection)?;
+        self.store.edges(node, label, direction)
+    }
+}
+
+/// Hands `make`'s job to the committer and waits for its answer; refuses at once when the
+/// commit queue is full.
+fn try_submit<T>(
+    inner: &Inner,
+    jobs: Option<&SyncSender<Job>>,
+    make: impl FnOnce(SyncSender<Result<T>>) -> Job,
+) -> Result<T> {
+    use std::sync::mpsc::TrySendError;
+    let (tx, rx) = sync_channel(1);
+    let jobs = jobs.ok_or(Error::Closed)?;
+    match jobs.try_send(make(tx)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err(Error::Overloaded(inner.config.commit_queue)),
+        Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+    }
+    rx.recv().map_err(|_| Error::Closed)?
+}
+
+/// Owned access to an open database for a plugin call: the same reads as [`Database`] and
+/// writes through its committer. Holding one keeps the committer running, so it lives no
+/// longer than the call it serves.
+#[derive(Clone)]
+pub(crate) struct DbHandle {
+    inner: Arc<Inner>,
+    jobs: SyncSender<Job>,
+}
+
+impl DbHandle {
+    pub fn until(&self, deadline: Option<Instant>) -> Bounded<'_> {
+        Bounded::new(&self.inner, deadline)
+    }
+
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
+        self.inner.get(collection, id)
+    }
+
+    pub fn edges(
+        &self,
+        node: &NodeKey,
+        label: Option<&str>,
+        direction: Direction,
+    ) -> Result<Vec<Edge>> {
+        self.inner.edges(node, label, direction)
+    }
+
+    pub fn collections(&self) -> Vec<CollectionSpec> {
+        self.inner.specs()
+    }
+
+    pub fn write_before(&self, batch: Batch, deadline: Option<Instant>) -> Result<Receipt> {
+        if batch.is_empty() {
+            return Err(Error::invalid("empty batch"));
+        }
+        try_submit(&self.inner, Some(&self.jobs), |reply| {
+            Job::Write(batch, deadline, reply)
+        })
+    }
+}
+
 /// Engine failures since open (for metrics).
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -212,17 +309,16 @@ impl Database {
     /// Like `submit`, but refuses at once when the commit queue is full instead of waiting
     /// (for a server, where waiting would tie up a thread per queued request).
     fn try_submit<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Job) -> Result<T> {
-        use std::sync::mpsc::TrySendError;
-        let (tx, rx) = sync_channel(1);
-        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
-        match jobs.try_send(make(tx)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(Error::Overloaded(self.inner.config.commit_queue))
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
-        }
-        rx.recv().map_err(|_| Error::Closed)?
+        try_submit(&self.inner, self.jobs.as_ref(), make)
+    }
+
+    /// A handle for work that must own its access to the database (a plugin call's wasmtime
+    /// store): reads, and writes through the committer. `None` once closed.
+    pub(crate) fn handle(&self) -> Option<DbHandle> {
+        Some(DbHandle {
+            inner: self.inner.clone(),
+            jobs: self.jobs.clone()?,
+        })
     }
 
     /// Creates a collection. Returns false if it already existed with the same spec; an error if
@@ -266,14 +362,7 @@ impl Database {
     }
 
     pub fn collections(&self) -> Vec<CollectionSpec> {
-        let map = self
-            .inner
-            .collections
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut specs: Vec<CollectionSpec> = map.values().map(|c| c.spec.clone()).collect();
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
-        specs
+        self.inner.specs()
     }
 
     pub fn collection_spec(&self, name: &str) -> Result<CollectionSpec> {
@@ -469,21 +558,7 @@ impl Database {
     }
 
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
-        self.inner.collection(collection)?;
-        let Some(o) = self.inner.store.get_object(collection, id)? else {
-            return Ok(None);
-        };
-        Ok(Some(Object {
-            id: id.to_owned(),
-            properties: serde_json::from_str(&o.properties)
-                .map_err(|e| Error::Storage(format!("properties of `{id}` are damaged: {e}")))?,
-            vector: o.vector,
-            version: Receipt {
-                origin: o.origin,
-                seq: o.seq,
-                hlc: o.hlc,
-            },
-        }))
+        self.inner.get(collection, id)
     }
 
     /// Every version of an object — the visible one, siblings written concurrently elsewhere
@@ -540,8 +615,7 @@ impl Database {
         label: Option<&str>,
         direction: Direction,
     ) -> Result<Vec<Edge>> {
-        self.inner.collection(&node.collection)?;
-        self.inner.store.edges(node, label, direction)
+        self.inner.edges(node, label, direction)
     }
 
     /// How each collection's shards were brought up by `open` (snapshot restored, objects

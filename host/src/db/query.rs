@@ -117,14 +117,20 @@ fn node_of(n: wit::NodeRef) -> NodeKey {
 /// (the epoch deadline of the call), and none starts once it has passed.
 /// From [`Database::until`]; the `Database` methods of the same names have no deadline.
 pub struct Bounded<'a> {
-    db: &'a Database,
+    inner: &'a Inner,
     deadline: Option<Instant>,
+}
+
+impl<'a> Bounded<'a> {
+    pub(crate) fn new(inner: &'a Inner, deadline: Option<Instant>) -> Self {
+        Bounded { inner, deadline }
+    }
 }
 
 impl Database {
     /// Reads bounded by `deadline` (`None`: only the configured engine limits).
     pub fn until(&self, deadline: Option<Instant>) -> Bounded<'_> {
-        Bounded { db: self, deadline }
+        Bounded::new(&self.inner, deadline)
     }
 
     /// The k nearest objects to `vector`, best first.
@@ -182,7 +188,7 @@ impl Database {
 
 impl Bounded<'_> {
     fn coll(&self, name: &str) -> Result<Arc<Collection>> {
-        self.db.inner.collection(name)
+        self.inner.collection(name)
     }
 
     /// The k nearest objects to `vector`, best first.
@@ -238,7 +244,7 @@ impl Bounded<'_> {
             filter: opts.filter.as_ref().map(Value::to_string),
             exact: opts.exact,
         };
-        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
+        let parts = fan_out(self.inner, &coll, self.deadline, |inst, t| {
             inst.search(&req, t)
         })?;
         Ok(to_hits(coll.merge(parts, vectors.len() / dim, opts.k)))
@@ -255,7 +261,7 @@ impl Bounded<'_> {
         let coll = self.coll(collection)?;
         let text = expression.to_string();
         let limit32 = u32::try_from(limit).unwrap_or(u32::MAX);
-        let mut ids: Vec<String> = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
+        let mut ids: Vec<String> = fan_out(self.inner, &coll, self.deadline, |inst, t| {
             inst.filter(&text, limit32, t)
         })?
         .into_iter()
@@ -272,7 +278,6 @@ impl Bounded<'_> {
     pub fn traverse(&self, start: &NodeKey, opts: &TraverseOptions) -> Result<Vec<Step>> {
         let coll = self.coll(&start.collection)?;
         if self
-            .db
             .inner
             .store
             .get_object(&start.collection, &start.id)?
@@ -298,7 +303,7 @@ impl Bounded<'_> {
             limit: opts.limit,
         };
         // Edges come from storage, so any shard's instance can walk them.
-        let steps = on_shard(&self.db.inner, &coll, 0, self.deadline, |inst, t| {
+        let steps = on_shard(self.inner, &coll, 0, self.deadline, |inst, t| {
             inst.traverse(&req, t)
         })?;
         Ok(steps
@@ -334,19 +339,15 @@ impl Bounded<'_> {
 
     pub fn stats(&self, collection: &str) -> Result<CollectionStats> {
         let coll = self.coll(collection)?;
-        let parts = fan_out(&self.db.inner, &coll, self.deadline, |inst, t| {
-            inst.stats(t)
-        })?;
+        let parts = fan_out(self.inner, &coll, self.deadline, |inst, t| inst.stats(t))?;
         let snapshot_seq = (0..coll.shard_count())
-            .filter_map(|s| {
-                self.db
-                    .inner
-                    .store
-                    .get_snapshot(collection, s)
-                    .ok()
-                    .flatten()
+            .filter_map(|s| self.inner.store.get_snapshot(collection, s).ok().flatten())
+            .map(|(meta, _)| {
+                meta.covered
+                    .get(&self.inner.store.node_id())
+                    .copied()
+                    .unwrap_or(0)
             })
-            .map(|(meta, _)| meta.covered.get(&self.db.node_id()).copied().unwrap_or(0))
             .min()
             .unwrap_or(0);
         Ok(CollectionStats {

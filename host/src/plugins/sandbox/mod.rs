@@ -1,0 +1,1 @@
+//! The wasmtime side of plugins (being written: see the plugin issue).
