@@ -4,6 +4,10 @@
 build:
     cargo build --release -p vektagraf
 
+# The example and test plugins (guest/plugins, docs/plugins.md) as components in target/plugins.
+plugins out="target/plugins":
+    bash scripts/build_plugins.sh {{out}}
+
 # The demo: a temporary database with 2,500 Debian packages, and a few queries.
 run:
     cargo run --release -p vektagraf -- demo

@@ -35,6 +35,11 @@ pub(crate) enum Job {
     Collect(Clock, SyncSender<Result<u64>>),
     /// Merge another node's state (a bootstrap snapshot, an anti-entropy repair).
     State(super::state::StateJob, SyncSender<Result<u64>>),
+    /// Upload, enable, disable, roll back or delete a plugin.
+    Plugin(
+        super::plugins::PluginChange,
+        SyncSender<Result<crate::plugins::PluginRecord>>,
+    ),
 }
 
 /// A shard's answer to its part of a batch; the flag says whether it must be rebuilt.
@@ -126,6 +131,10 @@ impl Committer {
                     self.commit_writes(std::mem::take(&mut writes));
                     let _ = reply.send(self.checkpoint(false));
                 }
+                Job::Plugin(change, reply) => {
+                    self.commit_writes(std::mem::take(&mut writes));
+                    let _ = reply.send(self.change_plugin(change));
+                }
             }
         }
         self.commit_writes(writes);
@@ -148,8 +157,9 @@ impl Committer {
             });
         }
         let json = serde_json::to_string(&spec).map_err(|e| Error::Storage(e.to_string()))?;
-        self.commit_alone(LogWrite::CreateCollection { spec: json }, |txn| {
-            stage_create(txn, &spec)
+        self.commit_alone(|txn, _| {
+            stage_create(txn, &spec)?;
+            Ok(LogWrite::CreateCollection { spec: json })
         })?;
         self.inner.load_collection(spec)?;
         Ok(true)
@@ -162,10 +172,12 @@ impl Committer {
         if self.inner.collection(name).is_err() {
             return Ok(false);
         }
-        let write = LogWrite::DropCollection {
-            name: name.to_owned(),
-        };
-        self.commit_alone(write, |txn| stage_drop(txn, name))?;
+        self.commit_alone(|txn, _| {
+            stage_drop(txn, name)?;
+            Ok(LogWrite::DropCollection {
+                name: name.to_owned(),
+            })
+        })?;
         self.unregister(name);
         Ok(true)
     }
@@ -182,18 +194,18 @@ impl Committer {
         drop(removed);
     }
 
-    /// Commits one collection change as its own logged transaction. A failure anywhere gives
-    /// the sequence number back: the log has no gaps.
-    fn commit_alone(
+    /// Commits one collection or plugin change as its own logged transaction: `stage` stores
+    /// it (given the entry's HLC) and returns its log write. A failure anywhere gives the
+    /// sequence number back: the log has no gaps.
+    pub(super) fn commit_alone(
         &mut self,
-        write: LogWrite,
-        stage: impl FnOnce(&mut WriteTxn) -> Result<()>,
+        stage: impl FnOnce(&mut WriteTxn, u64) -> Result<LogWrite>,
     ) -> Result<()> {
         let seq_before = self.next_seq;
         let stored = (|| -> Result<()> {
             let mut txn = self.inner.store.begin_write()?;
             let (seq, hlc) = self.stamp();
-            stage(&mut txn)?;
+            let write = stage(&mut txn, hlc)?;
             txn.append_log(
                 self.origin,
                 seq,

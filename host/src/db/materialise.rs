@@ -415,9 +415,11 @@ impl Materialised {
                     seen,
                 });
             }
-            LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. } => {
+            LogWrite::CreateCollection { .. }
+            | LogWrite::DropCollection { .. }
+            | LogWrite::Plugin { .. } => {
                 return Err(Error::Storage(
-                    "a collection change inside a batch entry".into(),
+                    "a collection or plugin change inside a batch entry".into(),
                 ))
             }
         }

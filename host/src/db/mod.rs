@@ -5,6 +5,7 @@ mod collection;
 mod commit;
 mod materialise;
 mod plan;
+mod plugins;
 mod query;
 pub mod recovery;
 mod remote;
@@ -52,6 +53,7 @@ pub(crate) struct Inner {
     counters: Counters,
     /// The log's applied clock after each commit, for the replicator.
     committed: tokio::sync::watch::Sender<Clock>,
+    plugins: crate::plugins::Registry,
 }
 
 impl Inner {
@@ -114,7 +116,7 @@ fn try_submit<T>(
 /// writes through its committer. Holding one keeps the committer running, so it lives no
 /// longer than the call it serves.
 #[derive(Clone)]
-pub(crate) struct DbHandle {
+pub struct DbHandle {
     inner: Arc<Inner>,
     jobs: SyncSender<Job>,
 }
@@ -264,6 +266,11 @@ impl Database {
         // After `Store::open`: redb's lock on the directory makes this process the only one
         // writing its engine cache.
         let runtime = Runtime::new(engine, config.engine.clone(), Some(&dir.join(CACHE_DIR)))?;
+        let plugins = crate::plugins::Registry::load(
+            store.clone(),
+            config.plugins.clone(),
+            Some(&dir.join(CACHE_DIR)),
+        )?;
         let inner = Arc::new(Inner {
             store,
             runtime,
@@ -272,6 +279,7 @@ impl Database {
             commit_gate: Mutex::new(()),
             counters: Counters::default(),
             committed: tokio::sync::watch::Sender::new(Clock(store_applied)),
+            plugins,
         });
         let mut reports = Vec::new();
         for spec in inner.store.collections()? {
@@ -314,7 +322,7 @@ impl Database {
 
     /// A handle for work that must own its access to the database (a plugin call's wasmtime
     /// store): reads, and writes through the committer. `None` once closed.
-    pub(crate) fn handle(&self) -> Option<DbHandle> {
+    pub fn handle(&self) -> Option<DbHandle> {
         Some(DbHandle {
             inner: self.inner.clone(),
             jobs: self.jobs.clone()?,

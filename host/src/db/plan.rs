@@ -39,7 +39,9 @@ pub(super) fn target(w: &LogWrite) -> Option<Target> {
         | LogWrite::Unlink {
             from, label, to, ..
         } => Some(Target::Edge(from.clone(), label.clone(), to.clone())),
-        LogWrite::CreateCollection { .. } | LogWrite::DropCollection { .. } => None,
+        LogWrite::CreateCollection { .. }
+        | LogWrite::DropCollection { .. }
+        | LogWrite::Plugin { .. } => None,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Applied {
 enum After {
     Load(CollectionSpec),
     Unregister(String),
+    /// A plugin record changed: install it, and compile its running version ahead of calls.
+    Plugin(crate::plugins::PluginRecord),
 }
 
 impl Committer {
@@ -138,6 +140,7 @@ impl Committer {
                             }
                         }
                         After::Unregister(name) => self.unregister(&name),
+                        After::Plugin(record) => self.plugin_arrived(record),
                     }
                 }
                 for (c, n) in counts {
@@ -205,6 +208,13 @@ impl Committer {
                 log(txn, entry.writes, self.hlc.last()).map_err(Staged::Fatal)?;
                 Ok(None)
             }
+            [LogWrite::Plugin { record, blob }] => {
+                let merged = super::plugins::merge_plugin(txn, record, blob.as_deref())
+                    .map_err(Staged::Fatal)?;
+                log(txn, entry.writes, self.hlc.last()).map_err(Staged::Fatal)?;
+                after.push(After::Plugin(merged));
+                Ok(None)
+            }
             [LogWrite::DropCollection { name }] => {
                 let name = name.clone();
                 stage_drop(txn, &name).map_err(Staged::Fatal)?;
@@ -220,7 +230,7 @@ impl Committer {
                     .iter()
                     .filter_map(|a| match a {
                         After::Unregister(n) => Some(n.clone()),
-                        After::Load(_) => None,
+                        After::Load(_) | After::Plugin(_) => None,
                     })
                     .collect();
                 let mut get = |name: &str| -> Result<Arc<Collection>> {

@@ -107,7 +107,20 @@ impl Committer {
             stage_create(&mut txn, &spec)?;
             created.push(spec);
         }
+        let mut plugins = Vec::new();
+        for b in &header.plugin_blobs {
+            let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(b).into();
+            if !txn.has_plugin_blob(&hash)? {
+                txn.put_plugin_blob(&hash, b)?;
+            }
+        }
+        for record in &header.plugins {
+            plugins.push(super::plugins::merge_plugin(&mut txn, record, None)?);
+        }
         txn.commit()?;
+        for record in plugins {
+            self.plugin_arrived(record);
+        }
         let n = created.len() as u64;
         for spec in created {
             let name = spec.name.clone();

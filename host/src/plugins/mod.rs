@@ -6,8 +6,10 @@
 //! - `sandbox/`: the wasmtime side: its own engine with fuel and epoch deadlines, one linker
 //!   per world, compile once (cached by content hash), a fresh instance per call.
 //! - `record.rs`: what is stored and replicated about a plugin.
-//! - `registry.rs`: the plugins of a database in memory, compiled, with their failure counts.
+//! - `registry.rs`: the plugins of a database in memory, compiled, with their fault counts.
+//! - `metrics.rs`: calls, errors by kind and durations, by plugin.
 
+pub mod metrics;
 pub mod record;
 pub mod registry;
 pub mod sandbox;

@@ -49,8 +49,9 @@ struct Hello {
     origin: u64,
 }
 
-/// 2: state snapshots and anti-entropy messages.
-const PROTOCOL: u32 = 2;
+/// 2: state snapshots and anti-entropy messages. 3: plugin records in the log and in state
+/// headers.
+const PROTOCOL: u32 = 3;
 
 /// A dial not through its QUIC handshake by then is abandoned (and tried again).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod records;
+mod plugins;
 mod state;
 mod tokens;
 pub use state::{RowKey, StateExport, StateHeader, StateRow, BUCKETS};
@@ -46,6 +47,10 @@ const COLLECTION_META: TableDefinition<&str, &str> = TableDefinition::new("colle
 /// visible one: tombstones and siblings the collection's policy does not show.
 const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Plugin records by name (`plugins::record::PluginRecord`), replicated through the log.
+const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
+/// Component bytes by SHA-256, one copy per content.
+const PLUGIN_BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugin_blobs");
 
 /// Version vector: origin node -> highest sequence number applied.
 pub type VersionVector = BTreeMap<u64, u64>;
@@ -192,6 +197,8 @@ impl Store {
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(SNAPSHOT_CHUNKS)?;
             txn.open_table(TOKENS)?;
+            txn.open_table(PLUGINS)?;
+            txn.open_table(PLUGIN_BLOBS)?;
             txn.open_table(COLLECTION_META)?;
             txn.open_table(VERSIONS)?;
         }

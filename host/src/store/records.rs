@@ -110,6 +110,12 @@ pub enum LogWrite {
     /// Removes the collection with its objects, every edge touching them (also from other
     /// collections), its index snapshots and its node-local metadata.
     DropCollection { name: String },
+    /// A plugin's whole record after a change, merged into the stored one
+    /// (`PluginRecord::merge`), with the component bytes when the change uploaded them.
+    Plugin {
+        record: crate::plugins::PluginRecord,
+        blob: Option<Vec<u8>>,
+    },
 }
 
 /// One committed batch: `(origin, seq) -> LogEntry` in the `oplog` table.

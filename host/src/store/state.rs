@@ -65,6 +65,10 @@ pub struct StateHeader {
     pub clock: Clock,
     pub collections: Vec<CollectionSpec>,
     pub collected: Clock,
+    /// Every plugin record and component (full exports only: a repair of some buckets of
+    /// one collection carries none).
+    pub plugins: Vec<crate::plugins::PluginRecord>,
+    pub plugin_blobs: Vec<Vec<u8>>,
 }
 
 fn node(c: &str, id: &str) -> LogNode {
@@ -239,11 +243,23 @@ impl Store {
                 collections.push(spec);
             }
         }
+        let mut plugins = Vec::new();
+        let mut plugin_blobs = Vec::new();
+        if only.is_none() {
+            for row in txn.open_table(super::PLUGINS)?.iter()? {
+                plugins.push(super::records::decode("plugin", row?.1.value())?);
+            }
+            for row in txn.open_table(super::PLUGIN_BLOBS)?.iter()? {
+                plugin_blobs.push(row?.1.value().to_vec());
+            }
+        }
         Ok(StateExport {
             header: StateHeader {
                 clock,
                 collections,
                 collected,
+                plugins,
+                plugin_blobs,
             },
             objects: txn.open_table(OBJECTS)?,
             edges: txn.open_table(EDGES_OUT)?,
