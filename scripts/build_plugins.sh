@@ -10,6 +10,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/target/plugins}"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac # relative to where it was called from
 target_dir="${PLUGINS_TARGET_DIR:-$root/target/plugins-build}"
 manifest="$root/guest/plugins/Cargo.toml"
 target=wasm32-wasip2
@@ -22,7 +23,8 @@ fail() {
 command -v cargo >/dev/null || fail "cargo is not on PATH"
 # rust-toolchain.toml names the target; a toolchain installed before it may lack it.
 if command -v rustup >/dev/null; then
-    if ! (cd "$root" && rustup target list --installed) | grep -qx "$target"; then
+    installed="$(cd "$root" && rustup target list --installed)" || fail "rustup target list failed"
+    if ! grep -qx "$target" <<<"$installed"; then
         (cd "$root" && rustup target add "$target") || fail "could not add the $target target"
     fi
 fi
@@ -47,6 +49,5 @@ for crate_manifest in "$root"/guest/plugins/*/Cargo.toml; do
     cp "$wasm" "$out/$crate.wasm"
     count=$((count + 1))
 done
-out="$(cd "$out" && pwd)"
 echo "build_plugins: $count plugins in $out:"
 ls -l "$out"/*.wasm

@@ -7,7 +7,8 @@ use crate::codec::{from_bytes, put_str, DecodeError, Reader, Wire};
 use crate::frame::frame;
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, Direction, Edge, Hit, HybridHit, NewToken, NodeKey,
-    Object, ObjectVersions, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
+    Object, ObjectVersions, PluginInfo, Receipt, Role, SearchOptions, Step, TokenInfo,
+    TraverseOptions,
 };
 use crate::wire_enum;
 
@@ -60,6 +61,17 @@ wire_enum! {
         17 "cluster_status" => ClusterStatus {},
         /// Every version of one object (siblings included) with their causal context.
         18 "versions" => Versions { collection: String, id: String },
+        /// A new version of a plugin (a WebAssembly component), which then runs everywhere.
+        /// `grants`: `write`, `clock`, `random`.
+        19 "plugin_upload" => PluginUpload { name: String, wasm: Vec<u8>, grants: Vec<String> },
+        20 "plugin_list" => PluginList {},
+        21 "plugin_show" => PluginShow { name: String },
+        /// Runs query plugin `name` on `input`; needs the write role when the plugin was
+        /// uploaded with the write grant.
+        22 "plugin_call" => PluginCall { name: String, input: Vec<u8> },
+        23 "plugin_enable" => PluginEnable { name: String, enabled: bool },
+        24 "plugin_rollback" => PluginRollback { name: String, version: u32 },
+        25 "plugin_delete" => PluginDelete { name: String },
     }
 }
 
@@ -78,9 +90,18 @@ impl Op {
             | Op::Stats { .. }
             | Op::Digest { .. }
             | Op::ClusterStatus {}
-            | Op::Versions { .. } => Some(Role::Read),
+            | Op::Versions { .. }
+            | Op::PluginList {}
+            | Op::PluginShow { .. }
+            | Op::PluginCall { .. } => Some(Role::Read),
             Op::CreateCollection { .. } | Op::Write { .. } | Op::Checkpoint {} => Some(Role::Write),
-            Op::TokenCreate { .. } | Op::TokenList {} | Op::TokenRevoke { .. } => Some(Role::Admin),
+            Op::TokenCreate { .. }
+            | Op::TokenList {}
+            | Op::TokenRevoke { .. }
+            | Op::PluginUpload { .. }
+            | Op::PluginEnable { .. }
+            | Op::PluginRollback { .. }
+            | Op::PluginDelete { .. } => Some(Role::Admin),
         }
     }
 
@@ -95,6 +116,8 @@ impl Op {
                 idempotency_key, ..
             } => idempotency_key.is_some(),
             Op::TokenCreate { .. } => false,
+            // An upload makes a new version each time; a call may write.
+            Op::PluginUpload { .. } | Op::PluginCall { .. } => false,
             // Creating the same collection twice is a no-op; revoking twice revokes once.
             _ => true,
         }
@@ -154,6 +177,10 @@ wire_enum! {
         /// replicate.
         17 "cluster" => Cluster { status: String },
         18 "versions" => Versions { versions: ObjectVersions },
+        19 "plugin" => Plugin { plugin: PluginInfo },
+        20 "plugins" => Plugins { plugins: Vec<PluginInfo> },
+        /// What a plugin call answered, as the plugin wrote it.
+        21 "output" => Output { output: Vec<u8> },
     }
 }
 
@@ -186,6 +213,9 @@ pub enum ErrorCode {
     UnsupportedVersion = 11,
     /// A bug or a storage failure on the node.
     Internal = 12,
+    /// A plugin trapped, ran out of fuel, memory or time, or answered with an error; the
+    /// message says which. Nothing else was affected.
+    PluginFailed = 13,
 }
 
 impl ErrorCode {
@@ -204,6 +234,7 @@ impl ErrorCode {
             10 => EngineFailed,
             11 => UnsupportedVersion,
             12 => Internal,
+            13 => PluginFailed,
             _ => return None,
         })
     }
@@ -224,6 +255,7 @@ impl ErrorCode {
             EngineFailed => "engine_failed",
             UnsupportedVersion => "unsupported_version",
             Internal => "internal",
+            PluginFailed => "plugin_failed",
         }
     }
 

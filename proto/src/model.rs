@@ -103,6 +103,11 @@ pub struct CollectionSpec {
     /// Absent in specs written before replication: last-write-wins.
     #[serde(default)]
     pub conflict: ConflictPolicy,
+    /// Under the vector-clock policy: the resolver plugin that merges concurrent versions
+    /// into the one readers see (docs/plugins.md). Without one, or when it fails, the
+    /// version with the highest `(hlc, node)` is shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
 }
 
 impl CollectionSpec {
@@ -118,6 +123,7 @@ impl CollectionSpec {
             ef_search: 64,
             shards: 1,
             conflict: ConflictPolicy::LastWriteWins,
+            resolver: None,
         }
     }
 
@@ -151,6 +157,12 @@ impl CollectionSpec {
         }
         if !(1..=64).contains(&self.shards) {
             return bad(format!("shards {} is not in 1..=64", self.shards));
+        }
+        if self.resolver.is_some() && self.conflict != ConflictPolicy::VectorClock {
+            return bad(format!(
+                "a resolver plugin decides conflicts under the vector-clock policy only (this one is {})",
+                self.conflict
+            ));
         }
         Ok(())
     }
@@ -440,6 +452,35 @@ pub struct TokenInfo {
     pub role: Role,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+}
+
+/// One uploaded version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersionInfo {
+    pub version: u32,
+    /// `plugin`, `resolver` or `engine`.
+    pub world: String,
+    /// `write`, `clock`, `random`.
+    pub grants: Vec<String>,
+    /// SHA-256 of the component, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+    /// Upload time, milliseconds since the Unix epoch (from the uploading node's clock).
+    pub uploaded_ms: u64,
+    /// The node it was uploaded on.
+    pub origin: u64,
+}
+
+/// A plugin as `plugin list` and `plugin show` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// The version that runs.
+    pub active: u32,
+    pub enabled: bool,
+    /// Why it is disabled, when it was disabled automatically.
+    pub note: Option<String>,
+    pub versions: Vec<PluginVersionInfo>,
 }
 
 /// A token just created: the only time its secret is seen.

@@ -4,7 +4,7 @@ use crate::codec::{DecodeError, Reader, Wire};
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, ConflictPolicy, Direction, Edge, Hit, HybridHit,
     IndexKind, Metric, NewToken, NodeKey, Object, ObjectVersion, ObjectVersions, Receipt, Role,
-    SearchOptions, Step, TokenInfo, TraverseOptions, Write,
+    PluginInfo, PluginVersionInfo, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
 };
 use crate::{wire_struct, wire_tag};
 
@@ -40,6 +40,7 @@ wire_struct!(CollectionSpec {
     ef_search: u32,
     shards: u32,
     conflict: ConflictPolicy,
+    resolver: Option<String>,
 });
 wire_struct!(NodeKey {
     collection: String,
@@ -104,6 +105,22 @@ wire_struct!(TokenInfo {
     name: String,
     role: Role,
     created_ms: u64
+});
+wire_struct!(PluginVersionInfo {
+    version: u32,
+    world: String,
+    grants: Vec<String>,
+    sha256: String,
+    size: u64,
+    uploaded_ms: u64,
+    origin: u64,
+});
+wire_struct!(PluginInfo {
+    name: String,
+    active: u32,
+    enabled: bool,
+    note: Option<String>,
+    versions: Vec<PluginVersionInfo>,
 });
 wire_struct!(NewToken {
     info: TokenInfo,

@@ -216,6 +216,10 @@ pub enum CollectionCmd {
         /// first-write-wins, vector-clock or manual.
         #[arg(long, default_value = "last-write-wins")]
         conflict: ConflictPolicy,
+        /// Under `--conflict vector-clock`: the resolver plugin that merges concurrent
+        /// versions (docs/plugins.md).
+        #[arg(long)]
+        resolver: Option<String>,
     },
     List,
     /// Drop a collection with its objects, edges and snapshots (local directory only).
@@ -307,6 +311,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             ef_construction,
             ef_search,
             conflict,
+            resolver,
         }) => {
             let spec = CollectionSpec {
                 name,
@@ -318,6 +323,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
                 ef_search,
                 shards,
                 conflict,
+                resolver,
             };
             let created = db.create_collection(spec.clone())?;
             out.print(&json!({"created": created, "collection": spec}), || {

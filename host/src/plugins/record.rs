@@ -88,6 +88,30 @@ impl PluginRecord {
     }
 }
 
+impl From<&PluginRecord> for crate::model::PluginInfo {
+    fn from(r: &PluginRecord) -> Self {
+        crate::model::PluginInfo {
+            name: r.name.clone(),
+            active: r.active,
+            enabled: r.enabled,
+            note: r.note.clone(),
+            versions: r
+                .versions
+                .iter()
+                .map(|v| crate::model::PluginVersionInfo {
+                    version: v.version,
+                    world: v.world.to_string(),
+                    grants: v.grants.names().into_iter().map(String::from).collect(),
+                    sha256: v.hash.iter().map(|b| format!("{b:02x}")).collect(),
+                    size: v.size,
+                    uploaded_ms: crate::replication::hlc::Hlc::wall_ms(v.hlc),
+                    origin: v.origin,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
