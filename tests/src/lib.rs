@@ -107,4 +107,5 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
 }
 pub mod mesh;
 pub mod node;
+pub mod plugins;
 pub mod proxy;

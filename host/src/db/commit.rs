@@ -138,6 +138,7 @@ impl Committer {
             }
         }
         self.commit_writes(writes);
+        self.disable_faulty_resolvers();
     }
 
     fn stamp(&mut self) -> (u64, u64) {
@@ -375,7 +376,7 @@ impl Committer {
         };
         let m = Materialised::compute(&mut cx, source, writes)
             .map_err(Staged::classify)?
-            .finish();
+            .finish(&self.inner.plugins);
         let mut collections = HashMap::new();
         for (c, _) in m.engine.keys() {
             if !collections.contains_key(c) {

@@ -14,10 +14,12 @@ use crate::runtime::wit;
 use crate::store::records::{
     LogNode, LogWrite, SiblingValue, StoredEdge, StoredObject, StoredSibling,
 };
-use crate::store::WriteTxn;
+use crate::store::{Resolved, WriteTxn};
 
 use super::collection::{shard_of, Collection};
 use super::plan::{target, Target};
+use crate::plugins::sandbox::ResolveSibling;
+use crate::plugins::Registry;
 
 pub(super) type ShardKey = (String, u32);
 
@@ -64,6 +66,11 @@ pub(super) struct Materialised {
     /// What collected tombstones had seen (read once, when a local write meets a key with no
     /// versions).
     collected: Option<Clock>,
+    /// The resolver plugin of each collection touched that has one.
+    resolvers: HashMap<String, String>,
+    /// Objects of such collections whose siblings changed: what readers see now (`None`:
+    /// the plain winner, no resolved value).
+    resolved: Vec<(LogNode, Option<Resolved>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -75,6 +82,21 @@ fn to_version(s: &StoredSibling) -> Sibling<SiblingValue> {
         value: match &s.value {
             SiblingValue::Deleted => None,
             v => Some(v.clone()),
+        },
+    }
+}
+
+fn to_resolve_sibling(s: &Sibling<SiblingValue>) -> ResolveSibling {
+    ResolveSibling {
+        origin: s.version.origin,
+        seq: s.version.seq,
+        hlc: s.version.hlc,
+        context: s.version.context.0.iter().map(|(o, q)| (*o, *q)).collect(),
+        value: match &s.value {
+            Some(SiblingValue::Object { properties, vector }) => {
+                Some((properties.clone(), vector.clone()))
+            }
+            _ => None,
         },
     }
 }
@@ -221,11 +243,13 @@ impl Materialised {
 
     /// Merges one version into a key. Returns the write's context (as logged) and whether
     /// the visible version changed.
+    #[allow(clippy::too_many_arguments)]
     fn merge(
         &mut self,
         cx: &Context<'_>,
         t: Target,
         policy: ConflictPolicy,
+        resolved: bool,
         stamp: Stamp,
         seen: Seen,
         value: Option<SiblingValue>,
@@ -270,7 +294,13 @@ impl Materialised {
             self.order.push(t.clone());
         }
         self.keys.insert(t, (Policy(policy), v));
-        Ok((seen, before != after))
+        // Under a resolver, what readers see depends on every sibling, not just the winner.
+        let changed = if resolved {
+            !merged.stale
+        } else {
+            before != after
+        };
+        Ok((seen, changed))
     }
 
     /// Merges one write's version into its key, under its collection's policy, and queues
@@ -295,8 +325,23 @@ impl Materialised {
             Target::Object(n) => Some(n.clone()),
             Target::Edge(..) => None,
         };
-        let (seen, changed) =
-            self.merge(cx, t, c.spec.conflict, stamp, remote(source, seen), value)?;
+        let resolver = match (&c.spec.resolver, c.spec.conflict, &node) {
+            (Some(r), ConflictPolicy::VectorClock, Some(_)) => Some(r.clone()),
+            _ => None,
+        };
+        if let Some(r) = &resolver {
+            self.resolvers.insert(collection.clone(), r.clone());
+        }
+        let seen = remote(source, seen);
+        let (seen, changed) = self.merge(
+            cx,
+            t,
+            c.spec.conflict,
+            resolver.is_some(),
+            stamp,
+            seen,
+            value,
+        )?;
         if let Some(node) = node.filter(|_| changed) {
             self.engine_change(&c, &node);
         }
@@ -451,12 +496,16 @@ impl Materialised {
     }
 
     /// Turns the objects whose visible version changed into engine changes: their final
-    /// visible state, or a delete.
-    pub fn finish(mut self) -> Self {
+    /// visible state (merged by the collection's resolver, if it has one and the object has
+    /// concurrent versions), or a delete.
+    pub fn finish(mut self, plugins: &Registry) -> Self {
         for (shard, nodes) in std::mem::take(&mut self.visible_changed) {
             let muts = nodes
                 .into_iter()
                 .map(|n| {
+                    if let Some(m) = self.resolve(plugins, &n) {
+                        return m;
+                    }
                     let winner = self
                         .keys
                         .get(&Target::Object(n.clone()))
@@ -479,8 +528,45 @@ impl Materialised {
         self
     }
 
+    /// For an object of a collection with a resolver: its siblings merged by the resolver
+    /// as an engine change, recording the resolved value. `None` (the plain winner shows)
+    /// without concurrent versions, or when the resolver fails (counted in its metrics).
+    fn resolve(&mut self, plugins: &Registry, n: &LogNode) -> Option<wit::Mutation> {
+        let resolver = self.resolvers.get(&n.collection)?.clone();
+        let siblings = match self.keys.get(&Target::Object(n.clone())) {
+            Some((_, v)) if v.len() >= 2 => v.iter().map(to_resolve_sibling).collect(),
+            _ => {
+                self.resolved.push((n.clone(), None));
+                return None;
+            }
+        };
+        match plugins.resolve(&resolver, &n.collection, &n.id, siblings) {
+            Ok(value) => {
+                let value = value.map(|o| (o.properties, o.vector));
+                let m = match &value {
+                    Some((properties, vector)) => wit::Mutation::Upsert(wit::Object {
+                        id: n.id.clone(),
+                        properties: properties.clone(),
+                        vector: vector.clone(),
+                    }),
+                    None => wit::Mutation::Delete(n.id.clone()),
+                };
+                self.resolved.push((n.clone(), Some(Resolved { value })));
+                Some(m)
+            }
+            Err(e) => {
+                tracing::warn!(collection = %n.collection, id = %n.id, error = %e, "the resolver failed; the last write shows");
+                self.resolved.push((n.clone(), None));
+                None
+            }
+        }
+    }
+
     /// Stages the final versions of every key touched.
     pub fn store(&self, txn: &mut WriteTxn) -> Result<()> {
+        for (n, r) in &self.resolved {
+            txn.put_resolved(&key(n), r.as_ref())?;
+        }
         for t in &self.order {
             let Some((policy, v)) = self.keys.get(t) else {
                 continue;

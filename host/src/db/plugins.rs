@@ -180,6 +180,21 @@ impl Committer {
 }
 
 impl Committer {
+    /// Disables the resolvers that reached their fault threshold during the last commits.
+    pub(super) fn disable_faulty_resolvers(&mut self) {
+        for (name, note) in self.inner.plugins.take_to_disable() {
+            tracing::warn!(plugin = %name, %note, "disabling a faulty resolver");
+            let change = PluginChange::Enable {
+                name: name.clone(),
+                enabled: false,
+                note: Some(note),
+            };
+            if let Err(e) = self.change_plugin(change) {
+                tracing::error!(plugin = %name, error = %e, "disabling a faulty resolver failed");
+            }
+        }
+    }
+
     /// Installs a plugin record merged from another node and compiles its running version in
     /// the background, so the first call does not wait for it.
     pub(super) fn plugin_arrived(&self, record: PluginRecord) {

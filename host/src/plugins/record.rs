@@ -65,7 +65,11 @@ impl PluginRecord {
         // Two changes never share `(hlc, origin)`; the other fields only make the choice
         // total, so merging stays commutative even for a corrupt pair.
         let rank = |r: &PluginRecord| (r.order(), r.active, r.enabled, r.deleted, r.note.clone());
-        let later = if rank(other) > rank(self) { other } else { self };
+        let later = if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        };
         let cleared = self.cleared.max(other.cleared);
         let mut versions: Vec<PluginVersion> = Vec::new();
         for v in self.versions.iter().chain(&other.versions) {

@@ -29,6 +29,9 @@ pub struct Registry {
     records: RwLock<BTreeMap<String, PluginRecord>>,
     compiled: Mutex<HashMap<[u8; 32], Compiled>>,
     faults: Mutex<HashMap<String, u32>>,
+    /// Resolvers that reached their fault threshold inside a commit, for the committer to
+    /// disable once the commit is done.
+    to_disable: Mutex<Vec<(String, String)>>,
     metrics: PluginMetrics,
 }
 
@@ -57,6 +60,7 @@ impl Registry {
             records: RwLock::new(records),
             compiled: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
+            to_disable: Mutex::new(Vec::new()),
             metrics: PluginMetrics::default(),
         })
     }
@@ -102,7 +106,11 @@ impl Registry {
 
     /// Every live plugin, by name.
     pub fn list(&self) -> Vec<PluginRecord> {
-        self.read().values().filter(|r| !r.deleted).cloned().collect()
+        self.read()
+            .values()
+            .filter(|r| !r.deleted)
+            .cloned()
+            .collect()
     }
 
     /// Every record, tombstones included (for a state export).
@@ -148,9 +156,10 @@ impl Registry {
                 "the component of plugin `{name}` is missing from storage"
             ))
         })?;
-        let c = self.sandbox.compile(&bytes).map_err(|e| {
-            Error::Engine(format!("compiling plugin `{name}` from storage: {e}"))
-        })?;
+        let c = self
+            .sandbox
+            .compile(&bytes)
+            .map_err(|e| Error::Engine(format!("compiling plugin `{name}` from storage: {e}")))?;
         lock(&self.compiled).insert(*hash, c.clone());
         Ok(c)
     }
@@ -159,7 +168,11 @@ impl Registry {
     fn runnable(&self, name: &str, world: World) -> Result<(PluginRecord, Compiled)> {
         let r = self.get(name)?;
         if !r.enabled {
-            let why = r.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            let why = r
+                .note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
             return Err(Error::invalid(format!("plugin `{name}` is disabled{why}")));
         }
         let v = r.active_version().ok_or_else(|| {
@@ -202,18 +215,17 @@ impl Registry {
         (result, verdict)
     }
 
-    /// Whether `name` is a runnable resolver (a collection may name one that is not there
-    /// yet: then last-write-wins order applies).
+    /// Calls resolver `name` on the siblings of one object. A collection may name a
+    /// resolver that is not (yet) here, or disabled: that is an error too, and the caller
+    /// shows the last-write-wins winner. One that reaches its fault threshold is queued for
+    /// [`Registry::take_to_disable`].
     pub fn resolve(
         &self,
         name: &str,
         collection: &str,
         id: &str,
         siblings: Vec<ResolveSibling>,
-    ) -> (
-        std::result::Result<Option<ResolvedObject>, PluginError>,
-        Verdict,
-    ) {
+    ) -> std::result::Result<Option<ResolvedObject>, PluginError> {
         let compiled = match self.runnable(name, World::Resolver) {
             Ok((_, c)) => c,
             Err(e) => {
@@ -222,15 +234,22 @@ impl Registry {
                     reason: e.to_string(),
                 };
                 self.metrics.error(name, err.kind());
-                return (Err(err), Verdict::Fine);
+                return Err(err);
             }
         };
         let started = Instant::now();
         let result = self
             .sandbox
             .resolve(&compiled, name, collection, id, siblings);
-        let verdict = self.count(name, started, result.as_ref().err());
-        (result, verdict)
+        if let Verdict::Disable(note) = self.count(name, started, result.as_ref().err()) {
+            lock(&self.to_disable).push((name.to_owned(), note));
+        }
+        result
+    }
+
+    /// Resolvers to disable (name, why), queued by calls inside commits.
+    pub fn take_to_disable(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *lock(&self.to_disable))
     }
 
     /// Counts a call; on a fault, its count in a row, and whether that reached the threshold.

@@ -4,10 +4,12 @@
 //! the engine's in-memory indexes are derived from these tables and can always be rebuilt.
 
 pub mod keys;
-pub mod records;
 mod plugins;
+pub mod records;
+mod resolved;
 mod state;
 mod tokens;
+pub use resolved::Resolved;
 pub use state::{RowKey, StateExport, StateHeader, StateRow, BUCKETS};
 pub use tokens::StoredToken;
 
@@ -49,6 +51,9 @@ const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions")
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// Plugin records by name (`plugins::record::PluginRecord`), replicated through the log.
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
+/// Objects whose visible value a resolver plugin merged from their siblings
+/// (`resolved::Resolved`), by object key; read over the visible row.
+const RESOLVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("resolved");
 /// Component bytes by SHA-256, one copy per content.
 const PLUGIN_BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugin_blobs");
 
@@ -198,6 +203,7 @@ impl Store {
             txn.open_table(SNAPSHOT_CHUNKS)?;
             txn.open_table(TOKENS)?;
             txn.open_table(PLUGINS)?;
+            txn.open_table(RESOLVED)?;
             txn.open_table(PLUGIN_BLOBS)?;
             txn.open_table(COLLECTION_META)?;
             txn.open_table(VERSIONS)?;
@@ -260,8 +266,12 @@ impl Store {
     pub fn get_object(&self, collection: &str, id: &str) -> Result<Option<StoredObject>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
-        let found = table.get(keys::node(collection, id).as_slice())?;
-        found.map(|v| decode("object", v.value())).transpose()
+        let key = keys::node(collection, id);
+        let found = table.get(key.as_slice())?;
+        let Some(o) = found.map(|v| decode("object", v.value())).transpose()? else {
+            return Ok(None);
+        };
+        resolved::over(&txn.open_table(RESOLVED)?, &key, o)
     }
 
     /// An object's visible version and its other versions, read together.
@@ -304,6 +314,7 @@ impl Store {
         let end = keys::prefix_end(&prefix);
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
+        let merged = txn.open_table(RESOLVED)?;
         let mut out = Vec::with_capacity(limit.min(4096));
         for row in table.range(start.as_slice()..end.as_slice())? {
             if out.len() >= limit {
@@ -314,7 +325,9 @@ impl Store {
                 Some([_, id]) => (*id).to_owned(),
                 _ => return Err(Error::Storage("an object key is damaged".into())),
             };
-            out.push((id, decode("object", v.value())?));
+            if let Some(o) = resolved::over(&merged, k.value(), decode("object", v.value())?)? {
+                out.push((id, o));
+            }
         }
         Ok(out)
     }
@@ -692,7 +705,7 @@ impl WriteTxn {
         let end = keys::prefix_end(&prefix);
         let range = prefix.as_slice()..end.as_slice();
         // Versions rows of its objects and of the edges out of them share the prefix.
-        for table in [OBJECTS, SNAPSHOTS, SNAPSHOT_CHUNKS, VERSIONS] {
+        for table in [OBJECTS, SNAPSHOTS, SNAPSHOT_CHUNKS, VERSIONS, RESOLVED] {
             self.txn
                 .open_table(table)?
                 .retain_in(range.clone(), |_, _| false)?;
