@@ -661,7 +661,7 @@ pub(super) fn recover_slot(
     shard: u32,
     pending: Option<&Vec<Vec<wit::Mutation>>>,
 ) -> Slot {
-    let loaded = recovery::load_shard(&inner.runtime, &inner.store, spec, shard).and_then(
+    let loaded = recovery::load_shard(&inner.runtime(), &inner.store, spec, shard).and_then(
         |(mut inst, _)| {
             for muts in pending.into_iter().flatten() {
                 inst.apply(muts).map_err(|e| Error::Engine(e.message()))?;

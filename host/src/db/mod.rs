@@ -3,6 +3,7 @@
 
 mod collection;
 mod commit;
+mod engine;
 mod materialise;
 mod plan;
 mod plugins;
@@ -44,7 +45,13 @@ pub use state::StateJob;
 /// State shared by the API and the committer.
 pub(crate) struct Inner {
     store: Arc<Store>,
-    runtime: Runtime,
+    /// The engine every shard runs, and its component's SHA-256; replaced whole by an
+    /// engine upgrade (`engine.rs`), between commits.
+    runtime: RwLock<(Arc<Runtime>, [u8; 32])>,
+    /// Where compiled components are cached.
+    cache_dir: std::path::PathBuf,
+    /// The engine the database was opened with: what runs without an uploaded one.
+    builtin_engine: Arc<[u8]>,
     config: DatabaseConfig,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
     /// Held by the committer for each group, and by a reader that must rebuild a shard, so a
@@ -162,6 +169,8 @@ pub(crate) struct Counters {
     pub conflicts: [AtomicU64; 4],
     /// Remote writes into collections dropped here.
     pub discarded: AtomicU64,
+    /// Engine upgrades (or rollbacks) this node could not carry out.
+    pub engine_switch_failures: AtomicU64,
 }
 
 /// The conflict policies in the order `Counters::conflicts` counts them.
@@ -181,6 +190,10 @@ impl Counters {
 
     pub fn trap(&self) {
         self.engine_traps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn engine_switch_failed(&self) {
+        self.engine_switch_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rebuild(&self) {
@@ -205,15 +218,40 @@ impl Inner {
             .ok_or_else(|| Error::UnknownCollection(name.to_owned()))
     }
 
+    /// The engine shards are loaded on now.
+    fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
     /// Loads every replica of every shard of a collection (in parallel) and registers it.
     fn load_collection(&self, spec: CollectionSpec) -> Result<Vec<LoadReport>> {
+        let (collection, reports) = self.build_collection(&self.runtime(), spec);
+        let name = collection.spec.name.clone();
+        self.collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Arc::new(collection));
+        Ok(reports)
+    }
+
+    /// Every replica of every shard of a collection loaded on `runtime` (in parallel); a
+    /// shard that fails to load is `Broken`.
+    fn build_collection(
+        &self,
+        runtime: &Runtime,
+        spec: CollectionSpec,
+    ) -> (Collection, Vec<LoadReport>) {
         use rayon::prelude::*;
         let replicas = self.config.read_replicas.max(1);
         let loaded: Vec<(Slot, LoadReport)> = (0..spec.shards as usize * replicas)
             .into_par_iter()
             .map(|i| {
                 let s = (i / replicas) as u32;
-                match recovery::load_shard(&self.runtime, &self.store, &spec, s) {
+                match recovery::load_shard(runtime, &self.store, &spec, s) {
                     Ok((inst, report)) => (Slot::Ready(Box::new(inst)), report),
                     Err(e) => {
                         tracing::error!(collection = %spec.name, shard = s, error = %e, "shard failed to load");
@@ -234,12 +272,7 @@ impl Inner {
                 last.push(slot);
             }
         }
-        let name = spec.name.clone();
-        self.collections
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, Arc::new(Collection::new(spec, slots)));
-        Ok(reports)
+        (Collection::new(spec, slots), reports)
     }
 }
 
@@ -265,7 +298,8 @@ impl Database {
         let store_applied = store.applied()?;
         // After `Store::open`: redb's lock on the directory makes this process the only one
         // writing its engine cache.
-        let runtime = Runtime::new(engine, config.engine.clone(), Some(&dir.join(CACHE_DIR)))?;
+        let cache_dir = dir.join(CACHE_DIR);
+        let (runtime, hash) = engine::at_open(&store, engine, &config, &cache_dir)?;
         let plugins = crate::plugins::Registry::load(
             store.clone(),
             config.plugins.clone(),
@@ -273,7 +307,9 @@ impl Database {
         )?;
         let inner = Arc::new(Inner {
             store,
-            runtime,
+            runtime: RwLock::new((Arc::new(runtime), hash)),
+            cache_dir,
+            builtin_engine: Arc::from(engine),
             config,
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),
@@ -632,10 +668,22 @@ impl Database {
         &self.startup
     }
 
-    /// How `open` made the engine component ready: deserialized from the verified cache in
-    /// the data directory (`cached`), or compiled (and `stored` for the next open).
-    pub fn engine_load(&self) -> &EngineLoad {
-        self.inner.runtime.load()
+    /// SHA-256 (hex) of the engine component every shard runs: the built-in one, or the
+    /// one uploaded as the `engine` plugin.
+    pub fn engine_sha256(&self) -> String {
+        let hash = self
+            .inner
+            .runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1;
+        hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How the running engine component was made ready: deserialized from the verified
+    /// cache in the data directory (`cached`), or compiled (and `stored` for the next open).
+    pub fn engine_load(&self) -> EngineLoad {
+        self.inner.runtime().load().clone()
     }
 
     /// The node id of this database (origin of its log entries).

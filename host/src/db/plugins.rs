@@ -12,6 +12,7 @@ use crate::store::records::LogWrite;
 use crate::store::WriteTxn;
 
 use super::commit::{Committer, Job};
+use super::engine::ENGINE_PLUGIN;
 use super::Database;
 
 /// A change an admin (or the fault counter) makes to one plugin.
@@ -175,6 +176,9 @@ impl Committer {
         })?;
         let record = out.ok_or_else(|| Error::Storage("a plugin change stored nothing".into()))?;
         self.inner.plugins.installed(record.clone());
+        if record.name == ENGINE_PLUGIN {
+            self.engine_changed();
+        }
         Ok(record)
     }
 }
@@ -197,9 +201,13 @@ impl Committer {
 
     /// Installs a plugin record merged from another node and compiles its running version in
     /// the background, so the first call does not wait for it.
-    pub(super) fn plugin_arrived(&self, record: PluginRecord) {
+    pub(super) fn plugin_arrived(&mut self, record: PluginRecord) {
         let name = record.name.clone();
         self.inner.plugins.installed(record);
+        if name == ENGINE_PLUGIN {
+            self.engine_changed();
+            return;
+        }
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name("vektagraf-plugin-warm".into())
@@ -242,10 +250,17 @@ impl Database {
         check_plugin_name(name)?;
         let compiled = self.inner.plugins.compile(&wasm)?;
         let world = compiled.world();
-        if world == World::Engine {
-            return Err(Error::invalid(
-                "this is an engine component; upload it with `vektagraf engine upgrade`",
-            ));
+        match (world == World::Engine, name == ENGINE_PLUGIN) {
+            (true, true) => super::engine::check_upload(&self.inner, &wasm)?,
+            (false, false) => {}
+            (true, false) => {
+                return Err(Error::invalid(format!(
+                    "this is an engine component: upload it as the plugin named `{ENGINE_PLUGIN}`"
+                )))
+            }
+            (false, true) => return Err(Error::invalid(format!(
+                "the plugin named `{ENGINE_PLUGIN}` must be an engine component; this is a {world}"
+            ))),
         }
         if world == World::Resolver && grants != Grants::default() {
             return Err(Error::invalid(
