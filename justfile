@@ -57,6 +57,12 @@ bench-http:
 bench-replication:
     cargo bench -p vektagraf-tests --bench replication
 
+# Plugins: an empty call, instantiation, a k-NN plugin against the built-in search, fuel's cost,
+# upload-to-ready on a three-node cluster (a few minutes); writes the "Plugins" section of
+# docs/BENCHMARKS.md.
+bench-plugins:
+    cargo bench -p vektagraf-tests --bench plugins
+
 # Every decoder of outside bytes (frames, vector files, records, snapshots) against many
 # arbitrary and mutated inputs; CI runs the same property tests with the default 256 cases.
 fuzz cases="20000":

@@ -11,11 +11,15 @@ if command -v rustup >/dev/null; then rustup toolchain install >/dev/null 2>&1 |
 echo "== fmt"
 cargo fmt --all --check
 (cd guest && cargo fmt --all --check)
+cargo fmt --all --check --manifest-path guest/plugins/Cargo.toml
 
 echo "== clippy (host workspace, guest natively and for wasm32-wasip2)"
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 (cd guest && cargo clippy --release --workspace --all-targets --locked -- -D warnings)
 (cd guest && cargo clippy --release --workspace --locked --target wasm32-wasip2 -- -D warnings)
+# The plugins build from the root (not under guest/.cargo's engine flags), as build_plugins.sh does.
+cargo clippy --release --workspace --locked --manifest-path guest/plugins/Cargo.toml \
+    --target wasm32-wasip2 --target-dir target/plugins-build -- -D warnings
 
 # Every test binary's result line is kept, to print one total at the end.
 log=$(mktemp)
@@ -23,6 +27,10 @@ trap 'rm -f "$log"' EXIT
 
 echo "== tests (guest core, natively)"
 (cd guest && cargo test --release --workspace --locked) 2>&1 | tee -a "$log"
+
+echo "== tests (example plugins' logic, natively)"
+cargo test --release --workspace --locked --manifest-path guest/plugins/Cargo.toml \
+    --target-dir target/plugins-build 2>&1 | tee -a "$log"
 
 echo "== tests (host workspace: unit, integration, node, client, crash)"
 cargo test --release --workspace --locked 2>&1 | tee -a "$log"

@@ -12,7 +12,8 @@ use tokio::task::AbortHandle;
 use vektagraf_proto::frame::{parse_header, HEADER_LEN};
 use vektagraf_proto::model::{
     Batch, CollectionSpec, CollectionStats, Direction, Edge, Hit, HybridHit, NewToken, NodeKey,
-    Object, ObjectVersions, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
+    Object, ObjectVersions, PluginInfo, Receipt, Role, SearchOptions, Step, TokenInfo,
+    TraverseOptions, Write,
 };
 use vektagraf_proto::{decode_response, Op, Reply, Request, Response};
 
@@ -625,6 +626,97 @@ impl Client {
     /// Revokes a token by its id; `false`: there was no such (unrevoked) token.
     pub async fn token_revoke(&self, id: impl Into<String>) -> Result<bool, ClientError> {
         expect!(self, Op::TokenRevoke { id: id.into() }, None, Reply::Revoked { revoked } => revoked)
+    }
+
+    /// Uploads a new version of plugin `name` (a WebAssembly component; created if new),
+    /// which becomes the running one on every node. `grants`: `write`, `clock`, `random`
+    /// (docs/plugins.md). Needs the admin role. Never retried after it may have been sent: a
+    /// retry would add a second version.
+    pub async fn plugin_upload(
+        &self,
+        name: impl Into<String>,
+        wasm: Vec<u8>,
+        grants: &[&str],
+    ) -> Result<PluginInfo, ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        let grants = grants.iter().map(|g| (*g).to_owned()).collect();
+        expect!(
+            self,
+            Op::PluginUpload { name, wasm, grants },
+            Some(&key),
+            Reply::Plugin { plugin } => plugin
+        )
+    }
+
+    /// Every plugin, by name.
+    pub async fn plugins(&self) -> Result<Vec<PluginInfo>, ClientError> {
+        expect!(self, Op::PluginList {}, None, Reply::Plugins { plugins } => plugins)
+    }
+
+    /// One plugin with all its versions (`NotFound` if there is none).
+    pub async fn plugin(&self, name: impl Into<String>) -> Result<PluginInfo, ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        expect!(self, Op::PluginShow { name }, Some(&key), Reply::Plugin { plugin } => plugin)
+    }
+
+    /// Calls query plugin `name` with `input`; its output, as the plugin wrote it. A plugin
+    /// with the `write` grant needs the write role. Never retried after it may have been
+    /// sent (the plugin may write); a fault of the plugin is a server error with
+    /// [`ErrorCode::PluginFailed`](vektagraf_proto::ErrorCode::PluginFailed).
+    pub async fn plugin_call(
+        &self,
+        name: impl Into<String>,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        expect!(
+            self,
+            Op::PluginCall { name, input },
+            Some(&key),
+            Reply::Output { output } => output
+        )
+    }
+
+    /// Enables (or disables) a plugin everywhere; the plugin as it is now.
+    pub async fn plugin_enable(
+        &self,
+        name: impl Into<String>,
+        enabled: bool,
+    ) -> Result<PluginInfo, ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        expect!(
+            self,
+            Op::PluginEnable { name, enabled },
+            Some(&key),
+            Reply::Plugin { plugin } => plugin
+        )
+    }
+
+    /// Makes an uploaded version the running one again, and enables the plugin.
+    pub async fn plugin_rollback(
+        &self,
+        name: impl Into<String>,
+        version: u32,
+    ) -> Result<PluginInfo, ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        expect!(
+            self,
+            Op::PluginRollback { name, version },
+            Some(&key),
+            Reply::Plugin { plugin } => plugin
+        )
+    }
+
+    /// Deletes a plugin and all its versions, everywhere.
+    pub async fn plugin_delete(&self, name: impl Into<String>) -> Result<(), ClientError> {
+        let name = name.into();
+        let key = name.clone();
+        expect!(self, Op::PluginDelete { name }, Some(&key), Reply::Done {} => ())
     }
 }
 

@@ -3,8 +3,8 @@
 use crate::codec::{DecodeError, Reader, Wire};
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, ConflictPolicy, Direction, Edge, Hit, HybridHit,
-    IndexKind, Metric, NewToken, NodeKey, Object, ObjectVersion, ObjectVersions, Receipt, Role,
-    PluginInfo, PluginVersionInfo, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
+    IndexKind, Metric, NewToken, NodeKey, Object, ObjectVersion, ObjectVersions, PluginInfo,
+    PluginVersionInfo, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions, Write,
 };
 use crate::{wire_struct, wire_tag};
 

@@ -97,6 +97,7 @@ fn spec() -> impl Strategy<Value = CollectionSpec> {
                         ConflictPolicy::VectorClock,
                         ConflictPolicy::Manual,
                     ][conflict as usize],
+                    resolver: (m % 3 == 0).then(|| format!("resolver-{m}")),
                 }
             },
         )

@@ -27,7 +27,7 @@
 //! The dataset is `../shared/data/debian-pkgs` beside the checkout, or `VEKTAGRAF_DATASET`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,11 +38,17 @@ use vektagraf::model::{Batch, CollectionSpec, Metric};
 use vektagraf::replication::state_sync::{self, SnapshotPart};
 use vektagraf::server::Node;
 use vektagraf::Database;
+use vektagraf_tests::bench::{
+    arg, command_line, has, loadavg, machine, markers, median, num, put_section, quantile, sorted,
+    utc_now,
+};
 use vektagraf_tests::mesh::{converged, Mesh};
 use vektagraf_tests::proxy::Faults;
 use vektagraf_tests::{dataset_dir, load_sample, DIM};
 
 const COMMAND: &str = "cargo bench -p vektagraf-tests --bench replication";
+/// This bench's section of docs/BENCHMARKS.md.
+const SECTION: &str = "replication";
 /// How long any wait may take before the bench gives up (and says so).
 const GIVE_UP: Duration = Duration::from_secs(300);
 /// Objects per batch of the catch-up and throughput workloads.
@@ -53,31 +59,6 @@ const LOAD_BATCH: usize = 1000;
 // ---------------------------------------------------------------------------------------------
 // Command line, machine, the file.
 
-/// The value after `--name` on the command line.
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn has(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
-
-fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    match arg(name) {
-        Some(s) => s
-            .parse()
-            .with_context(|| format!("{name}: not a number: {s}")),
-        None => Ok(default),
-    }
-}
-
 fn list(name: &str, default: &str) -> Result<Vec<f64>> {
     arg(name)
         .unwrap_or_else(|| default.into())
@@ -85,36 +66,6 @@ fn list(name: &str, default: &str) -> Result<Vec<f64>> {
         .map(|s| s.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .with_context(|| format!("{name}: expected a comma-separated list of numbers"))
-}
-
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// The processor's model name and how many cores this process may use.
-fn machine() -> (String, usize) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|x| x.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    (cpu, cores)
 }
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat (100 ticks/s).
@@ -130,48 +81,8 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-/// The markers around this bench's section of docs/BENCHMARKS.md (the same form as the
-/// sections of `host/benches/common`).
-fn markers() -> (String, String) {
-    (
-        "<!-- replication:begin -->".into(),
-        "<!-- replication:end -->".into(),
-    )
-}
-
-/// Replaces this bench's section of the file at `path` with `md` (which carries the markers),
-/// or appends it, keeping everything else.
-fn put_section(path: &Path, md: &str) -> std::io::Result<()> {
-    let (begin, end) = markers();
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{}{}", &old[..a], md.trim_end(), &old[b + end.len()..])
-        }
-        _ => format!("{}\n\n{}\n", old.trim_end(), md.trim_end()),
-    };
-    std::fs::write(path, new)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Numbers.
-
-/// Nearest-rank quantile of sorted values (NaN when empty).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn median(v: &[f64]) -> f64 {
-    quantile(&sorted(v.to_vec()), 0.5)
-}
 
 /// One decimal, or "-" for no value.
 fn f1(x: f64) -> String {
@@ -1620,7 +1531,7 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| dataset_dir())
             .display()
             .to_string(),
-        command: command_line(),
+        command: command_line(COMMAND),
         lag,
         partition,
         catch,
@@ -1645,7 +1556,7 @@ fn main() -> Result<()> {
     };
     println!("{md}");
     if !has("--no-write") {
-        put_section(&path, &md)?;
+        put_section(&path, SECTION, &md)?;
         eprintln!("wrote the replication section of docs/BENCHMARKS.md");
     }
     Ok(())
@@ -1682,18 +1593,6 @@ const PHASES: [(&str, &str); 5] = [
 ];
 
 /// How the bench was run (its arguments, without the `--bench` cargo adds).
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if args.is_empty() {
-        COMMAND.to_owned()
-    } else {
-        format!("{COMMAND} -- {}", args.join(" "))
-    }
-}
-
 /// The tables of the phases `r` ran (each from its heading, trimmed).
 fn phase_md(r: &Report, phase: &str) -> Option<String> {
     let md = match phase {
@@ -1708,7 +1607,7 @@ fn phase_md(r: &Report, phase: &str) -> Option<String> {
 }
 
 fn assemble(header: &str, phases: &[String]) -> String {
-    let (_, end) = markers();
+    let (_, end) = markers(SECTION);
     format!("{}\n\n{}\n{end}\n", header.trim_end(), phases.join("\n\n"))
 }
 
@@ -1726,7 +1625,7 @@ fn markdown(r: &Report) -> String {
 /// from and the other phases' tables; a line under the heading and one in each rerun table
 /// say when and how those were rerun. Fails when `old` has no section to keep.
 fn spliced(old: &str, r: &Report, only: &[String]) -> Result<String> {
-    let (begin, end) = markers();
+    let (begin, end) = markers(SECTION);
     let (Some(a), Some(b)) = (old.find(&begin), old.find(&end)) else {
         bail!("the file has no replication section whose other tables could be kept");
     };
@@ -1786,7 +1685,7 @@ fn spliced(old: &str, r: &Report, only: &[String]) -> Result<String> {
 
 /// The section's heading and what the whole run was (machine, command, load).
 fn header_md(r: &Report) -> String {
-    let (begin, _) = markers();
+    let (begin, _) = markers(SECTION);
     format!(
         "{begin}\n## Replication (active-active, loopback)\n\n\
          Written by `just bench-replication` (`{COMMAND}`); every figure below comes from one \

@@ -105,6 +105,7 @@ pub fn load_into(db: &Database, name: &str, sample: &Sample, shards: u32) -> Res
     }
     Ok(())
 }
+pub mod bench;
 pub mod mesh;
 pub mod node;
 pub mod plugins;

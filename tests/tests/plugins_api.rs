@@ -41,20 +41,22 @@ async fn http_bytes(
         head.push_str(&format!("api-key: {t}\r\n"));
     }
     head.push_str("\r\n");
-    let writer = tokio::spawn(async move {
+    // Our side stays open until the answer is in (the node takes a half-close for a client
+    // that left).
+    let write = async {
         // The node may close before taking all of it: that is its answer, read below.
         let _ = wr.write_all(head.as_bytes()).await;
         let _ = wr.write_all(&body).await;
-    });
+    };
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut raw))
-        .await
-        .context("HTTP response timed out")??;
-    writer.abort();
+    let read = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut raw));
+    let ((), read) = tokio::join!(write, read);
+    read.context("HTTP response timed out")??;
+    drop(wr);
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header end")?;
+        .with_context(|| format!("no HTTP header end in {:?}", String::from_utf8_lossy(&raw)))?;
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
     let body = raw[end + 4..].to_vec();
     let status = head
@@ -394,16 +396,23 @@ async fn oversized_uploads_are_refused_with_the_limit_they_broke() -> Result<()>
 async fn plugin_metrics_are_on_the_metrics_page() -> Result<()> {
     let cluster = Cluster::new().await?;
     let node = cluster.start(cluster.config("a")).await?;
+    // The database counts calls (they run embedded too); the node shows its figures.
+    let m = node.database().plugin_metrics();
+    m.call("echo", Duration::from_millis(2));
+    m.call("echo", Duration::from_millis(3));
+    m.error("echo", "fuel");
     let (status, text) = vektagraf_tests::node::http_get(node.http_addr(), "/metrics").await?;
     assert_eq!(status, 200);
-    for family in [
+    for line in [
         "# TYPE vektagraf_plugin_calls counter",
-        "# TYPE vektagraf_plugin_errors counter",
-        "# TYPE vektagraf_plugin_call_duration_seconds histogram",
+        "vektagraf_plugin_calls_total{plugin=\"echo\"} 2",
+        "vektagraf_plugin_errors_total{plugin=\"echo\",kind=\"fuel\"} 1",
+        "vektagraf_plugin_call_duration_seconds_count{plugin=\"echo\"} 2",
     ] {
-        assert!(text.lines().any(|l| l == family), "{family}: {text}");
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
     }
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     node.shutdown().await?;
     Ok(())
 }

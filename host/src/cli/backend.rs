@@ -8,8 +8,9 @@ use vektagraf_client::{Client, ClientConfig, ClusterStatus};
 
 use crate::model::{
     Batch, CollectionSpec, CollectionStats, Hit, NewToken, NodeKey, Object, ObjectVersions,
-    Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
+    PluginInfo, Receipt, Role, SearchOptions, Step, TokenInfo, TraverseOptions,
 };
+use crate::plugins::Grants;
 use crate::store::Digest;
 use crate::Database;
 
@@ -47,6 +48,15 @@ pub trait Backend: Sync {
     fn token_create(&self, name: &str, role: Role) -> Result<NewToken>;
     fn token_list(&self) -> Result<Vec<TokenInfo>>;
     fn token_revoke(&self, id: &str) -> Result<bool>;
+    /// A new version of plugin `name`; `grants`: `write`, `clock`, `random`.
+    fn plugin_upload(&self, name: &str, wasm: Vec<u8>, grants: &[String]) -> Result<PluginInfo>;
+    fn plugins(&self) -> Result<Vec<PluginInfo>>;
+    fn plugin(&self, name: &str) -> Result<PluginInfo>;
+    /// Calls query plugin `name`; its output bytes.
+    fn plugin_call(&self, name: &str, input: Vec<u8>) -> Result<Vec<u8>>;
+    fn plugin_enable(&self, name: &str, enabled: bool) -> Result<PluginInfo>;
+    fn plugin_rollback(&self, name: &str, version: u32) -> Result<PluginInfo>;
+    fn plugin_delete(&self, name: &str) -> Result<()>;
     /// Closes cleanly (a local database checkpoints its indexes).
     fn close(self: Box<Self>) -> Result<()>;
 }
@@ -128,6 +138,39 @@ impl Backend for Database {
     }
     fn token_revoke(&self, id: &str) -> Result<bool> {
         Ok(self.tokens().revoke(id)?)
+    }
+    fn plugin_upload(&self, name: &str, wasm: Vec<u8>, grants: &[String]) -> Result<PluginInfo> {
+        let grants =
+            Grants::parse(grants.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+        Ok(PluginInfo::from(&Database::plugin_upload(
+            self, name, wasm, grants,
+        )?))
+    }
+    fn plugins(&self) -> Result<Vec<PluginInfo>> {
+        Ok(Database::plugins(self)
+            .iter()
+            .map(PluginInfo::from)
+            .collect())
+    }
+    fn plugin(&self, name: &str) -> Result<PluginInfo> {
+        Ok(PluginInfo::from(&Database::plugin(self, name)?))
+    }
+    fn plugin_call(&self, name: &str, input: Vec<u8>) -> Result<Vec<u8>> {
+        // No deadline of its own: `plugins.call_timeout_ms` bounds the call.
+        Ok(Database::plugin_call(self, name, &input, None)?)
+    }
+    fn plugin_enable(&self, name: &str, enabled: bool) -> Result<PluginInfo> {
+        Ok(PluginInfo::from(&Database::plugin_enable(
+            self, name, enabled,
+        )?))
+    }
+    fn plugin_rollback(&self, name: &str, version: u32) -> Result<PluginInfo> {
+        Ok(PluginInfo::from(&Database::plugin_rollback(
+            self, name, version,
+        )?))
+    }
+    fn plugin_delete(&self, name: &str) -> Result<()> {
+        Ok(Database::plugin_delete(self, name)?)
     }
     fn close(self: Box<Self>) -> Result<()> {
         Ok(Database::close(*self)?)
@@ -285,6 +328,32 @@ impl Backend for Remote {
     }
     fn token_revoke(&self, id: &str) -> Result<bool> {
         Ok(self.rt.block_on(self.client.token_revoke(id))?)
+    }
+    fn plugin_upload(&self, name: &str, wasm: Vec<u8>, grants: &[String]) -> Result<PluginInfo> {
+        let grants: Vec<&str> = grants.iter().map(String::as_str).collect();
+        Ok(self
+            .rt
+            .block_on(self.client.plugin_upload(name, wasm, &grants))?)
+    }
+    fn plugins(&self) -> Result<Vec<PluginInfo>> {
+        Ok(self.rt.block_on(self.client.plugins())?)
+    }
+    fn plugin(&self, name: &str) -> Result<PluginInfo> {
+        Ok(self.rt.block_on(self.client.plugin(name))?)
+    }
+    fn plugin_call(&self, name: &str, input: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(self.rt.block_on(self.client.plugin_call(name, input))?)
+    }
+    fn plugin_enable(&self, name: &str, enabled: bool) -> Result<PluginInfo> {
+        Ok(self.rt.block_on(self.client.plugin_enable(name, enabled))?)
+    }
+    fn plugin_rollback(&self, name: &str, version: u32) -> Result<PluginInfo> {
+        Ok(self
+            .rt
+            .block_on(self.client.plugin_rollback(name, version))?)
+    }
+    fn plugin_delete(&self, name: &str) -> Result<()> {
+        Ok(self.rt.block_on(self.client.plugin_delete(name))?)
     }
     fn close(self: Box<Self>) -> Result<()> {
         self.rt.block_on(self.client.close());

@@ -5,6 +5,7 @@ mod bench_remote;
 mod certs;
 mod demo;
 pub mod import;
+mod plugins;
 mod serve;
 pub mod vectors;
 
@@ -163,6 +164,9 @@ pub enum Command {
     /// Create, list or revoke API tokens (on a node with --remote, or in --data).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Upload, list, call and manage plugins (docs/plugins.md).
+    #[command(subcommand)]
+    Plugin(plugins::PluginCmd),
     /// Load test: concurrent clients searching, reading and writing against nodes.
     BenchRemote(bench_remote::BenchArgs),
     /// Cluster CA and node certificates for mutual TLS between nodes.
@@ -575,6 +579,7 @@ fn commands(db: &dyn Backend, out: &Out, command: Command) -> Result<()> {
             }
             out.print(&json!({"revoked": id}), || format!("revoked token `{id}`"));
         }
+        Command::Plugin(cmd) => plugins::run(db, out, cmd)?,
         Command::Demo
         | Command::Serve(_)
         | Command::Openapi

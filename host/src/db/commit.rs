@@ -721,9 +721,14 @@ mod tests {
     }
 
     fn committer_with(dir: &std::path::Path, config: DatabaseConfig) -> Result<Committer> {
+        let store = Arc::new(Store::open(dir)?);
+        let runtime = Runtime::new(DEFAULT_ENGINE, config.engine.clone(), None)?;
         let inner = Arc::new(Inner {
-            store: Arc::new(Store::open(dir)?),
-            runtime: Runtime::new(DEFAULT_ENGINE, config.engine.clone(), None)?,
+            plugins: crate::plugins::Registry::load(store.clone(), config.plugins.clone(), None)?,
+            store,
+            runtime: RwLock::new((Arc::new(runtime), [0; 32])),
+            cache_dir: dir.join("engine-cache"),
+            builtin_engine: Arc::from(DEFAULT_ENGINE),
             config,
             collections: RwLock::new(HashMap::new()),
             commit_gate: Mutex::new(()),

@@ -258,9 +258,11 @@ impl Database {
                     "this is an engine component: upload it as the plugin named `{ENGINE_PLUGIN}`"
                 )))
             }
-            (false, true) => return Err(Error::invalid(format!(
+            (false, true) => {
+                return Err(Error::invalid(format!(
                 "the plugin named `{ENGINE_PLUGIN}` must be an engine component; this is a {world}"
-            ))),
+            )))
+            }
         }
         if world == World::Resolver && grants != Grants::default() {
             return Err(Error::invalid(

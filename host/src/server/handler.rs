@@ -9,7 +9,8 @@ use edge_config::NodeLimits;
 use vektagraf_proto::{ErrorCode, ErrorReply, Op, Reply};
 
 use crate::error::Error;
-use crate::model::{Receipt, Role};
+use crate::model::{PluginInfo, Receipt, Role};
+use crate::plugins::{Grants, PluginError, World};
 use crate::replication::driver::Status;
 use crate::Database;
 
@@ -88,6 +89,8 @@ pub struct Context<'a> {
     pub ready: bool,
     /// The replicator's state, when the node replicates.
     pub replication: Option<&'a Mutex<Status>>,
+    /// The caller's role, from its token (`None`: an operation that needs no token).
+    pub role: Option<Role>,
 }
 
 /// Runs one authorised operation.
@@ -246,6 +249,13 @@ pub fn handle(cx: &Context<'_>, op: Op, deadline: Instant) -> Result<Reply, Erro
         Op::TokenRevoke { id } => Reply::Revoked {
             revoked: db.tokens().revoke(&id).map_err(reply_error)?,
         },
+        op @ (Op::PluginUpload { .. }
+        | Op::PluginList {}
+        | Op::PluginShow { .. }
+        | Op::PluginCall { .. }
+        | Op::PluginEnable { .. }
+        | Op::PluginRollback { .. }
+        | Op::PluginDelete { .. }) => return plugin_op(db, cx.role, op, deadline),
         other => {
             return Err(ErrorReply::new(
                 ErrorCode::BadRequest,
@@ -267,9 +277,136 @@ pub fn cluster_status_json(replication: Option<&Mutex<Status>>) -> String {
 
 /// What an operation does, in the words of a refusal ("may not ...").
 pub fn describe(op: &Op) -> &'static str {
-    match op.required_role() {
-        Some(Role::Admin) => "manage tokens",
-        Some(Role::Write) => "write",
-        _ => "read",
+    match op {
+        Op::TokenCreate { .. } | Op::TokenList {} | Op::TokenRevoke { .. } => "manage tokens",
+        Op::PluginUpload { .. }
+        | Op::PluginEnable { .. }
+        | Op::PluginRollback { .. }
+        | Op::PluginDelete { .. } => "manage plugins",
+        _ => match op.required_role() {
+            Some(Role::Admin) => "administer",
+            Some(Role::Write) => "write",
+            _ => "read",
+        },
     }
+}
+
+/// Runs one plugin operation (ops 19 to 25) for a caller of `role`, whose token was already
+/// checked against the operation's [`Op::required_role`]. The QUIC handler and the HTTP
+/// routes (`qdrant/plugins.rs`) both call this, so they answer alike.
+pub fn plugin_op(
+    db: &Database,
+    role: Option<Role>,
+    op: Op,
+    deadline: Instant,
+) -> Result<Reply, ErrorReply> {
+    let info = |r: &crate::plugins::PluginRecord| Reply::Plugin {
+        plugin: PluginInfo::from(r),
+    };
+    let r = match op {
+        Op::PluginUpload { name, wasm, grants } => {
+            let grants = Grants::parse(grants.iter().map(String::as_str))
+                .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, e))?;
+            info(
+                &db.plugin_upload(&name, wasm, grants)
+                    .map_err(plugin_error)?,
+            )
+        }
+        Op::PluginList {} => Reply::Plugins {
+            plugins: db.plugins().iter().map(PluginInfo::from).collect(),
+        },
+        Op::PluginShow { name } => info(&db.plugin(&name).map_err(plugin_error)?),
+        Op::PluginCall { name, input } => {
+            let record = db.plugin(&name).map_err(plugin_error)?;
+            let version = record.active_version();
+            if version.is_some_and(|v| v.grants.write) && role.is_none_or(|r| r < Role::Write) {
+                let has = role.map_or("none".to_owned(), |r| r.to_string());
+                return Err(ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the token's role `{has}` may not call plugin `{name}`: it has the `write` grant, so calling it needs `write`"
+                    ),
+                ));
+            }
+            if !record.enabled {
+                let why = record
+                    .note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!("plugin `{name}` is disabled{why}; an admin can enable it again (`vektagraf plugin enable {name}`)"),
+                ));
+            }
+            if let Some(v) = version.filter(|v| v.world != World::Plugin) {
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "plugin `{name}` is a {} component: only `plugin` components are called directly",
+                        v.world
+                    ),
+                ));
+            }
+            Reply::Output {
+                output: db
+                    .plugin_call(&name, &input, Some(deadline))
+                    .map_err(plugin_call_error)?,
+            }
+        }
+        Op::PluginEnable { name, enabled } => {
+            info(&db.plugin_enable(&name, enabled).map_err(plugin_error)?)
+        }
+        Op::PluginRollback { name, version } => {
+            info(&db.plugin_rollback(&name, version).map_err(plugin_error)?)
+        }
+        Op::PluginDelete { name } => {
+            db.plugin_delete(&name).map_err(plugin_error)?;
+            Reply::Done {}
+        }
+        other => {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("operation `{}` is not a plugin operation", other.name()),
+            ))
+        }
+    };
+    Ok(r)
+}
+
+/// Maps a database error of a plugin operation: an unknown plugin is `NotFound`, a component
+/// over `plugins.max_component_mib` is `TooLarge`, the rest as [`reply_error`].
+pub fn plugin_error(e: Error) -> ErrorReply {
+    match &e {
+        Error::Invalid(m) if m.starts_with("there is no plugin") => {
+            ErrorReply::new(ErrorCode::NotFound, m.clone())
+        }
+        Error::Invalid(m) if m.contains("max_component_mib") => {
+            ErrorReply::new(ErrorCode::TooLarge, m.clone())
+        }
+        _ => reply_error(e),
+    }
+}
+
+/// Maps a failed plugin call: every fault of the plugin (deadline, fuel, memory, stack, trap)
+/// and an error it answered with are `PluginFailed`; what kept the node from running it is
+/// `NotFound` (no such plugin), `BadRequest` (disabled, not callable), `Unavailable` (the
+/// database is closing) or `Internal`.
+pub fn plugin_call_error(e: PluginError) -> ErrorReply {
+    let code = match &e {
+        PluginError::Rejected(_) => ErrorCode::BadRequest,
+        PluginError::Host { reason, .. } => {
+            if reason.starts_with("there is no plugin") {
+                ErrorCode::NotFound
+            } else if reason.contains(" is disabled") || reason.contains(" component, not a ") {
+                ErrorCode::BadRequest
+            } else if *reason == Error::Closed.to_string() {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::Internal
+            }
+        }
+        _ => ErrorCode::PluginFailed,
+    };
+    ErrorReply::new(code, e.to_string())
 }

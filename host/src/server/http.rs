@@ -140,6 +140,7 @@ mod tests {
             idempotency: &shared.idempotency,
             ready: true,
             replication: shared.replication.as_deref(),
+            role: Some(crate::model::Role::Admin),
         };
         handle(
             &cx,

@@ -3,6 +3,9 @@
 //! `vektagraf_vector_search_duration_seconds`) plus errors by kind, per-collection sizes,
 //! storage bytes and engine failures. Database figures are read at scrape time.
 //!
+//! Plugins: calls, errors by kind and call durations, by plugin (`vektagraf_plugin_*`, kept by
+//! the database: [`Database::plugin_metrics`]).
+//!
 //! Replication: conflicts by policy, remote writes discarded and the operation log's size are
 //! database figures (shown on every node); per-peer connection, lag and traffic, rejected
 //! clocks and refused peers come from the replicator's [`Status`] and are shown only when the
@@ -393,6 +396,11 @@ impl Metrics {
         if replication.is_some() {
             let _ = encode_registry(&mut out, &self.replication.registry);
         }
+        // The database keeps the plugin call figures (calls run embedded too); its families
+        // carry their full names, so they go in a registry without our prefix.
+        let mut plugins = Registry::default();
+        db.plugin_metrics().register(&mut plugins);
+        let _ = encode_registry(&mut out, &plugins);
         let _ = encode_eof(&mut out);
         out
     }
@@ -457,6 +465,16 @@ mod tests {
         );
         assert!(
             !text.contains("vektagraf_replication_rejected_clocks"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        // Plugin figures come from the database, once there are any.
+        db.plugin_metrics()
+            .call("echo", std::time::Duration::from_millis(1));
+        let text = m.render(&db, None);
+        assert_eq!(
+            sample(&text, "vektagraf_plugin_calls_total{plugin=\"echo\"}"),
+            Some(1.0),
             "{text}"
         );
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");

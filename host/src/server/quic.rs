@@ -237,13 +237,16 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, shared: Arc<Shared
 
 /// Authorises and runs a decoded request within its deadline.
 async fn run(shared: &Arc<Shared>, request: Request, started: Instant) -> Response {
-    if let Some(needs) = request.op.required_role() {
-        shared
-            .db
-            .tokens()
-            .authorize(&request.token, needs, describe(&request.op))
-            .map_err(auth_error)?;
-    }
+    let role = match request.op.required_role() {
+        Some(needs) => Some(
+            shared
+                .db
+                .tokens()
+                .authorize(&request.token, needs, describe(&request.op))
+                .map_err(auth_error)?,
+        ),
+        None => None,
+    };
     let limits = &shared.limits;
     let timeout = match request.timeout_ms {
         0 => limits.default_timeout,
@@ -260,6 +263,7 @@ async fn run(shared: &Arc<Shared>, request: Request, started: Instant) -> Respon
                 idempotency: &shared.idempotency,
                 ready: shared.is_ready(),
                 replication: shared.replication.as_deref(),
+                role,
             };
             handle(&cx, op, deadline)
         })

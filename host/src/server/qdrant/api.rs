@@ -59,9 +59,10 @@ impl ApiError {
     }
 
     /// The label counted in `vektagraf_request_errors_total{kind}`.
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNPROCESSABLE_ENTITY => "plugin_failed",
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
@@ -219,6 +220,8 @@ pub(crate) struct Api {
 /// What the work of one request sees on the blocking pool.
 pub struct Cx<'a> {
     pub db: &'a Database,
+    /// The caller's role (its token passed the endpoint's check).
+    pub role: Role,
     pub reads: Bounded<'a>,
     pub deadline: Instant,
     pub max_rows: usize,
@@ -234,8 +237,8 @@ impl Api {
         }
     }
 
-    /// Checks the caller's token against the role an endpoint needs.
-    pub fn authorize(&self, headers: &HeaderMap, needs: Role) -> Result<(), ApiError> {
+    /// Checks the caller's token against the role an endpoint needs; the token's role.
+    pub fn authorize(&self, headers: &HeaderMap, needs: Role) -> Result<Role, ApiError> {
         let token = token(headers);
         let what = match needs {
             Role::Admin => "administer",
@@ -246,7 +249,6 @@ impl Api {
             .db
             .tokens()
             .authorize(token.unwrap_or(""), needs, what)
-            .map(|_| ())
             .map_err(ApiError::from)
     }
 
@@ -259,13 +261,26 @@ impl Api {
         needs: Role,
         work: impl FnOnce(&Cx<'_>) -> Result<Value, ApiError> + Send + 'static,
     ) -> Response {
+        self.run_with(operation, headers, needs, work, ok).await
+    }
+
+    /// [`Api::run`] with an answer of another shape than the envelope: `respond` makes the
+    /// response of what the work returned (errors are answered as always).
+    pub async fn run_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        operation: &'static str,
+        headers: &HeaderMap,
+        needs: Role,
+        work: impl FnOnce(&Cx<'_>) -> Result<T, ApiError> + Send + 'static,
+        respond: impl FnOnce(T, Instant) -> Response,
+    ) -> Response {
         let started = Instant::now();
         let result = self.run_inner(headers, needs, work).await;
         let metrics = &self.shared.metrics;
         match result {
             Ok(v) => {
                 metrics.observe(operation, started.elapsed(), None);
-                ok(v, started)
+                respond(v, started)
             }
             Err(e) => {
                 metrics.observe(operation, started.elapsed(), Some(e.kind()));
@@ -274,13 +289,13 @@ impl Api {
         }
     }
 
-    async fn run_inner(
+    async fn run_inner<T: Send + 'static>(
         self: &Arc<Self>,
         headers: &HeaderMap,
         needs: Role,
-        work: impl FnOnce(&Cx<'_>) -> Result<Value, ApiError> + Send + 'static,
-    ) -> Result<Value, ApiError> {
-        self.authorize(headers, needs)?;
+        work: impl FnOnce(&Cx<'_>) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let role = self.authorize(headers, needs)?;
         // Held by the work itself: a client that goes away does not free it early.
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
@@ -298,6 +313,7 @@ impl Api {
             let db: &Database = &api.shared.db;
             let cx = Cx {
                 db,
+                role,
                 reads: db.until(Some(deadline)),
                 deadline,
                 max_rows: usize::try_from(api.shared.limits.max_query_rows).unwrap_or(usize::MAX),

@@ -8,6 +8,8 @@
 //! - `points.rs`: points as Qdrant sees them (vectors, payload selectors, records).
 //! - `collections.rs`, `writes.rs`, `reads.rs`, `search.rs`: the endpoints.
 //! - `graph.rs`: our extensions (edges, traversal, hybrid, stats, versions and resolve).
+//! - `plugins.rs`: plugin upload, list, show, call, enable/disable, rollback, delete
+//!   (the protocol's plugin operations, run by the same code).
 //! - `openapi.rs`: the OpenAPI document of all of it (`docs/openapi.json`).
 
 mod api;
@@ -16,6 +18,7 @@ mod filter;
 mod graph;
 mod ids;
 pub mod openapi;
+mod plugins;
 mod points;
 mod reads;
 mod search;
@@ -99,6 +102,20 @@ fn routes(api: Arc<Api>) -> Router {
             post(graph::resolve),
         )
         .route("/collections/{name}/stats", get(graph::stats))
+        .route("/plugins", get(plugins::list))
+        .route(
+            "/plugins/{name}",
+            get(plugins::show)
+                .post(plugins::upload)
+                .delete(plugins::delete),
+        )
+        .route("/plugins/{name}/call", post(plugins::call))
+        .route("/plugins/{name}/enable", post(plugins::enable))
+        .route("/plugins/{name}/disable", post(plugins::disable))
+        .route(
+            "/plugins/{name}/rollback/{version}",
+            post(plugins::rollback),
+        )
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(api)

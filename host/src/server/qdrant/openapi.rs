@@ -4,13 +4,13 @@
 
 use utoipa::OpenApi;
 
-use super::{collections, graph, reads, search, writes};
+use super::{collections, graph, plugins, reads, search, writes};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Vektagraf Edge HTTP API",
-        description = "Qdrant's REST dialect (1.x subset, see docs/http-api.md) plus Vektagraf's graph operations. Authenticate with the `api-key` header or `Authorization: Bearer <token>` (a node token, `vektagraf token create`). Every answer is `{\"result\": .., \"status\": \"ok\", \"time\": seconds}`; errors are `{\"status\": {\"error\": \"..\"}, \"time\": ..}` with Qdrant's status codes."
+        description = "Qdrant's REST dialect (1.x subset, see docs/http-api.md) plus Vektagraf's graph operations and plugins. Authenticate with the `api-key` header or `Authorization: Bearer <token>` (a node token, `vektagraf token create`). Every answer is `{\"result\": .., \"status\": \"ok\", \"time\": seconds}` (except a plugin call's: the plugin's output bytes); errors are `{\"status\": {\"error\": \"..\"}, \"time\": ..}` with Qdrant's status codes."
     ),
     paths(
         collections::root, collections::list, collections::exists, collections::create,
@@ -21,10 +21,12 @@ use super::{collections, graph, reads, search, writes};
         search::query, search::query_batch, search::search, search::search_batch,
         graph::edges, graph::traverse, graph::hybrid, graph::stats, graph::versions,
         graph::resolve,
+        plugins::upload, plugins::list, plugins::show, plugins::call, plugins::enable,
+        plugins::disable, plugins::rollback, plugins::delete,
     ),
     tags(
         (name = "qdrant", description = "Qdrant-compatible endpoints"),
-        (name = "vektagraf", description = "Vektagraf's graph extensions"),
+        (name = "vektagraf", description = "Vektagraf's extensions: the graph, and plugins (docs/plugins.md)"),
     )
 )]
 pub struct ApiDoc;
