@@ -114,7 +114,7 @@ fn try_submit<T>(
 /// writes through its committer. Holding one keeps the committer running, so it lives no
 /// longer than the call it serves.
 #[derive(Clone)]
-pub(crate) struct DbHandle {
+pub struct DbHandle {
     inner: Arc<Inner>,
     jobs: SyncSender<Job>,
 }
@@ -314,7 +314,7 @@ impl Database {
 
     /// A handle for work that must own its access to the database (a plugin call's wasmtime
     /// store): reads, and writes through the committer. `None` once closed.
-    pub(crate) fn handle(&self) -> Option<DbHandle> {
+    pub fn handle(&self) -> Option<DbHandle> {
         Some(DbHandle {
             inner: self.inner.clone(),
             jobs: self.jobs.clone()?,
