@@ -84,7 +84,11 @@ fn main() -> Result<()> {
     db.plugin_upload("knn", bytes("knn")?, Grants::default())?;
     let q = |i: usize| &sample.queries[i * DIM..(i + 1) * DIM];
     let inputs: Vec<Vec<u8>> = (0..queries)
-        .map(|i| json!({"collection": "pkgs", "vector": q(i), "k": K}).to_string().into_bytes())
+        .map(|i| {
+            json!({"collection": "pkgs", "vector": q(i), "k": K})
+                .to_string()
+                .into_bytes()
+        })
         .collect();
 
     eprintln!("1. empty calls...");
@@ -142,7 +146,8 @@ fn main() -> Result<()> {
             .into_iter()
             .map(|h| h.id)
             .collect();
-        let out: serde_json::Value = serde_json::from_slice(&db.plugin_call("knn", &inputs[i], None)?)?;
+        let out: serde_json::Value =
+            serde_json::from_slice(&db.plugin_call("knn", &inputs[i], None)?)?;
         let via: Vec<String> = out
             .as_array()
             .context("knn answers a list")?
@@ -212,7 +217,10 @@ fn upload_to_ready(uploads: usize) -> Result<Vec<f64>> {
                         Err(vektagraf::plugins::PluginError::Failed { .. }) | Ok(_)
                     )
                 });
-                anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{name} never became ready");
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{name} never became ready"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             times.push(started.elapsed().as_secs_f64() * 1e3);

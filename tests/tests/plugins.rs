@@ -293,13 +293,101 @@ fn bad_uploads_are_refused_with_a_reason_and_store_nothing() -> Result<()> {
     let name = refused("Bad Name", bytes("echo")?, Grants::default());
     assert!(name.contains("plugin name"), "{name}");
     assert!(db.plugins().is_empty());
-    // The engine component is a component too, but not one to call.
+    // An engine is uploaded under the name `engine`, and only an engine is.
     let engine = refused(
-        "engine",
+        "other",
         vektagraf::runtime::DEFAULT_ENGINE.to_vec(),
         Grants::default(),
     );
-    assert!(engine.contains("engine"), "{engine}");
+    assert!(engine.contains("engine component"), "{engine}");
+    let not_engine = refused("engine", bytes("echo")?, Grants::default());
+    assert!(
+        not_engine.contains("must be an engine component"),
+        "{not_engine}"
+    );
+    assert!(db.plugins().is_empty());
+    Ok(())
+}
+
+/// The built-in engine with a custom section appended: the same code under another hash, so
+/// the database treats it as a new engine.
+fn engine_variant(tag: &str) -> Vec<u8> {
+    let mut wasm = vektagraf::runtime::DEFAULT_ENGINE.to_vec();
+    let name = b"vektagraf-test";
+    let payload = tag.as_bytes();
+    let body = 1 + name.len() + payload.len();
+    assert!(body < 128, "one-byte LEB128 lengths");
+    wasm.push(0); // a custom section
+    wasm.push(body as u8);
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(payload);
+    wasm
+}
+
+#[test]
+fn an_engine_upgrade_and_rollback_under_queries_lose_no_request_and_change_no_answer() -> Result<()>
+{
+    let (_dir, db) = vektagraf_tests::temp_db(config(5))?;
+    seed(&db)?;
+    let builtin = db.engine_sha256();
+    let answer = |i: usize| -> Result<Vec<String>> {
+        Ok(db
+            .search("pkgs", &vector(i), &SearchOptions::k(10))?
+            .into_iter()
+            .map(|h| h.id)
+            .collect())
+    };
+    let expected: Vec<Vec<String>> = (0..20).map(answer).collect::<Result<_>>()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (queries, engines) = std::thread::scope(|s| -> Result<(u64, Vec<String>)> {
+        let reader = s.spawn(|| -> Result<u64> {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = (n % 20) as usize;
+                let mut got = answer(i).with_context(|| format!("query {n} failed"))?;
+                // The one write of the test may enter an answer; the rest stays in order.
+                got.retain(|id| id != "late");
+                anyhow::ensure!(
+                    expected[i].starts_with(&got) && got.len() >= 9,
+                    "query {n} changed: {got:?}"
+                );
+                n += 1;
+            }
+            Ok(n)
+        });
+        let mut engines = Vec::new();
+        let v1 = db.plugin_upload("engine", engine_variant("one"), Grants::default())?;
+        engines.push(db.engine_sha256());
+        db.plugin_upload("engine", engine_variant("two"), Grants::default())?;
+        engines.push(db.engine_sha256());
+        db.plugin_rollback("engine", v1.active)?;
+        engines.push(db.engine_sha256());
+        // A write between switches reaches the running engine.
+        let mut b = Batch::new();
+        b.upsert("pkgs", "late", json!({}), Some(vector(100)));
+        db.write(b)?;
+        db.plugin_delete("engine")?;
+        engines.push(db.engine_sha256());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let n = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader panicked"))??;
+        Ok((n, engines))
+    })?;
+    eprintln!("{queries} queries across four engine switches");
+    assert!(queries > 0);
+    let v1 = &engines[0];
+    assert_ne!(v1, &builtin);
+    assert_ne!(&engines[1], v1);
+    assert_eq!(&engines[2], v1, "rolled back to the first upload");
+    assert_eq!(
+        engines[3], builtin,
+        "deleting the engine plugin goes back to the built-in one"
+    );
+    assert_eq!(db.get("pkgs", "late")?.map(|o| o.id), Some("late".into()));
+    let near = db.search("pkgs", &vector(100), &SearchOptions::k(5))?;
+    assert!(near.iter().any(|h| h.id == "late"), "{near:?}");
     Ok(())
 }
 

@@ -303,7 +303,7 @@ impl Database {
         let plugins = crate::plugins::Registry::load(
             store.clone(),
             config.plugins.clone(),
-            Some(&dir.join(CACHE_DIR)),
+            Some(&dir.join(crate::plugins::sandbox::CACHE_DIR)),
         )?;
         let inner = Arc::new(Inner {
             store,

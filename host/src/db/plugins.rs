@@ -249,7 +249,7 @@ impl Database {
     pub fn plugin_upload(&self, name: &str, wasm: Vec<u8>, grants: Grants) -> Result<PluginRecord> {
         check_plugin_name(name)?;
         let compiled = self.inner.plugins.compile(&wasm)?;
-        let world = compiled.world();
+        let world = compiled.world;
         match (world == World::Engine, name == ENGINE_PLUGIN) {
             (true, true) => super::engine::check_upload(&self.inner, &wasm)?,
             (false, false) => {}
@@ -274,7 +274,7 @@ impl Database {
                 PluginChange::Upload {
                     name: name.to_owned(),
                     wasm,
-                    hash: compiled.hash(),
+                    hash: compiled.hash,
                     world,
                     grants,
                 },

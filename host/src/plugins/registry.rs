@@ -87,7 +87,7 @@ impl Registry {
             .sandbox
             .compile(wasm)
             .map_err(|e| Error::invalid(format!("the component was refused: {e}")))?;
-        lock(&self.compiled).insert(c.hash(), c.clone());
+        lock(&self.compiled).insert(c.hash, c.clone());
         Ok(c)
     }
 

@@ -1,19 +1,21 @@
-//! The compiled engine component, cached in the data directory so that an open deserializes
-//! wasmtime's artifact (milliseconds) instead of compiling the component with Cranelift
-//! (seconds).
+//! Compiled components cached in the data directory so that an open deserializes wasmtime's
+//! artifact (milliseconds) instead of compiling the component with Cranelift (seconds): the
+//! engine component, and the plugin sandbox's components (`plugins::sandbox`), each in its own
+//! directory.
 //!
-//! One file per key, `DIR/engine-cache/<key>.cwasm`, where the key is the SHA-256 of the
-//! component's bytes, this crate's version and wasmtime's
+//! One file per key, `DIR/<key>.cwasm`, where the key is the SHA-256 of the component's bytes,
+//! this crate's version and wasmtime's
 //! [`precompile_compatibility_hash`](wasmtime::Engine::precompile_compatibility_hash) of the
 //! engine (target, compiler and CPU flags, tunables, wasm features, wasmtime's own version).
 //! The file is a 48-byte header — `b"VKGCWASM"`, the SHA-256 of the artifact, its length as a
 //! little-endian `u64` — followed by the artifact ([`Component::serialize`]). It is written to a
 //! temporary name, synced and renamed, so a crash never leaves a partial file under the final
-//! name; writing it removes the files of other keys (an upgraded build does not accumulate
-//! artifacts). Before a file is deserialized its length and checksum are checked against the
-//! header; anything wrong (damaged, truncated, refused by wasmtime) means compile and overwrite.
-//! A cache directory that cannot be created or written costs the compilation and one warning,
-//! never the open.
+//! name. In the engine's directory writing a file removes the files of other keys (an upgraded
+//! build does not accumulate artifacts); the plugin directory holds one file per component and
+//! [`retain`] removes those of components no longer used. Before a file is deserialized its
+//! length and checksum are checked against the header; anything wrong (damaged, truncated,
+//! refused by wasmtime) means compile and overwrite. A cache directory that cannot be created
+//! or written costs the compilation and one warning, never the open.
 
 use std::fs::{self, File};
 use std::hash::Hasher;
@@ -34,6 +36,24 @@ const MAGIC: &[u8; 8] = b"VKGCWASM";
 const HEADER: usize = 8 + 32 + 8;
 const EXT: &str = ".cwasm";
 
+/// What a cache directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holds {
+    /// The engine component: one file; writing it removes the files of other keys.
+    Engine,
+    /// Plugin components: one file per component; [`retain`] removes unused ones.
+    Plugins,
+}
+
+impl Holds {
+    fn what(self) -> &'static str {
+        match self {
+            Holds::Engine => "engine component",
+            Holds::Plugins => "plugin component",
+        }
+    }
+}
+
 /// How the engine component was made ready when the runtime was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineLoad {
@@ -50,20 +70,23 @@ pub struct EngineLoad {
     pub elapsed: Duration,
 }
 
-/// Compiles `wasm`, or deserializes it from a verified file in `dir` (`None`: no cache).
+/// Compiles `wasm`, or deserializes it from a verified file in `dir` (`None`: no cache). The
+/// only error is a component that does not compile.
 pub(crate) fn component(
     engine: &Engine,
     wasm: &[u8],
     dir: Option<&Path>,
+    holds: Holds,
 ) -> Result<(Component, EngineLoad)> {
     let start = Instant::now();
     let mut load = EngineLoad::default();
+    let what = holds.what();
     let Some(dir) = dir else {
-        let component = compile(engine, wasm)?;
+        let component = compile(engine, wasm, what)?;
         load.elapsed = start.elapsed();
         return Ok((component, load));
     };
-    let key = key(engine, wasm);
+    let key = key(engine, &Sha256::digest(wasm).into());
     let path = dir.join(format!("{key}{EXT}"));
     match read_verified(&path) {
         Ok(None) => {}
@@ -90,9 +113,11 @@ pub(crate) fn component(
             match deserialized {
                 Ok(component) => {
                     load.cached = true;
-                    remove_other_keys(dir, &key);
+                    if holds == Holds::Engine {
+                        remove_other_keys(dir, &[key.as_str()]);
+                    }
                     load.elapsed = start.elapsed();
-                    tracing::info!(path = %path.display(), ms = load.elapsed.as_millis() as u64, "engine component loaded from the cache");
+                    tracing::info!(path = %path.display(), ms = load.elapsed.as_millis() as u64, "{what} loaded from the cache");
                     return Ok((component, load));
                 }
                 Err(e) => load.rejected = Some(format!("wasmtime refused it: {e:#}")),
@@ -100,12 +125,13 @@ pub(crate) fn component(
         }
         Err(reason) => load.rejected = Some(reason),
     }
-    let component = compile(engine, wasm)?;
+    let component = compile(engine, wasm, what)?;
     if let Err(e) = component
         .serialize()
         .map_err(|e| format!("serializing the compiled component: {e:#}"))
         .and_then(|artifact| {
-            store(dir, &key, &artifact).map_err(|e| format!("writing {}: {e}", dir.display()))
+            store(dir, &key, &artifact, holds)
+                .map_err(|e| format!("writing {}: {e}", dir.display()))
         })
     {
         load.unavailable = Some(e);
@@ -118,21 +144,28 @@ pub(crate) fn component(
         (None, None) => tracing::info!(
             path = %path.display(),
             ms = load.elapsed.as_millis() as u64,
-            "engine component compiled and cached"
+            "{what} compiled and cached"
         ),
         (rejected, unavailable) => tracing::warn!(
             path = %path.display(),
             rejected = rejected.as_deref().unwrap_or("-"),
             unavailable = unavailable.as_deref().unwrap_or("-"),
-            "engine cache not used: the engine component was compiled (slower open); a rejected file is overwritten, an unwritable cache only costs time"
+            "cache not used: the {what} was compiled (slower open); a rejected file is overwritten, an unwritable cache only costs time"
         ),
     }
     Ok((component, load))
 }
 
-fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
-    Component::new(engine, wasm)
-        .map_err(|e| Error::Engine(format!("compiling the engine component: {e}")))
+fn compile(engine: &Engine, wasm: &[u8], what: &str) -> Result<Component> {
+    Component::new(engine, wasm).map_err(|e| Error::Engine(format!("compiling the {what}: {e}")))
+}
+
+/// Removes the files of `dir` (a [`Holds::Plugins`] directory) that are not those of the
+/// components whose SHA-256 is in `live`; returns how many it removed. Failures are ignored.
+pub(crate) fn retain(engine: &Engine, dir: &Path, live: &[[u8; 32]]) -> usize {
+    let keys: Vec<String> = live.iter().map(|h| key(engine, h)).collect();
+    let keep: Vec<&str> = keys.iter().map(String::as_str).collect();
+    remove_other_keys(dir, &keep)
 }
 
 /// Feeds a [`std::hash::Hash`] into SHA-256 (`finish` is not used).
@@ -148,14 +181,15 @@ impl Hasher for Sha256Hasher {
     }
 }
 
-/// The cache key: hex SHA-256 of everything an artifact depends on.
-fn key(engine: &Engine, wasm: &[u8]) -> String {
+/// The cache key: hex SHA-256 of everything an artifact depends on (`wasm`: the SHA-256 of the
+/// component's bytes).
+fn key(engine: &Engine, wasm: &[u8; 32]) -> String {
     use std::hash::Hash;
     let mut h = Sha256Hasher(Sha256::new());
     h.write(b"vektagraf engine cache 1\0");
     h.write(env!("CARGO_PKG_VERSION").as_bytes());
     h.write(&[0]);
-    h.write(&Sha256::digest(wasm));
+    h.write(wasm);
     engine.precompile_compatibility_hash().hash(&mut h);
     hex(&h.0.finalize())
 }
@@ -201,8 +235,9 @@ fn read_verified(path: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-/// Writes `artifact` as `dir/<key>.cwasm` atomically and removes other keys' files.
-fn store(dir: &Path, key: &str, artifact: &[u8]) -> io::Result<()> {
+/// Writes `artifact` as `dir/<key>.cwasm` atomically; in the engine's directory it removes
+/// other keys' files.
+fn store(dir: &Path, key: &str, artifact: &[u8], holds: Holds) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let path = dir.join(format!("{key}{EXT}"));
     let tmp = dir.join(format!("{key}{EXT}.tmp{}", std::process::id()));
@@ -224,29 +259,37 @@ fn store(dir: &Path, key: &str, artifact: &[u8]) -> io::Result<()> {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    remove_other_keys(dir, key);
+    if holds == Holds::Engine {
+        remove_other_keys(dir, &[key]);
+    }
     Ok(())
 }
 
-/// Removes cache files (and leftover temporary files) of other keys; failures are ignored.
-fn remove_other_keys(dir: &Path, key: &str) {
+/// Removes cache files (and leftover temporary files) of keys other than `keep`; returns how
+/// many it removed. Failures are ignored.
+fn remove_other_keys(dir: &Path, keep: &[&str]) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
-        return;
+        return 0;
     };
-    let keep = format!("{key}{EXT}");
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name != keep && is_cache_file(name) {
+        let kept = name.strip_suffix(EXT).is_some_and(|k| keep.contains(&k));
+        if !kept && is_cache_file(name) {
             let path: PathBuf = entry.path();
             match fs::remove_file(&path) {
-                Ok(()) => tracing::debug!(path = %path.display(), "old engine cache file removed"),
+                Ok(()) => {
+                    removed += 1;
+                    tracing::debug!(path = %path.display(), "old cache file removed")
+                }
                 Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "old engine cache file not removed")
+                    tracing::debug!(path = %path.display(), error = %e, "old cache file not removed")
                 }
             }
         }
     }
+    removed
 }
 
 /// `<64 hex>.cwasm` or `<64 hex>.cwasm.tmp<pid>`: the only names this module writes.
@@ -265,6 +308,10 @@ mod tests {
     /// The smallest component: the preamble (magic, version 0x0d, layer 1). Compiles at once.
     const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
 
+    fn digest(wasm: &[u8]) -> [u8; 32] {
+        Sha256::digest(wasm).into()
+    }
+
     fn engine(epochs: bool) -> anyhow::Result<Engine> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(epochs);
@@ -280,26 +327,26 @@ mod tests {
     fn stored_then_loaded() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let e = engine(true)?;
-        let (_, load) = component(&e, EMPTY, Some(dir.path()))?;
+        let (_, load) = component(&e, EMPTY, Some(dir.path()), Holds::Engine)?;
         assert!(!load.cached && load.stored, "{load:?}");
         // Another engine with the same configuration has the same key.
-        let (_, load) = component(&engine(true)?, EMPTY, Some(dir.path()))?;
+        let (_, load) = component(&engine(true)?, EMPTY, Some(dir.path()), Holds::Engine)?;
         assert!(
             load.cached && !load.stored && load.rejected.is_none(),
             "{load:?}"
         );
-        let (_, load) = component(&e, EMPTY, None)?;
+        let (_, load) = component(&e, EMPTY, None, Holds::Engine)?;
         assert_eq!((load.cached, load.stored), (false, false));
         Ok(())
     }
 
     #[test]
     fn the_key_covers_component_and_configuration() -> anyhow::Result<()> {
-        let a = key(&engine(true)?, EMPTY);
+        let a = key(&engine(true)?, &digest(EMPTY));
         assert_eq!(a.len(), 64);
-        assert_eq!(a, key(&engine(true)?, EMPTY));
-        assert_ne!(a, key(&engine(false)?, EMPTY));
-        assert_ne!(a, key(&engine(true)?, b"\0asm\x0d\0\x01\0\0"));
+        assert_eq!(a, key(&engine(true)?, &digest(EMPTY)));
+        assert_ne!(a, key(&engine(false)?, &digest(EMPTY)));
+        assert_ne!(a, key(&engine(true)?, &digest(b"\0asm\x0d\0\x01\0\0")));
         Ok(())
     }
 
@@ -312,19 +359,19 @@ mod tests {
         let foreign = engine(false)?
             .precompile_component(EMPTY)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let path = dir.path().join(format!("{}{EXT}", key(&e, EMPTY)));
+        let path = dir.path().join(format!("{}{EXT}", key(&e, &digest(EMPTY))));
         let mut f = MAGIC.to_vec();
         f.extend_from_slice(&Sha256::digest(&foreign));
         f.extend_from_slice(&(foreign.len() as u64).to_le_bytes());
         f.extend_from_slice(&foreign);
         fs::write(&path, &f)?;
         assert_eq!(refusal(&path), "", "the file itself is sound");
-        let (_, load) = component(&e, EMPTY, Some(dir.path()))?;
+        let (_, load) = component(&e, EMPTY, Some(dir.path()), Holds::Engine)?;
         assert!(!load.cached && load.stored, "{load:?}");
         let rejected = load.rejected.clone().unwrap_or_default();
         assert!(rejected.contains("wasmtime refused"), "{load:?}");
         assert_ne!(fs::read(&path)?, f, "overwritten");
-        let (_, load) = component(&e, EMPTY, Some(dir.path()))?;
+        let (_, load) = component(&e, EMPTY, Some(dir.path()), Holds::Engine)?;
         assert!(load.cached, "{load:?}");
         Ok(())
     }
@@ -333,13 +380,38 @@ mod tests {
     #[test]
     fn a_new_key_removes_the_old_file() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        component(&engine(true)?, EMPTY, Some(dir.path()))?;
-        component(&engine(false)?, EMPTY, Some(dir.path()))?;
+        component(&engine(true)?, EMPTY, Some(dir.path()), Holds::Engine)?;
+        component(&engine(false)?, EMPTY, Some(dir.path()), Holds::Engine)?;
         let mut names = Vec::new();
         for e in fs::read_dir(dir.path())? {
             names.push(e?.file_name().to_string_lossy().into_owned());
         }
-        assert_eq!(names, vec![format!("{}{EXT}", key(&engine(false)?, EMPTY))]);
+        assert_eq!(
+            names,
+            vec![format!("{}{EXT}", key(&engine(false)?, &digest(EMPTY)))]
+        );
+        Ok(())
+    }
+
+    /// A plugin directory keeps every component's file until `retain` is told which are used.
+    #[test]
+    fn plugin_files_stay_until_retain() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let e = engine(true)?;
+        let other: &[u8] = b"\0asm\x0d\0\x01\0\0\0\0";
+        let (_, a) = component(&e, EMPTY, Some(dir.path()), Holds::Plugins)?;
+        assert!(a.stored, "{a:?}");
+        // Not a component: it fails to compile and nothing is cached.
+        assert!(component(&e, other, Some(dir.path()), Holds::Plugins).is_err());
+        let (_, b) = component(&engine(false)?, EMPTY, Some(dir.path()), Holds::Plugins)?;
+        assert!(b.stored, "{b:?}");
+        let (_, again) = component(&e, EMPTY, Some(dir.path()), Holds::Plugins)?;
+        assert!(again.cached, "{again:?}");
+        assert_eq!(fs::read_dir(dir.path())?.count(), 2);
+        assert_eq!(retain(&e, dir.path(), &[digest(EMPTY)]), 1);
+        assert_eq!(retain(&e, dir.path(), &[digest(EMPTY)]), 0);
+        assert_eq!(retain(&e, dir.path(), &[]), 1);
+        assert_eq!(fs::read_dir(dir.path())?.count(), 0);
         Ok(())
     }
 

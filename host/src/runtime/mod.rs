@@ -3,13 +3,12 @@
 //! is then unusable and the caller replaces it (see `db::recovery`).
 
 mod bindings;
-mod cache;
+pub(crate) mod cache;
+pub(crate) mod epoch;
 mod host;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use edge_config::EngineLimits;
@@ -23,13 +22,11 @@ use crate::store::Store as DataStore;
 pub use bindings::wit;
 use bindings::{Engine as EngineWorld, EnginePre};
 pub use cache::{EngineLoad, CACHE_DIR};
+use epoch::ticks;
 pub use host::HostState;
 
 /// The engine component built from `guest/` by build.rs.
 pub static DEFAULT_ENGINE: &[u8] = include_bytes!(env!("VEKTAGRAF_ENGINE_WASM"));
-
-/// How often the epoch advances; deadlines are whole ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Why an engine call failed.
 #[derive(Debug)]
@@ -59,8 +56,6 @@ pub struct Runtime {
     pre: EnginePre<HostState>,
     limits: EngineLimits,
     load: EngineLoad,
-    stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -80,7 +75,8 @@ impl Runtime {
         }
         let engine =
             WasmEngine::new(&config).map_err(|e| Error::Engine(format!("wasmtime: {e}")))?;
-        let (component, load) = cache::component(&engine, component, cache_dir)?;
+        let (component, load) =
+            cache::component(&engine, component, cache_dir, cache::Holds::Engine)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
@@ -90,26 +86,12 @@ impl Runtime {
             Error::Engine(format!("the engine component does not fit the host: {e}"))
         })?;
         let pre = EnginePre::new(pre).map_err(|e| Error::Engine(format!("engine world: {e}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("vektagraf-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| Error::io("starting the epoch thread", e))?
-        };
+        epoch::register(&engine)?;
         Ok(Runtime {
             engine,
             pre,
             limits,
             load,
-            stop,
-            ticker: Some(ticker),
         })
     }
 
@@ -155,19 +137,6 @@ impl Runtime {
             .map_err(|e| Error::Engine(format!("initialising shard: {}", e.message())))?;
         Ok(inst)
     }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
 fn to_wit_spec(spec: &CollectionSpec) -> wit::CollectionConfig {
