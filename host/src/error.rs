@@ -16,6 +16,11 @@ pub enum Error {
     /// The commit queue is full: too many writes are waiting. Nothing was written.
     #[error("the node is busy: {0} writes are already waiting to commit; retry shortly")]
     Overloaded(usize),
+    #[error("there is no plugin `{0}`")]
+    UnknownPlugin(String),
+    /// An upload or request over a configured size limit. Nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("collection `{name}` already exists with other parameters ({existing})")]
     CollectionConflict { name: String, existing: String },
     /// The data directory was written by a newer Vektagraf, or is not a Vektagraf directory.

@@ -416,3 +416,61 @@ async fn plugin_metrics_are_on_the_metrics_page() -> Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_plugins_over_quic_and_http_and_a_write_grant_needs_the_write_role() -> Result<()> {
+    let cluster = Cluster::new().await?;
+    let node = cluster.start(cluster.config("a")).await?;
+    let admin = cluster.client(&[node.quic_addr()]).await?;
+    let reader_token = admin.token_create("ro", Role::Read).await?.token;
+    let writer_token = admin.token_create("rw", Role::Write).await?.token;
+    let reader = client_with(&cluster, node.quic_addr(), &reader_token).await?;
+    let writer = client_with(&cluster, node.quic_addr(), &writer_token).await?;
+    let echo = vektagraf_tests::plugins::bytes("echo")?;
+    let info = admin.plugin_upload("echo", echo, &[]).await?;
+    assert_eq!((info.active, info.enabled), (1, true));
+    assert_eq!(info.versions[0].world, "plugin");
+    assert_eq!(reader.plugin_call("echo", b"hi".to_vec()).await?, b"hi");
+
+    // A plugin with the write grant writes, so calling it needs the write role.
+    admin
+        .create_collection(vektagraf::model::CollectionSpec::new("items", 3))
+        .await?;
+    let wasm = vektagraf_tests::plugins::bytes("hostile-write")?;
+    let info = admin.plugin_upload("writer", wasm, &["write"]).await?;
+    assert_eq!(info.versions[0].grants, ["write"]);
+    let (c, text) = code(reader.plugin_call("writer", b"items".to_vec()).await);
+    assert_eq!(c, Some(ErrorCode::Forbidden), "{text}");
+    assert!(text.contains("write"), "{text}");
+    assert_eq!(writer.plugin_call("writer", b"items".to_vec()).await?, b"1");
+    let got = admin.get("items", vec!["hostile-write".to_owned()]).await?;
+    assert!(got[0].is_some(), "the plugin's write is stored");
+
+    // A trap is the caller's error (422 over HTTP), and the node keeps answering.
+    let spin = vektagraf_tests::plugins::bytes("hostile-loop")?;
+    admin.plugin_upload("spin", spin, &[]).await?;
+    let (c, text) = code(reader.plugin_call("spin", Vec::new()).await);
+    assert_eq!(c, Some(ErrorCode::PluginFailed), "{text}");
+    let (status, _, body) = http_bytes(
+        node.http_addr(),
+        "POST",
+        "/plugins/spin/call",
+        Some(&reader_token),
+        "application/octet-stream",
+        Vec::new(),
+    )
+    .await?;
+    assert_eq!(status, 422, "{}", error_text(&body));
+    let (status, _, body) = http_bytes(
+        node.http_addr(),
+        "POST",
+        "/plugins/echo/call",
+        Some(&reader_token),
+        "application/octet-stream",
+        b"over http".to_vec(),
+    )
+    .await?;
+    assert_eq!((status, body.as_slice()), (200, b"over http".as_slice()));
+    node.shutdown().await?;
+    Ok(())
+}

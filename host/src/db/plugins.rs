@@ -75,7 +75,7 @@ impl Committer {
         self.commit_alone(|txn, hlc| {
             let current = txn.plugin(&name)?;
             let live = current.clone().filter(|r| !r.deleted);
-            let missing = || Error::invalid(format!("there is no plugin `{name}`"));
+            let missing = || Error::UnknownPlugin(name.clone());
             let (record, blob) = match change {
                 PluginChange::Upload {
                     name,
@@ -328,10 +328,7 @@ impl Database {
         input: &[u8],
         deadline: Option<Instant>,
     ) -> std::result::Result<Vec<u8>, PluginError> {
-        let db = self.handle().ok_or_else(|| PluginError::Host {
-            name: name.to_owned(),
-            reason: Error::Closed.to_string(),
-        })?;
+        let db = self.handle().ok_or(PluginError::Closed)?;
         let call = HandlerCall {
             name: name.to_owned(),
             db,

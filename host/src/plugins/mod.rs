@@ -117,6 +117,15 @@ pub enum PluginError {
     /// The plugin answered with an error of its own (`errors.error`).
     #[error("plugin `{name}` answered with an error: {message}")]
     Failed { name: String, message: String },
+    /// There is no plugin of that name.
+    #[error("there is no plugin `{0}`")]
+    Unknown(String),
+    /// The plugin is there but cannot be called: disabled, or not a query plugin.
+    #[error("{reason}")]
+    NotRunnable { name: String, reason: String },
+    /// The database is closed (or closing).
+    #[error("the database is closed")]
+    Closed,
     /// The host could not run the call (instantiation, the node's own failure).
     #[error("running plugin `{name}`: {reason}")]
     Host { name: String, reason: String },
@@ -133,6 +142,9 @@ impl PluginError {
             PluginError::Stack(_) => "stack",
             PluginError::Trap { .. } => "trap",
             PluginError::Failed { .. } => "failed",
+            PluginError::Unknown(_) => "unknown",
+            PluginError::Closed => "closed",
+            PluginError::NotRunnable { .. } => "not_runnable",
             PluginError::Host { .. } => "host",
         }
     }
@@ -142,7 +154,12 @@ impl PluginError {
     pub fn is_fault(&self) -> bool {
         !matches!(
             self,
-            PluginError::Failed { .. } | PluginError::Host { .. } | PluginError::Rejected(_)
+            PluginError::Failed { .. }
+                | PluginError::Host { .. }
+                | PluginError::Rejected(_)
+                | PluginError::Unknown(_)
+                | PluginError::NotRunnable { .. }
+                | PluginError::Closed
         )
     }
 }

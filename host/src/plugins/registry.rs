@@ -35,6 +35,18 @@ pub struct Registry {
     metrics: PluginMetrics,
 }
 
+/// Why a plugin could not be run, as a call's error.
+fn not_runnable(name: String, e: Error) -> PluginError {
+    match e {
+        Error::UnknownPlugin(_) => PluginError::Unknown(name),
+        Error::Invalid(reason) => PluginError::NotRunnable { name, reason },
+        e => PluginError::Host {
+            name,
+            reason: e.to_string(),
+        },
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -77,7 +89,7 @@ impl Registry {
     /// world), keeping the compiled form for calls.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled> {
         if wasm.len() as u64 > self.limits.max_component_bytes {
-            return Err(Error::invalid(format!(
+            return Err(Error::TooLarge(format!(
                 "the component is {} bytes; this node accepts at most {} (plugins.max_component_mib)",
                 wasm.len(),
                 self.limits.max_component_bytes
@@ -100,7 +112,7 @@ impl Registry {
     pub fn get(&self, name: &str) -> Result<PluginRecord> {
         match self.read().get(name) {
             Some(r) if !r.deleted => Ok(r.clone()),
-            _ => Err(Error::invalid(format!("there is no plugin `{name}`"))),
+            _ => Err(Error::UnknownPlugin(name.to_owned())),
         }
     }
 
@@ -198,13 +210,7 @@ impl Registry {
         let name = call.name.clone();
         let (record, compiled) = match self.runnable(&name, World::Plugin) {
             Ok(x) => x,
-            Err(e) => {
-                let err = PluginError::Host {
-                    name,
-                    reason: e.to_string(),
-                };
-                return (Err(err), Verdict::Fine);
-            }
+            Err(e) => return (Err(not_runnable(name, e)), Verdict::Fine),
         };
         if let Some(v) = record.active_version() {
             call.grants = v.grants;
@@ -229,10 +235,7 @@ impl Registry {
         let compiled = match self.runnable(name, World::Resolver) {
             Ok((_, c)) => c,
             Err(e) => {
-                let err = PluginError::Host {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                };
+                let err = not_runnable(name.to_owned(), e);
                 self.metrics.error(name, err.kind());
                 return Err(err);
             }

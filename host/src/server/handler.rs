@@ -18,7 +18,10 @@ use crate::Database;
 pub fn reply_error(e: Error) -> ErrorReply {
     let code = match &e {
         Error::Invalid(_) => ErrorCode::BadRequest,
-        Error::UnknownCollection(_) | Error::UnknownObject { .. } => ErrorCode::NotFound,
+        Error::UnknownCollection(_) | Error::UnknownObject { .. } | Error::UnknownPlugin(_) => {
+            ErrorCode::NotFound
+        }
+        Error::TooLarge(_) => ErrorCode::TooLarge,
         Error::Overloaded(_) => ErrorCode::Overloaded,
         Error::CollectionConflict { .. } => ErrorCode::Conflict,
         Error::EngineTrap { .. } => ErrorCode::EngineFailed,
@@ -307,17 +310,14 @@ pub fn plugin_op(
         Op::PluginUpload { name, wasm, grants } => {
             let grants = Grants::parse(grants.iter().map(String::as_str))
                 .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, e))?;
-            info(
-                &db.plugin_upload(&name, wasm, grants)
-                    .map_err(plugin_error)?,
-            )
+            info(&db.plugin_upload(&name, wasm, grants).map_err(reply_error)?)
         }
         Op::PluginList {} => Reply::Plugins {
             plugins: db.plugins().iter().map(PluginInfo::from).collect(),
         },
-        Op::PluginShow { name } => info(&db.plugin(&name).map_err(plugin_error)?),
+        Op::PluginShow { name } => info(&db.plugin(&name).map_err(reply_error)?),
         Op::PluginCall { name, input } => {
-            let record = db.plugin(&name).map_err(plugin_error)?;
+            let record = db.plugin(&name).map_err(reply_error)?;
             let version = record.active_version();
             if version.is_some_and(|v| v.grants.write) && role.is_none_or(|r| r < Role::Write) {
                 let has = role.map_or("none".to_owned(), |r| r.to_string());
@@ -355,13 +355,13 @@ pub fn plugin_op(
             }
         }
         Op::PluginEnable { name, enabled } => {
-            info(&db.plugin_enable(&name, enabled).map_err(plugin_error)?)
+            info(&db.plugin_enable(&name, enabled).map_err(reply_error)?)
         }
         Op::PluginRollback { name, version } => {
-            info(&db.plugin_rollback(&name, version).map_err(plugin_error)?)
+            info(&db.plugin_rollback(&name, version).map_err(reply_error)?)
         }
         Op::PluginDelete { name } => {
-            db.plugin_delete(&name).map_err(plugin_error)?;
+            db.plugin_delete(&name).map_err(reply_error)?;
             Reply::Done {}
         }
         other => {
@@ -374,38 +374,16 @@ pub fn plugin_op(
     Ok(r)
 }
 
-/// Maps a database error of a plugin operation: an unknown plugin is `NotFound`, a component
-/// over `plugins.max_component_mib` is `TooLarge`, the rest as [`reply_error`].
-pub fn plugin_error(e: Error) -> ErrorReply {
-    match &e {
-        Error::Invalid(m) if m.starts_with("there is no plugin") => {
-            ErrorReply::new(ErrorCode::NotFound, m.clone())
-        }
-        Error::Invalid(m) if m.contains("max_component_mib") => {
-            ErrorReply::new(ErrorCode::TooLarge, m.clone())
-        }
-        _ => reply_error(e),
-    }
-}
-
 /// Maps a failed plugin call: every fault of the plugin (deadline, fuel, memory, stack, trap)
 /// and an error it answered with are `PluginFailed`; what kept the node from running it is
 /// `NotFound` (no such plugin), `BadRequest` (disabled, not callable), `Unavailable` (the
 /// database is closing) or `Internal`.
 pub fn plugin_call_error(e: PluginError) -> ErrorReply {
     let code = match &e {
-        PluginError::Rejected(_) => ErrorCode::BadRequest,
-        PluginError::Host { reason, .. } => {
-            if reason.starts_with("there is no plugin") {
-                ErrorCode::NotFound
-            } else if reason.contains(" is disabled") || reason.contains(" component, not a ") {
-                ErrorCode::BadRequest
-            } else if *reason == Error::Closed.to_string() {
-                ErrorCode::Unavailable
-            } else {
-                ErrorCode::Internal
-            }
-        }
+        PluginError::Rejected(_) | PluginError::NotRunnable { .. } => ErrorCode::BadRequest,
+        PluginError::Unknown(_) => ErrorCode::NotFound,
+        PluginError::Closed => ErrorCode::Unavailable,
+        PluginError::Host { .. } => ErrorCode::Internal,
         _ => ErrorCode::PluginFailed,
     };
     ErrorReply::new(code, e.to_string())

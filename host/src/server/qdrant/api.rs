@@ -80,7 +80,8 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::UnknownCollection(name) => return Self::missing_collection(name),
-            Error::UnknownObject { .. } => StatusCode::NOT_FOUND,
+            Error::UnknownObject { .. } | Error::UnknownPlugin(_) => StatusCode::NOT_FOUND,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::CollectionConflict { .. } => StatusCode::CONFLICT,
             Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
