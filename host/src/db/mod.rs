@@ -516,21 +516,24 @@ impl Database {
     /// them) and older than `retention`. Returns how many entries went.
     pub fn trim_log(&self, stable: Option<&Clock>, retention: std::time::Duration) -> Result<u64> {
         let store = &self.inner.store;
-        let mut upto = match stable {
+        let upto = match stable {
             Some(c) => c.clone(),
             None => Clock(store.applied()?),
         };
-        if let Some(floor) = store.snapshot_floor()? {
-            upto = Clock(
-                upto.0
-                    .iter()
-                    .filter_map(|(o, s)| {
-                        let f = floor.0.get(o).copied().unwrap_or(0).min(*s);
-                        (f > 0).then_some((*o, f))
-                    })
-                    .collect(),
-            );
-        }
+        // Only what an index snapshot covers: with none yet, everything stays (so a node's
+        // log is never emptied under entries a peer or a test is about to read).
+        let Some(floor) = store.snapshot_floor()? else {
+            return Ok(0);
+        };
+        let upto = Clock(
+            upto.0
+                .iter()
+                .filter_map(|(o, s)| {
+                    let f = floor.0.get(o).copied().unwrap_or(0).min(*s);
+                    (f > 0).then_some((*o, f))
+                })
+                .collect(),
+        );
         // HLC stamps are `wall_ms << 16 | counter`.
         let before = match retention.as_millis() as u64 {
             0 => u64::MAX,

@@ -63,12 +63,36 @@ impl StateRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateHeader {
     pub clock: Clock,
+    /// As JSON, the specs' one stored form (postcard cannot skip their optional fields).
+    #[serde(with = "specs_as_json")]
     pub collections: Vec<CollectionSpec>,
     pub collected: Clock,
     /// Every plugin record and component (full exports only: a repair of some buckets of
     /// one collection carries none).
     pub plugins: Vec<crate::plugins::PluginRecord>,
     pub plugin_blobs: Vec<Vec<u8>>,
+}
+
+mod specs_as_json {
+    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::model::CollectionSpec;
+
+    pub fn serialize<S: Serializer>(specs: &[CollectionSpec], s: S) -> Result<S::Ok, S::Error> {
+        let texts = specs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(S::Error::custom)?;
+        s.collect_seq(texts)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CollectionSpec>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(D::Error::custom))
+            .collect()
+    }
 }
 
 fn node(c: &str, id: &str) -> LogNode {
