@@ -53,15 +53,25 @@ fn reached(db: &Database, from: &NodeKey) -> Result<Vec<String>> {
 /// with it; name-keyed tables use it as is). Fails on a table this test does not know, so a
 /// new table keyed by collection is not forgotten here.
 fn rows_of(dir: &std::path::Path, name: &str) -> Result<Vec<String>> {
-    const BYTES: [&str; 5] = [
+    const BYTES: [&str; 6] = [
         "objects",
         "edges_out",
         "index_snapshot_meta",
         "index_snapshot_chunks",
         "versions",
+        "resolved",
     ];
     const NAMED: [&str; 2] = ["collections", "collection_meta"];
-    const OTHER: [&str; 5] = ["meta", "oplog", "applied", "tokens", "edges_in"];
+    // Plugins belong to the database, not to a collection.
+    const OTHER: [&str; 7] = [
+        "meta",
+        "oplog",
+        "applied",
+        "tokens",
+        "edges_in",
+        "plugins",
+        "plugin_blobs",
+    ];
     let db = redb::Database::open(dir.join("vektagraf.redb"))?;
     let txn = db.begin_read()?;
     let mut prefix = (name.len() as u32).to_be_bytes().to_vec();
