@@ -182,10 +182,17 @@ fn drop_takes_objects_edges_snapshots_and_meta_durably() -> Result<()> {
         "edges_out",
         "edges_in",
         "index_snapshot_meta",
-        "index_snapshot_chunks",
     ] {
         assert!(before.contains(&table), "{table}: {before:?}");
     }
+    // One snapshot file per shard (`c` has two), beside the database file.
+    let files = |prefix: &str| -> Result<usize> {
+        Ok(std::fs::read_dir(dir.path().join("snapshots"))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .count())
+    };
+    assert_eq!((files("c-")?, files("d-")?), (2, 1));
     {
         let db = Database::open(dir.path(), DatabaseConfig::default())?;
         assert!(db.drop_collection("c")?);
@@ -236,6 +243,7 @@ fn drop_takes_objects_edges_snapshots_and_meta_durably() -> Result<()> {
     }
     assert_eq!(rows_of(dir.path(), "c")?, Vec::<String>::new());
     assert!(!rows_of(dir.path(), "d")?.is_empty());
+    assert_eq!((files("c-")?, files("d-")?), (0, 1));
 
     let db = Database::open(dir.path(), DatabaseConfig::default())?;
     let names: Vec<&str> = db.startup().iter().map(|(n, _)| n.as_str()).collect();

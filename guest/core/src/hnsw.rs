@@ -11,7 +11,27 @@ use crate::quant::{Codes, Query};
 use crate::rows::Rows;
 use crate::{EngineError, IndexKind, Metric};
 
-const FORMAT: u32 = 1;
+/// Format 2 holds no vector of a live slot (the host's stored objects have them, and a restore
+/// fills them in; a fingerprint per slot catches one that changed since); format 1 held every
+/// vector and is still read.
+const FORMAT: u32 = 2;
+
+/// FNV-1a over a vector's bits, folded to 32 bits: tells whether a filled-in vector is the one
+/// a slot was indexed with.
+fn fingerprint(v: &[f32]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in v {
+        h ^= u64::from(x.to_bits());
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// A restored index waiting for its live vectors.
+struct Filling {
+    fingerprints: Vec<u32>,
+    filled: Vec<bool>,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 struct Near(f32, u32);
@@ -86,6 +106,8 @@ pub struct Hnsw {
     query: Query,
     /// Quantised neighbours kept by the heuristic, reused between calls.
     kept: Vec<Query>,
+    /// Set between reading a format-2 snapshot and [`VectorIndex::seal`].
+    filling: Option<Filling>,
 }
 
 /// Per-search working memory, kept between searches so a query allocates nothing.
@@ -118,6 +140,7 @@ impl Hnsw {
             scratch: Scratch::default(),
             query: Query::default(),
             kept: Vec::new(),
+            filling: None,
         }
     }
 
@@ -312,7 +335,8 @@ impl Hnsw {
 
     fn read_inner(r: &mut Reader<'_>) -> Result<Self, EngineError> {
         let bad = |what: &str| EngineError::State(format!("hnsw snapshot: {what}"));
-        if r.u32("hnsw format")? != FORMAT {
+        let format = r.u32("hnsw format")?;
+        if !matches!(format, 1 | FORMAT) {
             return Err(bad("unknown format version"));
         }
         let dim = r.u32("dimension")? as usize;
@@ -335,12 +359,14 @@ impl Hnsw {
         h.rng = r.u64("rng")?;
         let entry = r.u32("entry")?;
         h.max_level = r.u8("max level")?;
-        let floats = r.f32s_each("vectors", dim.max(1), |run| {
-            h.vectors.extend_flat(run);
-            h.codes.extend_flat(run);
-        })?;
-        if dim == 0 || floats % dim != 0 {
-            return Err(bad("vectors are not whole rows"));
+        if format == 1 {
+            let floats = r.f32s_each("vectors", dim.max(1), |run| {
+                h.vectors.extend_flat(run);
+                h.codes.extend_flat(run);
+            })?;
+            if floats % dim != 0 {
+                return Err(bad("vectors are not whole rows"));
+            }
         }
         h.levels = r.bytes("levels")?;
         h.layer0 = r.u32s("layer 0")?;
@@ -356,6 +382,31 @@ impl Hnsw {
                 return Err(bad("upper links do not match levels"));
             }
             h.upper.push(block);
+        }
+        if format == FORMAT {
+            let fingerprints = r.u32s("fingerprints")?;
+            let dead = h.deleted.iter().filter(|d| **d).count();
+            // Every slot gets a row now; deleted ones their stored vector, live ones theirs
+            // when the restore fills them in.
+            let mut dead_rows: Vec<f32> = Vec::new();
+            let floats = r.f32s_each("vectors of deleted slots", dim, |run| {
+                dead_rows.extend_from_slice(run)
+            })?;
+            if fingerprints.len() != n || floats != dead * dim || h.deleted.len() != n {
+                return Err(bad("array sizes disagree"));
+            }
+            let zero = vec![0f32; dim];
+            let mut dead_rows = dead_rows.chunks_exact(dim);
+            for &d in &h.deleted {
+                match if d { dead_rows.next() } else { None } {
+                    Some(row) => h.vectors.push(row),
+                    None => h.vectors.push(&zero),
+                }
+            }
+            h.filling = Some(Filling {
+                fingerprints,
+                filled: h.deleted.clone(),
+            });
         }
         if h.vectors.len() != n || h.layer0.len() != n * (h.m0 + 1) || h.deleted.len() != n {
             return Err(bad("array sizes disagree"));
@@ -526,6 +577,33 @@ impl VectorIndex for Hnsw {
             + self.scratch.visited.marks.capacity() * 4
     }
 
+    fn fill(&mut self, slot: u32, vector: &[f32]) -> bool {
+        let i = slot as usize;
+        let Some(f) = &mut self.filling else {
+            return false;
+        };
+        if vector.len() != self.dim || i >= f.filled.len() || f.filled[i] {
+            return false;
+        }
+        f.filled[i] = true;
+        let same = f.fingerprints[i] == fingerprint(vector);
+        self.vectors.row_mut(i).copy_from_slice(vector);
+        same
+    }
+
+    fn seal(&mut self) -> Vec<u32> {
+        let Some(f) = self.filling.take() else {
+            return Vec::new();
+        };
+        self.codes = Codes::new(self.dim);
+        for run in self.vectors.runs() {
+            self.codes.extend_flat(run);
+        }
+        (0..f.filled.len() as u32)
+            .filter(|&i| !f.filled[i as usize])
+            .collect()
+    }
+
     fn write(&self, w: &mut Writer) -> Result<(), EngineError> {
         w.u32(FORMAT);
         w.u32(self.dim as u32);
@@ -539,7 +617,6 @@ impl VectorIndex for Hnsw {
         w.u64(self.rng);
         w.u32(self.entry.unwrap_or(u32::MAX));
         w.u8(self.max_level);
-        w.f32_runs(self.vectors.len() * self.dim, self.vectors.runs());
         w.bytes(&self.levels);
         w.u32s(&self.layer0);
         let deleted: Vec<u8> = self.deleted.iter().map(|d| *d as u8).collect();
@@ -549,6 +626,19 @@ impl VectorIndex for Hnsw {
                 w.u32s(block);
             }
         }
+        let n = self.levels.len() as u32;
+        let fingerprints: Vec<u32> = (0..n)
+            .map(|i| {
+                if self.deleted[i as usize] {
+                    0
+                } else {
+                    fingerprint(self.vec(i))
+                }
+            })
+            .collect();
+        w.u32s(&fingerprints);
+        let dead: Vec<u32> = (0..n).filter(|&i| self.deleted[i as usize]).collect();
+        w.f32_runs(dead.len() * self.dim, dead.iter().map(|&i| self.vec(i)));
         Ok(())
     }
 }
@@ -622,13 +712,37 @@ mod tests {
         for (i, v) in data.iter().enumerate() {
             h.insert(i as u32, v).expect("insert");
         }
-        h.remove(3);
+        for d in [3, 4, 250, 499] {
+            h.remove(d);
+        }
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf);
         h.write(&mut w).expect("write");
         let total = w.finish().expect("finish");
         let mut back = Hnsw::read(&mut Reader::new(&mut SliceSource(&buf), total).expect("reader"))
             .expect("read");
+        // The live vectors are not in the bytes: they are filled in, and checked.
+        assert!(
+            !back.fill(0, &data[1]),
+            "a vector other than the slot's is caught"
+        );
+        for (i, v) in data.iter().enumerate().skip(1) {
+            if ![3, 4, 250, 499].contains(&i) {
+                assert!(back.fill(i as u32, v), "slot {i}");
+            }
+        }
+        assert!(!back.fill(1, &data[1]), "a slot is filled once");
+        assert_eq!(back.seal(), Vec::<u32>::new());
+        back.vectors.row_mut(0).copy_from_slice(&data[0]);
+        back.codes = Codes::new(8);
+        for run in back.vectors.runs() {
+            back.codes.extend_flat(run);
+        }
+        // Deleted slots (they still route searches) came back from the bytes, live ones
+        // from the fill: every slot holds its vector.
+        for i in 0..500 {
+            assert_eq!(back.vec(i), h.vec(i), "slot {i}");
+        }
         for q in points(20, 8, 5) {
             assert_eq!(
                 h.search(&q, 5, 40, &|_| true),

@@ -30,8 +30,21 @@ pub trait VectorIndex {
     /// Slots handed out so far, deleted ones included.
     fn slots(&self) -> u32;
     fn memory_bytes(&self) -> usize;
-    /// Writes the index as bytes, or says it cannot.
+    /// Writes the index as bytes, or says it cannot. The bytes hold no vector of a live
+    /// slot: a restored index gets those back through [`VectorIndex::fill`].
     fn write(&self, out: &mut Writer) -> Result<(), EngineError>;
+    /// During a restore: the vector of live `slot` (the stored object's). False if it is not
+    /// the vector the slot was indexed with (the object changed after the snapshot); the
+    /// slot then still routes searches, and the caller retires it.
+    fn fill(&mut self, slot: u32, vector: &[f32]) -> bool {
+        let _ = (slot, vector);
+        false
+    }
+    /// Ends a restore: the live slots [`VectorIndex::fill`] did not reach, which the caller
+    /// retires. Searches may run only after this.
+    fn seal(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// Reads an index written by [`VectorIndex::write`].

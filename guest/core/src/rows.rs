@@ -69,6 +69,12 @@ impl<T: Copy> Rows<T> {
         &self.blocks[b][r * self.width..(r + 1) * self.width]
     }
 
+    #[inline]
+    pub fn row_mut(&mut self, i: usize) -> &mut [T] {
+        let (b, r) = (i >> self.shift, i & (self.per_block - 1));
+        &mut self.blocks[b][r * self.width..(r + 1) * self.width]
+    }
+
     /// The rows in order, as contiguous runs (one per block).
     pub fn runs(&self) -> impl Iterator<Item = &[T]> {
         self.blocks.iter().map(Vec::as_slice)

@@ -18,7 +18,9 @@ use crate::{
 };
 
 const MAGIC: &[u8; 8] = b"VKGSHARD";
-const FORMAT: u32 = 1;
+/// Format 2 holds ids and slots but no properties or live vectors: the host's stored objects
+/// have them and fill them in ([`Shard::restore_fill`]). Format 1 held everything; still read.
+const FORMAT: u32 = 2;
 /// Rebuild the index once this share of its slots are tombstones (and there are enough of them
 /// to be worth it): deleted nodes still cost search time.
 const REBUILD_DEAD_RATIO: f64 = 0.25;
@@ -63,6 +65,36 @@ pub struct Shard {
     /// Owner of each index slot; `None` once the slot is a tombstone.
     slot_owner: Vec<Option<String>>,
     dead: u32,
+    /// A format-2 snapshot read and waiting for its objects; the shard above is unchanged
+    /// until [`Shard::restore_finish`].
+    restoring: Option<Box<Restoring>>,
+}
+
+struct Restoring {
+    index: Box<dyn VectorIndex>,
+    objects: HashMap<String, Obj>,
+    slot_owner: Vec<Option<String>>,
+    dead: u32,
+    /// Objects not filled in yet.
+    unfilled: std::collections::HashSet<String>,
+    /// Objects that differ from the snapshot (their slot was retired).
+    changed: Vec<String>,
+}
+
+impl Restoring {
+    fn retire(&mut self, id: &str) {
+        let Some(o) = self.objects.get_mut(id) else {
+            return;
+        };
+        if let Some(s) = o.slot.take() {
+            self.index.remove(s);
+            if let Some(owner) = self.slot_owner.get_mut(s as usize) {
+                *owner = None;
+            }
+            self.dead += 1;
+        }
+        self.changed.push(id.to_owned());
+    }
 }
 
 fn new_index(c: &CollectionConfig) -> Box<dyn VectorIndex> {
@@ -77,12 +109,15 @@ fn new_index(c: &CollectionConfig) -> Box<dyn VectorIndex> {
     }
 }
 
-/// Normalises a copy for cosine; other metrics use the vector as it is.
+/// Normalises a copy for cosine; other metrics use the vector as it is. A vector already of
+/// unit length (within rounding) is kept bit for bit, so preparing twice changes nothing.
 fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
     let mut out = v.to_vec();
     if metric == Metric::Cosine {
         let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
-        out.iter_mut().for_each(|x| *x /= norm);
+        if (norm - 1.0).abs() > 4.0 * f32::EPSILON {
+            out.iter_mut().for_each(|x| *x /= norm);
+        }
     }
     out
 }
@@ -127,6 +162,7 @@ impl Shard {
             objects: HashMap::new(),
             slot_owner: Vec::new(),
             dead: 0,
+            restoring: None,
         })
     }
 
@@ -367,6 +403,9 @@ impl Shard {
 
     /// Streams the snapshot into `sink` a chunk at a time; returns its length.
     pub fn snapshot_to(&self, sink: &mut dyn Sink) -> Result<u64, EngineError> {
+        if self.restoring.is_some() {
+            return Err(EngineError::State("a restore is in progress".into()));
+        }
         let mut w = Writer::new(sink);
         w.raw(MAGIC);
         w.u32(FORMAT);
@@ -375,22 +414,48 @@ impl Shard {
         ids.sort();
         w.u64(ids.len() as u64);
         for id in ids {
-            let o = &self.objects[id];
             w.str(id);
-            w.str(&Value::Object(o.props.clone()).to_string());
-            w.u32(o.slot.unwrap_or(u32::MAX));
+            w.u32(self.objects[id].slot.unwrap_or(u32::MAX));
         }
         self.index.write(&mut w)?;
         w.finish()
     }
 
-    /// Replaces this shard's state with a snapshot of a shard with the same configuration.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
-        self.restore_from(&mut SliceSource(bytes), bytes.len() as u64)
+    /// Every object as the host stores it (properties as JSON text, the vector as given after
+    /// cosine normalisation): what a restore is filled in with, for tests and tools.
+    pub fn export(&self) -> Vec<crate::Object> {
+        let mut out: Vec<crate::Object> = self
+            .objects
+            .iter()
+            .map(|(id, o)| crate::Object {
+                id: id.clone(),
+                properties: Value::Object(o.props.clone()).to_string(),
+                vector: o
+                    .slot
+                    .and_then(|s| self.index.vector(s))
+                    .map(<[f32]>::to_vec),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
-    /// As [`Shard::restore`], pulling the `total` bytes from `src` a chunk at a time. The
-    /// shard is replaced only once the whole snapshot has been read and its checksum matched.
+    /// Restores a snapshot from `bytes` and fills it in from `objects` (the stored state it
+    /// was taken from); returns the ids that differ from it (see [`Shard::restore_finish`]).
+    pub fn restore(
+        &mut self,
+        bytes: &[u8],
+        objects: impl IntoIterator<Item = crate::Object>,
+    ) -> Result<Vec<String>, EngineError> {
+        self.restore_from(&mut SliceSource(bytes), bytes.len() as u64)?;
+        self.restore_fill(objects.into_iter().collect())?;
+        self.restore_finish()
+    }
+
+    /// Reads a snapshot of a shard with the same configuration, pulling the `total` bytes
+    /// from `src` a chunk at a time. Nothing changes until the whole snapshot has been read
+    /// and its checksum matched; a format-2 snapshot then waits for
+    /// [`Shard::restore_fill`] and [`Shard::restore_finish`] (a format-1 one is in place).
     pub fn restore_from(&mut self, src: &mut dyn Source, total: u64) -> Result<(), EngineError> {
         let mut r = Reader::new(src, total)?;
         if r.fixed(MAGIC.len(), "magic")? != MAGIC {
@@ -399,9 +464,9 @@ impl Shard {
             ));
         }
         let format = r.u32("format")?;
-        if format != FORMAT {
+        if !matches!(format, 1 | FORMAT) {
             return Err(EngineError::State(format!(
-                "shard snapshot format {format} is not supported (this engine reads {FORMAT})"
+                "shard snapshot format {format} is not supported (this engine reads 1 and {FORMAT})"
             )));
         }
         let (config, shard_no) = read_config(&mut r)?;
@@ -416,8 +481,12 @@ impl Shard {
         let mut slots = Vec::new();
         for _ in 0..n {
             let id = r.string("object id")?;
-            let props = parse_props(&id, &r.string("properties")?)
-                .map_err(|e| EngineError::State(format!("snapshot: {e}")))?;
+            let props = if format == 1 {
+                parse_props(&id, &r.string("properties")?)
+                    .map_err(|e| EngineError::State(format!("snapshot: {e}")))?
+            } else {
+                Map::new()
+            };
             let slot = r.u32("slot")?;
             let slot = (slot != u32::MAX).then_some(slot);
             if objects.contains_key(&id) {
@@ -443,11 +512,86 @@ impl Shard {
                 }
             }
         }
-        self.dead = owners.iter().filter(|o| o.is_none()).count() as u32;
-        self.objects = objects;
-        self.slot_owner = owners;
-        self.index = index;
+        let dead = owners.iter().filter(|o| o.is_none()).count() as u32;
+        if format == 1 {
+            self.dead = dead;
+            self.objects = objects;
+            self.slot_owner = owners;
+            self.index = index;
+            self.restoring = None;
+        } else {
+            self.restoring = Some(Box::new(Restoring {
+                unfilled: objects.keys().cloned().collect(),
+                index,
+                objects,
+                slot_owner: owners,
+                dead,
+                changed: Vec::new(),
+            }));
+        }
         Ok(())
+    }
+
+    /// Fills a restore in with stored objects (any order, any batches). Objects the snapshot
+    /// does not know are skipped (a later write made them; the host applies it). One whose
+    /// vector is not the one its slot was indexed with has its slot retired and is reported
+    /// by [`Shard::restore_finish`]. Returns how many were taken.
+    pub fn restore_fill(&mut self, objects: Vec<crate::Object>) -> Result<u32, EngineError> {
+        let metric = self.config.metric;
+        let dim = self.config.dimension as usize;
+        let r = self
+            .restoring
+            .as_mut()
+            .ok_or_else(|| EngineError::State("no restore is in progress".into()))?;
+        let mut taken = 0;
+        for o in objects {
+            if !r.unfilled.remove(&o.id) {
+                continue;
+            }
+            let props = parse_props(&o.id, &o.properties)
+                .map_err(|e| EngineError::State(format!("restoring: {e}")))?;
+            let Some(obj) = r.objects.get_mut(&o.id) else {
+                continue;
+            };
+            obj.props = props;
+            taken += 1;
+            let same = match (obj.slot, &o.vector) {
+                (Some(s), Some(v)) if v.len() == dim && v.iter().all(|x| x.is_finite()) => {
+                    r.index.fill(s, &prepared(metric, v))
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                r.retire(&o.id);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Ends a restore: the restored state replaces the shard. Returns, sorted, the ids whose
+    /// stored object is not what the snapshot had — changed since (their slot retired), or
+    /// never filled in (deleted since, or storage lost them): the caller re-applies each
+    /// from storage, or rebuilds if it has no reason for one to differ. Nothing to do (and
+    /// an empty list) when no restore is waiting.
+    pub fn restore_finish(&mut self) -> Result<Vec<String>, EngineError> {
+        let Some(mut r) = self.restoring.take() else {
+            return Ok(Vec::new());
+        };
+        for s in r.index.seal() {
+            if let Some(id) = r.slot_owner.get(s as usize).cloned().flatten() {
+                r.retire(&id);
+            }
+        }
+        let mut differ = std::mem::take(&mut r.changed);
+        differ.extend(r.unfilled.drain());
+        differ.sort();
+        differ.dedup();
+        self.dead = r.dead;
+        self.objects = r.objects;
+        self.slot_owner = r.slot_owner;
+        self.index = r.index;
+        Ok(differ)
     }
 }
 

@@ -224,12 +224,15 @@ fn resealed(bytes: &[u8]) -> Vec<u8> {
 
 /// Restores `bytes` into `into`; returns what the restore returned and, with `bounded`, fails
 /// the case if it allocated more than [`bound`] at once.
+/// The snapshot is filled in with the objects `s` builds (what the host would have stored).
 fn restore(
     into: &mut Shard,
     bytes: &[u8],
     bounded: bool,
+    s: &Spec,
 ) -> Result<Result<(), EngineError>, TestCaseError> {
-    let (result, largest) = watched(|| into.restore(bytes));
+    let stored = build(s).export();
+    let (result, largest) = watched(|| into.restore(bytes, stored).map(|_| ()));
     prop_assert!(
         !bounded || largest <= bound(bytes.len()),
         "restoring {} bytes allocated {largest} bytes at once ({result:?})",
@@ -276,7 +279,7 @@ fn exercise(shard: &mut Shard, q: &[f32]) -> Result<(), EngineError> {
     })?;
     let again = shard.snapshot()?;
     let mut copy = Shard::new(shard.config().clone(), 0)?;
-    copy.restore(&again)
+    copy.restore(&again, shard.export()).map(|_| ())
 }
 
 fn query() -> impl Strategy<Value = Vec<f32>> {
@@ -316,7 +319,7 @@ proptest! {
         let bytes = original.snapshot().expect("snapshot");
         // The undamaged snapshot restores to the same shard.
         let mut copy = fresh(&s);
-        prop_assert_eq!(restore(&mut copy, &bytes, true)?, Ok(()));
+        prop_assert_eq!(restore(&mut copy, &bytes, true, &s)?, Ok(()));
         prop_assert_eq!(answers(&mut copy, &q), answers(&mut original, &q));
         prop_assert_eq!(counts(&copy), counts(&original));
 
@@ -324,7 +327,7 @@ proptest! {
         prop_assume!(bad != bytes);
         let mut target = build(&Spec { deleted: vec![], ..s.clone() });
         let before = (counts(&target), answers(&mut target, &q));
-        prop_assert!(restore(&mut target, &bad, false)?.is_err(), "{:?} accepted", d);
+        prop_assert!(restore(&mut target, &bad, false, &s)?.is_err(), "{:?} accepted", d);
         prop_assert_eq!((counts(&target), answers(&mut target, &q)), before);
     }
 
@@ -340,15 +343,15 @@ proptest! {
         let mut bad = bytes[..keep.index(bytes.len())].to_vec();
         bad.extend_from_slice(&tail);
         prop_assume!(bad != bytes);
-        prop_assert!(restore(&mut fresh(&s), &bad, false)?.is_err());
+        prop_assert!(restore(&mut fresh(&s), &bad, false, &s)?.is_err());
         // With a checksum that matches, the decoder alone must refuse or cope.
-        let _ = restore(&mut fresh(&s), &resealed(&bad), false)?;
+        let _ = restore(&mut fresh(&s), &resealed(&bad), false, &s)?;
     }
 
     #[test]
     fn restoring_a_forged_snapshot_never_panics(s in spec(), d in damage()) {
         let bytes = build(&s).snapshot().expect("snapshot");
-        let _ = restore(&mut fresh(&s), &resealed(&damaged(&bytes, &d)), false)?;
+        let _ = restore(&mut fresh(&s), &resealed(&damaged(&bytes, &d)), false, &s)?;
     }
 
     #[test]
@@ -363,7 +366,7 @@ proptest! {
         let mut arbitrary = bytes[..keep.index(bytes.len())].to_vec();
         arbitrary.extend_from_slice(&tail);
         for b in [&bad, &resealed(&bad), &arbitrary, &resealed(&arbitrary)] {
-            let _ = restore(&mut fresh(&s), b, true)?;
+            let _ = restore(&mut fresh(&s), b, true, &s)?;
         }
     }
 
@@ -375,7 +378,7 @@ proptest! {
     ) {
         let bytes = build(&s).snapshot().expect("snapshot");
         let mut shard = fresh(&s);
-        if restore(&mut shard, &resealed(&damaged(&bytes, &d)), true)?.is_ok() {
+        if restore(&mut shard, &resealed(&damaged(&bytes, &d)), true, &s)?.is_ok() {
             // Errors are fine (a forged index may be refused later); panics are not.
             let _ = exercise(&mut shard, &q);
         }
@@ -451,7 +454,7 @@ fn small() -> (Spec, Vec<u8>) {
     };
     let bytes = build(&s).snapshot().expect("snapshot");
     fresh(&s)
-        .restore(&bytes)
+        .restore(&bytes, build(&s).export())
         .expect("the undamaged snapshot restores");
     (s, bytes)
 }
@@ -465,7 +468,7 @@ fn every_flipped_byte_of_a_snapshot_is_refused() {
             let mut bad = bytes.clone();
             bad[at] ^= mask;
             assert!(
-                fresh(&s).restore(&bad).is_err(),
+                fresh(&s).restore(&bad, build(&s).export()).is_err(),
                 "byte {at} ^ {mask:#x} accepted"
             );
         }
@@ -496,7 +499,8 @@ fn every_damaged_or_forged_byte_is_refused_in_bounded_memory_or_gives_a_usable_s
                 bad = resealed(&bad);
             }
             let mut shard = fresh(&s);
-            let (result, largest) = watched(|| shard.restore(&bad));
+            let stored = build(&s).export();
+            let (result, largest) = watched(|| shard.restore(&bad, stored));
             let what = format!("byte {at} = {value:#x} (checksum forged: {forged})");
             assert!(
                 largest <= bound(bad.len()),
@@ -533,7 +537,7 @@ fn an_object_named_twice_is_refused() {
         .expect("the id o2 is in the snapshot");
     bytes[at + 1] = b'1';
     let e = fresh(&s)
-        .restore(&resealed(&bytes))
+        .restore(&resealed(&bytes), build(&s).export())
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

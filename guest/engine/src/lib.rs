@@ -54,6 +54,14 @@ fn to_wit_error(e: core::EngineError) -> wit::EngineError {
     }
 }
 
+fn object_from_wit(o: wit::Object) -> core::Object {
+    core::Object {
+        id: o.id,
+        properties: o.properties,
+        vector: o.vector,
+    }
+}
+
 fn config_from_wit(c: wit::CollectionConfig) -> core::CollectionConfig {
     core::CollectionConfig {
         name: c.name,
@@ -131,11 +139,7 @@ impl Guest for Engine {
         let batch = batch
             .into_iter()
             .map(|m| match m {
-                wit::Mutation::Upsert(o) => core::Mutation::Upsert(core::Object {
-                    id: o.id,
-                    properties: o.properties,
-                    vector: o.vector,
-                }),
+                wit::Mutation::Upsert(o) => core::Mutation::Upsert(object_from_wit(o)),
                 wit::Mutation::Delete(id) => core::Mutation::Delete(id),
             })
             .collect();
@@ -225,6 +229,15 @@ impl Guest for Engine {
 
     fn restore(size: u64) -> Result<(), wit::EngineError> {
         with_shard(|s| s.restore_from(&mut HostSource, size))
+    }
+
+    fn restore_fill(objects: Vec<wit::Object>) -> Result<u32, wit::EngineError> {
+        let objects = objects.into_iter().map(object_from_wit).collect();
+        with_shard(|s| s.restore_fill(objects))
+    }
+
+    fn restore_finish() -> Result<Vec<String>, wit::EngineError> {
+        with_shard(|s| s.restore_finish())
     }
 }
 

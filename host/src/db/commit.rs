@@ -16,12 +16,13 @@ use crate::replication::hlc::{system_wall_ms, Hlc};
 use crate::replication::version::Clock;
 use crate::runtime::{wit, CallError};
 use crate::store::records::{LogEntry, LogWrite};
-use crate::store::{ShardSnapshot, WriteTxn};
+use crate::store::WriteTxn;
 
 use super::collection::{Collection, Slot};
 use super::materialise::{dropped_key, Context, Materialised, ShardKey, Source, Stamp};
 use super::plan;
 use super::remote::{Applied, RemoteEntry};
+use super::snapshots::Publisher;
 use super::{recovery, Inner};
 
 pub(crate) enum Job {
@@ -64,6 +65,8 @@ pub(crate) struct Committer {
     /// `max(snapshot_every_ops, that size)` mutations, so snapshot cost stays proportional to
     /// the writes (a 1M-object collection is not rewritten every 50k writes).
     snapshot_size: HashMap<String, u64>,
+    /// Makes written snapshot files durable off this thread.
+    pub(super) publisher: Publisher,
 }
 
 impl Committer {
@@ -71,6 +74,8 @@ impl Committer {
         let origin = inner.store.node_id();
         let next_seq = inner.store.applied()?.get(&origin).copied().unwrap_or(0) + 1;
         let hlc = Hlc::resume(inner.store.meta("hlc")?.unwrap_or(0));
+        let publisher = Publisher::start(inner.store.clone())
+            .map_err(|e| Error::io("starting the snapshot thread", e))?;
         Ok(Self {
             inner,
             origin,
@@ -78,6 +83,7 @@ impl Committer {
             hlc,
             dirty,
             snapshot_size: HashMap::new(),
+            publisher,
         })
     }
 
@@ -129,7 +135,7 @@ impl Committer {
                 }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
-                    let _ = reply.send(self.checkpoint(false));
+                    let _ = reply.send(self.checkpoint(false, true));
                 }
                 Job::Plugin(change, reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
@@ -173,6 +179,8 @@ impl Committer {
         if self.inner.collection(name).is_err() {
             return Ok(false);
         }
+        // A snapshot still on its way must not land on a collection made later with this name.
+        self.publisher.flush();
         self.commit_alone(|txn, _| {
             stage_drop(txn, name)?;
             Ok(LogWrite::DropCollection {
@@ -180,6 +188,7 @@ impl Committer {
             })
         })?;
         self.unregister(name);
+        self.sweep_snapshots();
         Ok(true)
     }
 
@@ -500,14 +509,16 @@ impl Committer {
 
     pub(super) fn snapshot_if_due(&mut self) {
         if self.dirty.iter().any(|(c, n)| self.due(c, *n)) {
-            if let Err(e) = self.checkpoint(true) {
+            if let Err(e) = self.checkpoint(true, false) {
                 tracing::warn!(error = %e, "writing index snapshots failed");
             }
         }
     }
 
-    /// Snapshots dirty collections (only those past the threshold when `due_only`).
-    pub(super) fn checkpoint(&mut self, due_only: bool) -> Result<()> {
+    /// Snapshots dirty collections (only those past the threshold when `due_only`). Each
+    /// shard's engine streams its state into a file here; the file is made durable and
+    /// published by the snapshot thread. With `wait`, returns once all of them are.
+    pub(super) fn checkpoint(&mut self, due_only: bool, wait: bool) -> Result<()> {
         let names: Vec<String> = self
             .dirty
             .iter()
@@ -515,7 +526,6 @@ impl Committer {
             .map(|(c, _)| c.clone())
             .collect();
         let covered = self.inner.store.applied()?;
-        // One shard at a time, so at most one shard's snapshot bytes are in memory.
         for name in &names {
             let coll = self.inner.collection(name)?;
             let mut objects = 0;
@@ -526,12 +536,9 @@ impl Committer {
                     continue;
                 };
                 objects += inst.stats(inst.query_timeout()).map_or(0, |st| st.objects);
-                match inst.snapshot() {
-                    Ok(chunks) => {
-                        let covered = covered.clone();
-                        let snap = ShardSnapshot { covered, chunks };
-                        self.inner.store.put_snapshot(name, s, &snap)?;
-                    }
+                let file = self.inner.store.snapshot_file(name, s)?;
+                match inst.snapshot_into(file) {
+                    Ok(file) => self.publisher.publish(name, s, covered.clone(), file),
                     Err(CallError::Engine(wit::EngineError::Unsupported(_))) => {}
                     Err(CallError::Engine(e)) => {
                         tracing::warn!(shard = inst.label(), error = ?e, "snapshot refused")
@@ -546,7 +553,18 @@ impl Committer {
             self.snapshot_size.insert(name.clone(), objects);
             self.dirty.remove(name);
         }
+        if wait {
+            self.publisher.flush();
+        }
         Ok(())
+    }
+
+    /// Deletes snapshot files no shard uses any more (after a drop or a state merge).
+    pub(super) fn sweep_snapshots(&self) {
+        self.publisher.flush();
+        if let Err(e) = self.inner.store.sweep_snapshots() {
+            tracing::warn!(error = %e, "removing unused index snapshots failed");
+        }
     }
 }
 

@@ -102,7 +102,7 @@ impl Committer {
             Some(&self.inner.cache_dir),
         )?);
         // The new engine restores what the old one holds now.
-        self.checkpoint(false)?;
+        self.checkpoint(false, true)?;
         let specs = self.inner.specs();
         let mut loaded = Vec::with_capacity(specs.len());
         for spec in specs {

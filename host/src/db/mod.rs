@@ -10,6 +10,7 @@ mod plugins;
 mod query;
 pub mod recovery;
 mod remote;
+mod snapshots;
 mod state;
 mod validate;
 pub use validate::check_vector;
@@ -277,6 +278,9 @@ impl Inner {
 }
 
 /// An open database directory. Cheap to share between threads (`&Database` is enough).
+/// Meta key: set once a node with peers ran on this database.
+const REPLICATED: &str = "replicated";
+
 pub struct Database {
     inner: Arc<Inner>,
     tokens: Tokens,
@@ -600,8 +604,24 @@ impl Database {
 
     /// Writes index snapshots of every shard changed since its last one, so the next open
     /// restores instead of rebuilding.
+    ///
+    /// A database that has never replicated (no node with peers ran on it) then trims the
+    /// operation log the snapshots cover: nothing else would ever read it. A node with peers
+    /// trims only what every peer has acknowledged (docs/replication.md).
     pub fn checkpoint(&self) -> Result<()> {
-        self.submit(Job::Checkpoint)
+        self.submit(Job::Checkpoint)?;
+        if self.inner.store.meta(REPLICATED)?.unwrap_or(0) == 0 {
+            self.trim_log(None, std::time::Duration::ZERO)?;
+        }
+        Ok(())
+    }
+
+    /// Records that this database replicates with peers: from now on its log is kept until
+    /// they have it, not trimmed at every checkpoint.
+    pub fn note_replication(&self) -> Result<()> {
+        let mut txn = self.inner.store.begin_write()?;
+        txn.set_meta(REPLICATED, 1)?;
+        txn.commit()
     }
 
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<Object>> {
@@ -695,10 +715,17 @@ impl Database {
     }
 
     /// Checkpoints and stops the committer.
+    /// Then gives back the file's free pages if they are many (after a large import whose
+    /// log was trimmed, say).
     pub fn close(mut self) -> Result<()> {
         let result = self.checkpoint();
         self.shutdown();
-        result
+        result?;
+        let shrunk = self.inner.store.compact()?;
+        if shrunk > 0 {
+            tracing::info!(bytes = shrunk, "database file compacted");
+        }
+        Ok(())
     }
 
     fn shutdown(&mut self) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::CollectionSpec;
-use crate::runtime::{wit, CallError, Runtime, ShardInstance};
+use crate::runtime::{wit, CallError, CallResult, Runtime, ShardInstance};
 use crate::store::records::{LogWrite, StoredObject};
 use crate::store::{Store, VersionVector};
 
@@ -47,10 +47,17 @@ pub(crate) fn load_shard(
 ) -> Result<(ShardInstance, LoadReport)> {
     let mut inst = rt.instantiate(spec, shard, store.clone())?;
     let mut report = LoadReport::default();
-    let mut covered: Option<VersionVector> = None;
     // A snapshot older than what the log still holds cannot be brought up to date by replay.
     let horizon = store.horizon()?;
-    let snapshot = store.get_snapshot(&spec.name, shard)?.filter(|(meta, _)| {
+    let snapshot = match store.get_snapshot(&spec.name, shard) {
+        Ok(s) => s,
+        Err(e) => {
+            // A missing or truncated file: storage still holds every object.
+            tracing::warn!(collection = %spec.name, shard, error = %e, "index snapshot unreadable; rebuilding from storage");
+            None
+        }
+    };
+    let snapshot = snapshot.filter(|(meta, _)| {
         let usable = horizon
             .0
             .iter()
@@ -60,40 +67,96 @@ pub(crate) fn load_shard(
         }
         usable
     });
-    if let Some((meta, chunks)) = snapshot {
-        match inst.restore(meta.size, chunks) {
-            Ok(()) => {
-                covered = Some(meta.covered);
-                report.restored_snapshot = true;
-            }
-            Err(e) => {
-                tracing::warn!(shard = inst.label(), error = %e.message(), "index snapshot unusable; rebuilding from storage");
-                if matches!(e, CallError::Trap(_)) {
-                    inst = rt.instantiate(spec, shard, store.clone())?;
-                } else {
-                    // A refused restore leaves the shard as it was: empty.
+    if let Some((meta, bytes)) = snapshot {
+        // What the log changed since the snapshot: those objects may differ from it.
+        match touched_since(store, spec, shard, &meta.covered)? {
+            None => tracing::warn!(
+                shard = inst.label(),
+                "index snapshot predates a drop of its collection; rebuilding from storage"
+            ),
+            Some(touched) => match restore(&mut inst, store, spec, shard, meta.size, bytes) {
+                Ok(differ) if differ.iter().all(|id| touched.contains(id)) => {
+                    report.restored_snapshot = true;
+                    report.replayed = replay(&mut inst, store, spec, &touched)?;
+                    return Ok((inst, report));
                 }
-            }
-        }
-    }
-    if let Some(vv) = covered {
-        match replay(&mut inst, store, spec, shard, &vv)? {
-            Some(n) => {
-                report.replayed = n;
-                return Ok((inst, report));
-            }
-            None => {
-                tracing::warn!(
-                    shard = inst.label(),
-                    "index snapshot predates a drop of its collection; rebuilding from storage"
-                );
-                report.restored_snapshot = false;
-                inst = rt.instantiate(spec, shard, store.clone())?;
-            }
+                Ok(differ) => {
+                    tracing::warn!(
+                        shard = inst.label(),
+                        objects = differ.iter().filter(|id| !touched.contains(*id)).count(),
+                        "index snapshot disagrees with stored objects the log did not change; rebuilding from storage"
+                    );
+                    inst = rt.instantiate(spec, shard, store.clone())?;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = inst.label(), error = %e.message(), "index snapshot unusable; rebuilding from storage");
+                    // A refused restore leaves the shard as it was (empty); a trap, who knows.
+                    inst = rt.instantiate(spec, shard, store.clone())?;
+                }
+            },
         }
     }
     report.rebuilt = rebuild(&mut inst, store, spec, shard)?;
     Ok((inst, report))
+}
+
+/// Calls `each` with the shard's stored objects, a chunk at a time, in id order.
+fn scan_shard(
+    store: &Store,
+    spec: &CollectionSpec,
+    shard: u32,
+    mut each: impl FnMut(Vec<wit::Object>) -> Result<()>,
+) -> Result<u64> {
+    let mut after: Option<String> = None;
+    let mut total = 0;
+    loop {
+        let rows =
+            store.scan_objects(&spec.name, after.as_deref(), CHUNK * spec.shards as usize)?;
+        let Some((last, _)) = rows.last() else { break };
+        after = Some(last.clone());
+        let batch: Vec<wit::Object> = rows
+            .into_iter()
+            .filter(|(id, _)| shard_of(id, spec.shards) == shard)
+            .map(|(id, o)| wit::Object {
+                id,
+                properties: o.properties,
+                vector: o.vector,
+            })
+            .collect();
+        total += batch.len() as u64;
+        each(batch)?;
+    }
+    Ok(total)
+}
+
+/// Restores a snapshot of `size` bytes and fills it in with the shard's stored objects (the
+/// snapshot holds no properties or live vectors). Returns the ids that differ from it.
+fn restore(
+    inst: &mut ShardInstance,
+    store: &Store,
+    spec: &CollectionSpec,
+    shard: u32,
+    size: u64,
+    bytes: crate::store::SnapshotBytes,
+) -> CallResult<Vec<String>> {
+    inst.restore(size, bytes)?;
+    let mut failed = None;
+    let scanned = scan_shard(store, spec, shard, |batch| {
+        inst.restore_fill(&batch).map(|_| ()).map_err(|e| {
+            let m = e.message();
+            failed = Some(e);
+            Error::Engine(m)
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Err(e) = scanned {
+        return Err(CallError::Engine(wit::EngineError::State(format!(
+            "reading the stored objects: {e}"
+        ))));
+    }
+    inst.restore_finish()
 }
 
 /// Feeds every object of the shard from storage.
@@ -103,35 +166,22 @@ fn rebuild(
     spec: &CollectionSpec,
     shard: u32,
 ) -> Result<u64> {
-    let mut after: Option<String> = None;
-    let mut total = 0;
-    loop {
-        let rows =
-            store.scan_objects(&spec.name, after.as_deref(), CHUNK * spec.shards as usize)?;
-        let Some((last, _)) = rows.last() else { break };
-        after = Some(last.clone());
-        let batch: Vec<wit::Mutation> = rows
-            .into_iter()
-            .filter(|(id, _)| shard_of(id, spec.shards) == shard)
-            .map(|(id, o)| upsert_of(id, o))
-            .collect();
-        total += batch.len() as u64;
-        apply(inst, &batch)?;
-    }
-    Ok(total)
+    scan_shard(store, spec, shard, |batch| {
+        let batch: Vec<wit::Mutation> = batch.into_iter().map(wit::Mutation::Upsert).collect();
+        apply(inst, &batch)
+    })
 }
 
-/// Re-applies the current stored state of every object of this shard touched after `covered`.
-/// `None` (nothing applied) if a later entry drops the collection: the snapshot belongs to an
-/// earlier collection of the same name. (A drop deletes the snapshots in its own transaction,
-/// so this is a guard, not the normal path.)
-fn replay(
-    inst: &mut ShardInstance,
+/// The ids of this shard's objects that log entries after `covered` touch. `None` if a later
+/// entry drops the collection: the snapshot belongs to an earlier collection of the same
+/// name. (A drop deletes the snapshots in its own transaction, so this is a guard, not the
+/// normal path.)
+fn touched_since(
     store: &Store,
     spec: &CollectionSpec,
     shard: u32,
     covered: &VersionVector,
-) -> Result<Option<u64>> {
+) -> Result<Option<BTreeSet<String>>> {
     let mut touched = BTreeSet::new();
     for (_, _, entry) in store.log_after(covered)? {
         for w in entry.writes {
@@ -145,16 +195,26 @@ fn replay(
             }
         }
     }
-    let ids: Vec<String> = touched.into_iter().collect();
+    Ok(Some(touched))
+}
+
+/// Re-applies the current stored state of `touched` objects.
+fn replay(
+    inst: &mut ShardInstance,
+    store: &Store,
+    spec: &CollectionSpec,
+    touched: &BTreeSet<String>,
+) -> Result<u64> {
+    let ids: Vec<&String> = touched.iter().collect();
     for chunk in ids.chunks(CHUNK) {
         let mut batch = Vec::with_capacity(chunk.len());
         for id in chunk {
             batch.push(match store.get_object(&spec.name, id)? {
-                Some(o) => upsert_of(id.clone(), o),
-                None => wit::Mutation::Delete(id.clone()),
+                Some(o) => upsert_of((*id).clone(), o),
+                None => wit::Mutation::Delete((*id).clone()),
             });
         }
         apply(inst, &batch)?;
     }
-    Ok(Some(ids.len() as u64))
+    Ok(ids.len() as u64)
 }

@@ -89,7 +89,7 @@ impl Committer {
                 self.publish();
                 // The merged rows changed engines outside the log: snapshot them now, so a
                 // restart restores rather than rebuilds.
-                self.checkpoint(false)?;
+                self.checkpoint(false, false)?;
                 Ok(0)
             }
         }
@@ -171,6 +171,8 @@ impl Committer {
         // Engines changed outside the log: a restart must not replay the log over their
         // snapshots (it would miss these), so they go until the next checkpoint.
         let changed: BTreeSet<&String> = m.changed.keys().collect();
+        // A snapshot taken before these rows and still being published would come back.
+        self.publisher.flush();
         let committed = (|| -> Result<()> {
             for c in &changed {
                 txn.forget_snapshots(c)?;
@@ -180,6 +182,9 @@ impl Committer {
         if let Err(e) = committed {
             rollback(self, &pending);
             return Err(e);
+        }
+        if !changed.is_empty() {
+            self.sweep_snapshots();
         }
         let mut counts: HashMap<String, u64> = HashMap::new();
         self.tally(&m, &mut counts);

@@ -25,11 +25,11 @@ pub struct HostState {
     pub(super) snapshot_in: Option<SnapshotIn>,
 }
 
-/// Snapshot chunks coming out of the engine, capped so a misbehaving engine cannot fill the
-/// node's memory.
+/// Snapshot bytes coming out of the engine, streamed into a file and capped so a misbehaving
+/// engine cannot fill the disk.
 #[derive(Default)]
 pub struct SnapshotOut {
-    pub chunks: Vec<Vec<u8>>,
+    pub file: Option<crate::store::SnapshotWriter>,
     pub bytes: u64,
     pub cap: u64,
     pub overflowed: bool,
@@ -129,9 +129,8 @@ impl host_api::Host for HostState {
         out.bytes += bytes.len() as u64;
         if out.bytes > out.cap {
             out.overflowed = true;
-            out.chunks.clear();
-        } else {
-            out.chunks.push(bytes);
+        } else if let Some(file) = &mut out.file {
+            file.write(&bytes);
         }
     }
 

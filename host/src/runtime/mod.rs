@@ -224,24 +224,41 @@ impl ShardInstance {
         call!(self, timeout, call_traverse, req)
     }
 
-    /// The shard's snapshot, as the chunks the engine streamed out.
-    pub fn snapshot(&mut self) -> CallResult<Vec<Vec<u8>>> {
+    /// Streams the shard's snapshot into `file`, and gives the file back with every byte
+    /// written (not yet finished). On failure the file is discarded.
+    pub fn snapshot_into(
+        &mut self,
+        file: crate::store::SnapshotWriter,
+    ) -> CallResult<crate::store::SnapshotWriter> {
         // An engine's state lives in its memory, so a larger snapshot is a misbehaving engine.
         self.store.data_mut().snapshot_out = host::SnapshotOut {
+            file: Some(file),
             cap: self.limits.memory_limit_bytes.saturating_mul(2),
             ..Default::default()
         };
         let result = call!(self, self.limits.apply_timeout, call_snapshot);
         let out = std::mem::take(&mut self.store.data_mut().snapshot_out);
-        let size = result?;
+        let Some(file) = out.file else {
+            return Err(CallError::Engine(wit::EngineError::State(
+                "the snapshot stream lost its file".into(),
+            )));
+        };
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                file.discard();
+                return Err(e);
+            }
+        };
         if out.overflowed || out.bytes != size {
+            file.discard();
             return Err(CallError::Engine(wit::EngineError::State(format!(
                 "snapshot stream of {} bytes does not match the {size} bytes announced (or \
                  exceeds {} bytes)",
                 out.bytes, out.cap
             ))));
         }
-        Ok(out.chunks)
+        Ok(file)
     }
 
     /// Replaces the shard's state with a snapshot of `size` bytes read from `chunks`.
@@ -259,6 +276,16 @@ impl ShardInstance {
             ))));
         }
         result
+    }
+
+    /// Fills a restore in with stored objects; returns how many the snapshot knew.
+    pub fn restore_fill(&mut self, objects: &[wit::Object]) -> CallResult<u32> {
+        call!(self, self.limits.apply_timeout, call_restore_fill, objects)
+    }
+
+    /// Ends a restore; returns the ids whose stored object is not what the snapshot had.
+    pub fn restore_finish(&mut self) -> CallResult<Vec<String>> {
+        call!(self, self.limits.apply_timeout, call_restore_finish)
     }
 
     pub fn stats(&mut self, timeout: Duration) -> CallResult<wit::ShardStats> {

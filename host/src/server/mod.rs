@@ -191,6 +191,13 @@ impl Node {
             .map_err(|e| ServeError::io("reading the HTTP address", e))?;
         let default_conflict = replication::default_conflict(&config)?;
         let replicator = replication::start(&db, &config).await?;
+        if replicator.is_some() {
+            db.note_replication()
+                .map_err(|source| ServeError::Database {
+                    dir: config.data_dir.clone(),
+                    source,
+                })?;
+        }
         let shared = Arc::new(Shared {
             default_conflict,
             replication: replicator.as_ref().map(|r| r.status_handle()),

@@ -7,13 +7,14 @@ pub mod keys;
 mod plugins;
 pub mod records;
 mod resolved;
+mod snapshots;
 mod state;
 mod tokens;
 pub use resolved::Resolved;
 pub use state::{RowKey, StateExport, StateHeader, StateRow, BUCKETS};
 pub use tokens::StoredToken;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -23,12 +24,18 @@ use redb::{Database as Redb, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{Error, Result};
 use crate::model::{CollectionSpec, Direction, Edge, NodeKey};
 use records::{decode, encode, LogEntry, StoredEdge, StoredObject, StoredSibling};
+use snapshots::SnapshotDir;
+pub use snapshots::{Finished, Location, SnapshotWriter};
 
 /// Bumped when a table's layout changes; a directory of a newer format is refused.
 /// 2: per-key versions (the `versions` table, record version 2). A format-1 database opens
 /// as is (its records decode as having seen nothing but themselves).
-pub const FORMAT_VERSION: u64 = 2;
+/// 3: index snapshots in files (`index_snapshot_meta` version 2). An older database opens as
+/// is and is marked 3, so that a build which cannot read the new rows refuses it.
+pub const FORMAT_VERSION: u64 = 3;
 pub const DB_FILE: &str = "vektagraf.redb";
+/// Index snapshot files, beside the database file.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const COLLECTIONS: TableDefinition<&str, &str> = TableDefinition::new("collections");
@@ -60,22 +67,20 @@ const PLUGIN_BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugin
 /// Version vector: origin node -> highest sequence number applied.
 pub type VersionVector = BTreeMap<u64, u64>;
 
-/// An index snapshot of one shard, as the engine streamed it, and the log position it covers.
-pub struct ShardSnapshot {
-    pub covered: VersionVector,
-    pub chunks: Vec<Vec<u8>>,
-}
-
-/// A stored snapshot's description; its bytes are read a chunk at a time by [`SnapshotChunks`].
+/// A stored snapshot's description; its bytes are read a chunk at a time by
+/// [`Store::get_snapshot`]'s reader.
 pub struct SnapshotMeta {
     pub covered: VersionVector,
     /// Total length of the engine bytes.
     pub size: u64,
-    chunks: u32,
+    pub location: Location,
 }
 
-/// The chunks of one stored snapshot, read lazily from one consistent read transaction.
-pub struct SnapshotChunks {
+/// A snapshot's bytes, a chunk at a time.
+pub type SnapshotBytes = Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>;
+
+/// The chunks of one snapshot of an earlier build, read lazily from one read transaction.
+struct SnapshotChunks {
     table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     key: Vec<u8>,
     next: u32,
@@ -99,10 +104,15 @@ impl Iterator for SnapshotChunks {
 }
 
 pub struct Store {
-    db: Redb,
+    /// Shared by every transaction; taken exclusively only to compact the file.
+    db: std::sync::RwLock<Redb>,
     path: PathBuf,
     node_id: u64,
     faults: Arc<Faults>,
+    snapshots: SnapshotDir,
+    /// Held while a snapshot file is renamed and its row committed, and while unnamed files
+    /// are swept, so a sweep never takes a file about to be named.
+    snapshot_files: std::sync::Mutex<()>,
 }
 
 /// Storage faults injected on purpose, so tests can reach the paths where a write transaction
@@ -178,8 +188,8 @@ impl Store {
                         ),
                     })
                 }
-                Some(_) => {}
-                None => {
+                Some(FORMAT_VERSION) => {}
+                _ => {
                     meta.insert("format_version", FORMAT_VERSION)?;
                 }
             }
@@ -209,12 +219,16 @@ impl Store {
             txn.open_table(VERSIONS)?;
         }
         txn.commit()?;
-        Ok(Store {
-            db,
+        let store = Store {
+            db: std::sync::RwLock::new(db),
             path,
             node_id,
             faults: Arc::default(),
-        })
+            snapshots: SnapshotDir::open(dir.join(SNAPSHOT_DIR))?,
+            snapshot_files: std::sync::Mutex::default(),
+        };
+        store.sweep_snapshots()?;
+        Ok(store)
     }
 
     /// Storage fault injection, for tests.
@@ -231,13 +245,42 @@ impl Store {
         self.node_id
     }
 
+    fn redb(&self) -> std::sync::RwLockReadGuard<'_, Redb> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the database file's free pages back to the file system when they are more than
+    /// 40% of it (and at least 1 MiB; a B-tree's pages are never all full, so a compacted
+    /// file still has a quarter or so): after a large import, say, whose log entries
+    /// were trimmed. Needs no transaction to be open; if one is, nothing happens. Returns the
+    /// bytes the file shrank by.
+    pub fn compact(&self) -> Result<u64> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let before = file_len(&self.path)?;
+        let txn = db.begin_write()?;
+        let fragmented = txn.stats()?.fragmented_bytes();
+        txn.abort()?;
+        if fragmented < (1 << 20).max(before / 5 * 2) {
+            return Ok(0);
+        }
+        for _ in 0..8 {
+            match db.compact() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(redb::CompactionError::TransactionInProgress) => return Ok(0),
+                Err(e) => return Err(Error::Storage(format!("compacting the database: {e}"))),
+            }
+        }
+        Ok(before.saturating_sub(file_len(&self.path)?))
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<u64>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))
     }
 
     pub fn collections(&self) -> Result<Vec<CollectionSpec>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(COLLECTIONS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -253,7 +296,7 @@ impl Store {
     }
 
     pub fn applied(&self) -> Result<VersionVector> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(APPLIED)?;
         let mut vv = VersionVector::new();
         for row in table.iter()? {
@@ -264,7 +307,7 @@ impl Store {
     }
 
     pub fn get_object(&self, collection: &str, id: &str) -> Result<Option<StoredObject>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let key = keys::node(collection, id);
         let found = table.get(key.as_slice())?;
@@ -281,7 +324,7 @@ impl Store {
         id: &str,
     ) -> Result<(Option<StoredObject>, Vec<StoredSibling>)> {
         let key = keys::node(collection, id);
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let visible = txn
             .open_table(OBJECTS)?
             .get(key.as_slice())?
@@ -312,7 +355,7 @@ impl Store {
             None => prefix.clone(),
         };
         let end = keys::prefix_end(&prefix);
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let merged = txn.open_table(RESOLVED)?;
         let mut out = Vec::with_capacity(limit.min(4096));
@@ -342,7 +385,7 @@ impl Store {
             keys::part(&mut prefix, l);
         }
         let end = keys::prefix_end(&prefix);
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let exists = |k: &NodeKey| -> Result<bool> {
             Ok(objects
@@ -402,7 +445,7 @@ impl Store {
 
     /// Log entries after `covered`, for every origin, in (origin, seq) order.
     pub fn log_after(&self, covered: &VersionVector) -> Result<Vec<(u64, u64, LogEntry)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(OPLOG)?;
         let mut out = Vec::new();
         // Each origin's entries after what is covered, read by key range (not the whole log):
@@ -421,7 +464,7 @@ impl Store {
 
     /// Entries `from..=to` of one origin's log (fewer if some are not there).
     pub fn log_range(&self, origin: u64, from: u64, to: u64) -> Result<Vec<(u64, u64, LogEntry)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(OPLOG)?;
         let mut out = Vec::new();
         for row in table.range((origin, from)..=(origin, to))? {
@@ -434,18 +477,20 @@ impl Store {
 
     pub fn log_len(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         Ok(txn.open_table(OPLOG)?.len()?)
     }
 
-    /// The newest snapshot of a shard and a reader of its chunks (one read transaction, so
-    /// the chunks match the description even if a newer snapshot is written meanwhile).
+    /// The newest snapshot of a shard and a reader of its bytes (for chunks of an earlier
+    /// build, one read transaction, so they match the description even if a newer snapshot is
+    /// published meanwhile; a file is opened before this returns, so its replacement cannot
+    /// take it away).
     pub fn get_snapshot(
         &self,
         collection: &str,
         shard: u32,
-    ) -> Result<Option<(SnapshotMeta, SnapshotChunks)>> {
-        let txn = self.db.begin_read()?;
+    ) -> Result<Option<(SnapshotMeta, SnapshotBytes)>> {
+        let txn = self.redb().begin_read()?;
         let key = keys::shard(collection, shard);
         let Some(meta) = txn
             .open_table(SNAPSHOTS)?
@@ -455,52 +500,119 @@ impl Store {
         else {
             return Ok(None);
         };
-        let chunks = SnapshotChunks {
-            table: txn.open_table(SNAPSHOT_CHUNKS)?,
-            key,
-            next: 0,
-            count: meta.chunks,
+        let bytes: SnapshotBytes = match &meta.location {
+            Location::Chunks(count) => Box::new(SnapshotChunks {
+                table: txn.open_table(SNAPSHOT_CHUNKS)?,
+                key,
+                next: 0,
+                count: *count,
+            }),
+            Location::File(name) => {
+                let _files = self.lock_snapshot_files();
+                Box::new(self.snapshots.reader(name, meta.size)?)
+            }
         };
-        Ok(Some((meta, chunks)))
+        Ok(Some((meta, bytes)))
     }
 
-    /// Replaces a shard's snapshot in one durable transaction.
-    pub fn put_snapshot(&self, collection: &str, shard: u32, snap: &ShardSnapshot) -> Result<()> {
+    /// A new snapshot file for `shard` of `collection`, to stream the engine's bytes into.
+    pub fn snapshot_file(&self, collection: &str, shard: u32) -> Result<SnapshotWriter> {
+        self.snapshots.create(collection, shard)
+    }
+
+    fn lock_snapshot_files(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshot_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `file` the shard's snapshot, covering `covered`, in one durable transaction, and
+    /// deletes what it replaces. Returns false (and deletes the file) if the collection is
+    /// gone.
+    pub fn publish_snapshot(
+        &self,
+        collection: &str,
+        shard: u32,
+        covered: VersionVector,
+        file: Finished,
+    ) -> Result<bool> {
+        let _files = self.lock_snapshot_files();
         let key = keys::shard(collection, shard);
-        let count = u32::try_from(snap.chunks.len())
-            .map_err(|_| Error::Storage("index snapshot has too many chunks".into()))?;
         let meta = SnapshotMeta {
-            covered: snap.covered.clone(),
-            size: snap.chunks.iter().map(|c| c.len() as u64).sum(),
-            chunks: count,
+            covered,
+            size: file.size,
+            location: Location::File(file.name.clone()),
         };
-        let txn = self.db.begin_write()?;
+        // Sealed before the write transaction, so writers never wait for the directory sync.
+        if let Err(e) = self.snapshots.seal(&file) {
+            file.discard();
+            return Err(e);
+        }
+        let txn = self.redb().begin_write()?;
+        if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
+            drop(txn);
+            self.snapshots.remove(&file.name);
+            return Ok(false);
+        }
         txn.delete_table(SNAPSHOTS_UNCHUNKED)?;
-        {
+        let old = {
             let mut table = txn.open_table(SNAPSHOTS)?;
             let old = table
                 .get(key.as_slice())?
                 .map(|v| decode_snapshot_meta(v.value()))
-                .transpose()?
-                .map_or(0, |m| m.chunks);
+                .transpose()?;
             table.insert(key.as_slice(), encode_snapshot_meta(&meta).as_slice())?;
+            old
+        };
+        if let Some(SnapshotMeta {
+            location: Location::Chunks(n),
+            ..
+        }) = &old
+        {
             let mut chunks = txn.open_table(SNAPSHOT_CHUNKS)?;
-            for i in count..old {
+            for i in 0..*n {
                 chunks.remove(keys::chunk(&key, i).as_slice())?;
             }
-            for (i, c) in snap.chunks.iter().enumerate() {
-                chunks.insert(keys::chunk(&key, i as u32).as_slice(), c.as_slice())?;
+        }
+        if let Err(e) = txn.commit() {
+            self.snapshots.remove(&file.name);
+            return Err(e.into());
+        }
+        if let Some(SnapshotMeta {
+            location: Location::File(name),
+            ..
+        }) = old
+        {
+            self.snapshots.remove(&name);
+        }
+        Ok(true)
+    }
+
+    /// Deletes snapshot files no row names (a crash between a file's rename and its row, a
+    /// dropped collection). Returns how many went.
+    pub fn sweep_snapshots(&self) -> Result<usize> {
+        let _files = self.lock_snapshot_files();
+        let txn = self.redb().begin_read()?;
+        let mut keep = HashSet::new();
+        for row in txn.open_table(SNAPSHOTS)?.iter()? {
+            let (_, v) = row?;
+            if let Location::File(name) = decode_snapshot_meta(v.value())?.location {
+                keep.insert(name);
             }
         }
-        txn.commit()?;
-        Ok(())
+        self.snapshots.sweep(&keep)
+    }
+
+    /// Bytes of the database file and of the snapshot files.
+    pub fn disk_bytes(&self) -> Result<(u64, u64)> {
+        Ok((file_len(&self.path)?, self.snapshots.bytes()?))
     }
 
     /// A collection's node-local metadata (JSON text), read in one transaction with the check
     /// that the collection exists: `Err(UnknownCollection)` if it does not, `Ok(None)` if it
     /// has none.
     pub fn collection_meta(&self, collection: &str) -> Result<Option<String>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
             return Err(Error::UnknownCollection(collection.to_owned()));
         }
@@ -513,7 +625,7 @@ impl Store {
     /// exists is made in the same write transaction, so it cannot race with a drop (redb runs
     /// one write transaction at a time): a drop either comes first (this fails) or removes it.
     pub fn put_collection_meta(&self, collection: &str, json: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.redb().begin_write()?;
         if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
             return Err(Error::UnknownCollection(collection.to_owned()));
         }
@@ -524,10 +636,16 @@ impl Store {
 
     pub fn begin_write(&self) -> Result<WriteTxn> {
         Ok(WriteTxn {
-            txn: self.db.begin_write()?,
+            txn: self.redb().begin_write()?,
             faults: self.faults.clone(),
         })
     }
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .len())
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value> {
@@ -535,27 +653,35 @@ fn parse_json(text: &str) -> Result<serde_json::Value> {
         .map_err(|e| Error::Storage(format!("stored properties are damaged: {e}")))
 }
 
-const SNAPSHOT_META_VERSION: u8 = 1;
-
-/// Snapshot description: `u8 version, u32 n, n x (u64 origin, u64 seq), u64 size, u32 chunks`
-/// (all LE).
+/// Snapshot description: `u8 version, u32 n, n x (u64 origin, u64 seq), u64 size`, then for
+/// version 1 `u32 chunks` (in `index_snapshot_chunks`), for version 2 the file's name (`u32
+/// length, bytes`); all LE.
 fn encode_snapshot_meta(s: &SnapshotMeta) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + s.covered.len() * 16);
-    out.push(SNAPSHOT_META_VERSION);
+    let mut out = Vec::with_capacity(64 + s.covered.len() * 16);
+    out.push(match s.location {
+        Location::Chunks(_) => 1,
+        Location::File(_) => 2,
+    });
     out.extend_from_slice(&(s.covered.len() as u32).to_le_bytes());
     for (o, q) in &s.covered {
         out.extend_from_slice(&o.to_le_bytes());
         out.extend_from_slice(&q.to_le_bytes());
     }
     out.extend_from_slice(&s.size.to_le_bytes());
-    out.extend_from_slice(&s.chunks.to_le_bytes());
+    match &s.location {
+        Location::Chunks(n) => out.extend_from_slice(&n.to_le_bytes()),
+        Location::File(name) => {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
     out
 }
 
 fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
     let bad = || Error::Storage("index snapshot record is damaged".into());
     let (&version, rest) = v.split_first().ok_or_else(bad)?;
-    if version != SNAPSHOT_META_VERSION {
+    if !matches!(version, 1 | 2) {
         return Err(bad());
     }
     let (n, mut rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
@@ -567,14 +693,24 @@ fn decode_snapshot_meta(v: &[u8]) -> Result<SnapshotMeta> {
         rest = r;
     }
     let (size, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-    let (chunks, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-    if !rest.is_empty() {
-        return Err(bad());
-    }
+    let (n, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let n = u32::from_le_bytes(*n);
+    let location = if version == 1 {
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Location::Chunks(n)
+    } else {
+        let name = std::str::from_utf8(rest).map_err(|_| bad())?;
+        if name.len() != n as usize || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(bad());
+        }
+        Location::File(name.to_owned())
+    };
     Ok(SnapshotMeta {
         covered,
         size: u64::from_le_bytes(*size),
-        chunks: u32::from_le_bytes(*chunks),
+        location,
     })
 }
 
@@ -588,7 +724,7 @@ impl Store {
         stable: &crate::replication::version::Clock,
         limit: usize,
     ) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.redb().begin_write()?;
         let mut gone = Vec::new();
         {
             let versions = txn.open_table(VERSIONS)?;

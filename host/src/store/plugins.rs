@@ -13,7 +13,7 @@ impl Record for PluginRecord {}
 impl Store {
     /// Every plugin record, deleted ones (tombstones) included, by name.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(PLUGINS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -25,7 +25,7 @@ impl Store {
 
     /// A component's bytes by their SHA-256.
     pub fn plugin_blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let table = txn.open_table(PLUGIN_BLOBS)?;
         Ok(table.get(hash.as_slice())?.map(|v| v.value().to_vec()))
     }

@@ -215,7 +215,7 @@ impl Store {
     /// order it was written in, and bucket sums add up to the collection's. Lone tombstones
     /// (nothing visible under the key) are left out: each node forgets them at its own pace.
     pub fn digest(&self, collection: &str) -> Result<Digest> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let mut out = Digest::default();
         each_row(&txn, collection, |_, h, tag| {
             out.sum = out.sum.wrapping_add(h);
@@ -230,7 +230,7 @@ impl Store {
 
     /// The applied clock and every collection's digest sum, read together.
     pub fn digests(&self) -> Result<(Clock, Vec<(String, u128)>)> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let clock = applied_in(&txn)?;
         let mut out = Vec::new();
         for spec in self.collections()? {
@@ -243,7 +243,7 @@ impl Store {
 
     /// The applied clock and the collection's digest per key bucket, read together.
     pub fn bucket_digests(&self, collection: &str) -> Result<(Clock, Vec<u128>)> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let clock = applied_in(&txn)?;
         let mut out = vec![0u128; BUCKETS];
         each_row(&txn, collection, |b, h, _| {
@@ -255,7 +255,7 @@ impl Store {
     /// A consistent export of the whole state (every collection), or of some buckets of one
     /// collection.
     pub fn export(&self, only: Option<(String, BTreeSet<u8>)>) -> Result<StateExport> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let clock = applied_in(&txn)?;
         let collected = clock_under(&txn.open_table(META)?, "collected:", "collected;")?;
         let mut collections = Vec::new();
@@ -298,7 +298,7 @@ impl Store {
     /// Per origin, the highest seq the log no longer holds (trimmed, or covered by a state
     /// snapshot this node installed).
     pub fn horizon(&self) -> Result<Clock> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         clock_under(&txn.open_table(META)?, HORIZON_PREFIX, HORIZON_END)
     }
 
@@ -306,7 +306,7 @@ impl Store {
     /// the log after a shard's snapshot, so the log is kept from here on. `None`: no
     /// snapshots (a restart rebuilds from storage and needs no log).
     pub fn snapshot_floor(&self) -> Result<Option<Clock>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.redb().begin_read()?;
         let mut floor: Option<Clock> = None;
         for row in txn.open_table(super::SNAPSHOTS)?.iter()? {
             let (_, v) = row?;
@@ -330,7 +330,7 @@ impl Store {
     /// oldest first, so what is left stays contiguous), at most `limit` in one transaction.
     /// Returns how many went.
     pub fn trim_log(&self, upto: &Clock, before_hlc: u64, limit: usize) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.redb().begin_write()?;
         let mut gone = 0u64;
         {
             let mut log = txn.open_table(OPLOG)?;
