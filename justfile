@@ -27,14 +27,22 @@ lint:
 full-dataset data="/tmp/vektagraf-full":
     bash scripts/full_dataset.sh {{data}}
 
-# Benchmark against hnswlib, faiss and exact search; writes docs/BENCHMARKS.md and docs/benchmarks.json.
-bench:
-    cargo bench -p vektagraf --bench ann
+# Benchmark against hnswlib, faiss and exact search on the shared dataset, in one run (about 15
+# min after the build on a quiet 2-core machine): batched queries with 1 and 2 query threads
+# (ours one shard, 2 read replicas; hnswlib/faiss in bench/anchors.py kept up as a subprocess),
+# interleaved per ef over 3 rounds, best QPS kept, crossings of recall 0.95/0.99; builds; data
+# directory of the full import; writes during a snapshot; cold start and peak RSS. Writes
+# docs/BENCHMARKS.md and docs/benchmarks.json; flags pass through, e.g. `just bench --no-write
+# --rounds 1 --efs 16,64`, `--hora` adds hora (~10 min more).
+bench *args:
+    cargo bench -p vektagraf --bench ann -- {{args}}
 
-# The same engine at a million synthetic 384-d vectors with 1, 2 and 4 shards (about 30 min);
-# writes the Scale section of docs/BENCHMARKS.md.
-bench-scale:
-    cargo bench -p vektagraf --bench scale
+# The same engine at a million synthetic 384-d vectors with 1, 2 and 4 shards, and hnswlib and
+# faiss on the same vectors in the same run (build, memory, disk, recall and QPS with 2 query
+# threads at the same efs, ground truth by numpy); about an hour. Writes the Scale section of
+# docs/BENCHMARKS.md; flags pass through, e.g. `just bench-scale --n 50000 --no-write`.
+bench-scale *args:
+    cargo bench -p vektagraf --bench scale -- {{args}}
 
 # The node over QUIC on loopback against the embedded API: import, search QPS and latency with
 # 1, 8 and 64 clients, full vs resumed handshakes (about 1.5 min after the build); writes the

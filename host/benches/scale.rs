@@ -1,18 +1,20 @@
 //! `just bench-scale`: our engine at a million vectors (seeded synthetic, clustered, 384-d,
-//! unit norm, inner product) with 1, 2 and 4 shards: build time, memory per million vectors,
-//! snapshot size and cold start, and recall / QPS with 2 query threads. Writes the "Scale"
-//! section of docs/BENCHMARKS.md and docs/benchmarks-scale.json.
+//! unit norm, inner product) with 1, 2 and 4 shards, and hnswlib and faiss (bench/anchors.py)
+//! on the same vectors in the same run: build time, memory and disk per million vectors, cold
+//! start, and recall / QPS with 2 query threads at the same efs, against exact ground truth
+//! computed by numpy (not by the engine's distance code) and shared by every system. Writes the
+//! "Scale" section of docs/BENCHMARKS.md and docs/benchmarks-scale.json unless `--no-write`.
 //!
-//! cargo bench -p vektagraf --bench scale -- [--n 1000000] [--shards 1,2,4] [--efs 32,64,128]
-//!     [--no-write]
+//! cargo bench -p vektagraf --bench scale -- [--n 1000000] [--shards 1,2,4] [--efs 16,32,64,128]
+//!     [--replicas 2] [--min-secs 1] [--anchor-build-threads 1] [--skip-anchors] [--no-write]
 
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{arg, has, markers, rss_mib};
+use common::anchors::Anchors;
+use common::{arg, dir_bytes, has, list, markers, rss_mib};
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -28,6 +30,9 @@ const QUERIES: usize = 1_000;
 const GT_QUERIES: usize = 200;
 const BATCH: usize = 1_000;
 const QUERY_THREADS: usize = 2;
+/// Query rows per `search_batch` call.
+const QUERY_BATCH: usize = 250;
+const MIB: f64 = (1 << 20) as f64;
 
 /// splitmix64 and Box-Muller: seeded, so every run and machine sees the same vectors.
 struct Rng(u64);
@@ -101,14 +106,24 @@ fn clustered(n: usize, seed: u64, m: &Model) -> Vec<f32> {
     out
 }
 
-/// Exact top-k by inner product for the first `GT_QUERIES` queries.
+/// Exact top-k by inner product for the first `GT_QUERIES` queries: a plain loop (eight f32
+/// accumulators), not the engine's distance code. Used only with `--skip-anchors`; otherwise
+/// numpy computes it (bench/anchors.py `gt`).
 fn ground_truth(base: &[f32], queries: &[f32]) -> Vec<Vec<usize>> {
-    use vektagraf_engine_core::distance::dot;
+    let dot = |a: &[f32], b: &[f32]| {
+        let mut acc = [0f32; 8];
+        for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().map(|&x| f64::from(x)).sum::<f64>()
+    };
     queries
         .par_chunks_exact(DIM)
         .take(GT_QUERIES)
         .map(|q| {
-            let mut best: Vec<(f32, usize)> = Vec::with_capacity(K + 1);
+            let mut best: Vec<(f64, usize)> = Vec::with_capacity(K + 1);
             for (i, v) in base.chunks_exact(DIM).enumerate() {
                 let s = dot(q, v);
                 if best.len() < K || s > best[K - 1].0 {
@@ -122,15 +137,99 @@ fn ground_truth(base: &[f32], queries: &[f32]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-fn dir_mib(p: &std::path::Path) -> f64 {
-    std::fs::read_dir(p)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum::<u64>()
-        })
-        .unwrap_or(0) as f64
-        / (1 << 20) as f64
+fn write_f32(path: &std::path::Path, v: &[f32]) -> Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for x in v {
+        w.write_all(&x.to_le_bytes())?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn config(replicas: usize) -> DatabaseConfig {
+    DatabaseConfig {
+        read_replicas: replicas,
+        ..DatabaseConfig::default()
+    }
+}
+
+/// Recall@10 and QPS of every query row at `ef`: `QUERY_THREADS` threads, each searching its
+/// share of the rows in calls of `QUERY_BATCH` rows, round after round until every row was
+/// answered once and `min_secs` have passed.
+fn measure(
+    db: &Database,
+    queries: &[f32],
+    gt: &[Vec<usize>],
+    ef: u32,
+    min_secs: f64,
+) -> Result<(f64, f64)> {
+    let opts = SearchOptions {
+        k: K,
+        ef: Some(ef),
+        ..Default::default()
+    };
+    let nq = queries.len() / DIM;
+    let started = Instant::now();
+    let deadline = started + std::time::Duration::from_secs_f64(min_secs);
+    type Part = (usize, Vec<(usize, Vec<usize>)>);
+    let parts: Vec<Result<Part>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..QUERY_THREADS)
+            .map(|w| {
+                let opts = &opts;
+                s.spawn(move || -> Result<Part> {
+                    let (lo, hi) = (w * nq / QUERY_THREADS, (w + 1) * nq / QUERY_THREADS);
+                    let (mut at, mut rows, mut covered) = (lo, 0, false);
+                    let mut first = Vec::new();
+                    loop {
+                        let end = (at + QUERY_BATCH).min(hi);
+                        let hits = db.search_batch("scale", &queries[at * DIM..end * DIM], opts)?;
+                        if !covered {
+                            for (j, row) in hits.into_iter().enumerate() {
+                                let ids = row.iter().filter_map(|h| h.id.parse().ok()).collect();
+                                first.push((at + j, ids));
+                            }
+                        }
+                        rows += end - at;
+                        if end == hi {
+                            covered = true;
+                            at = lo;
+                        } else {
+                            at = end;
+                        }
+                        if covered && Instant::now() >= deadline {
+                            return Ok((rows, first));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a query thread panicked")))
+            })
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let (mut rows, mut hits) = (0, 0);
+    for p in parts {
+        let (r, answers) = p?;
+        rows += r;
+        for (i, ids) in answers {
+            if let Some(want) = gt.get(i) {
+                hits += ids.iter().filter(|x: &&usize| want.contains(x)).count();
+            }
+        }
+    }
+    Ok((hits as f64 / (gt.len() * K) as f64, rows as f64 / wall))
+}
+
+struct Knobs {
+    efs: Vec<u32>,
+    replicas: usize,
+    min_secs: f64,
 }
 
 fn run_shards(
@@ -138,12 +237,12 @@ fn run_shards(
     base: &[f32],
     queries: &[f32],
     gt: &[Vec<usize>],
-    efs: &[u32],
+    k: &Knobs,
 ) -> Result<Value> {
     let n = base.len() / DIM;
     let dir = tempfile::tempdir()?;
     let before = rss_mib();
-    let db = Database::open(dir.path(), DatabaseConfig::default())?;
+    let db = Database::open(dir.path(), config(1))?;
     let mut spec = CollectionSpec::new("scale", DIM as u32);
     spec.metric = Metric::Dot;
     spec.shards = shards;
@@ -173,64 +272,40 @@ fn run_shards(
     let t1 = Instant::now();
     db.close()?;
     let final_snapshot_s = t1.elapsed().as_secs_f64();
-    let disk = dir_mib(dir.path());
+    let disk = dir_bytes(dir.path()) as f64 / MIB;
 
     let t2 = Instant::now();
-    let db = Database::open(dir.path(), DatabaseConfig::default())?;
+    let db = Database::open(dir.path(), config(1))?;
     db.search("scale", &queries[..DIM], &SearchOptions::k(K))?;
     let cold_start_s = t2.elapsed().as_secs_f64();
+    let db = if k.replicas > 1 {
+        drop(db);
+        Database::open(dir.path(), config(k.replicas))?
+    } else {
+        db
+    };
 
     let mut runs = Vec::new();
-    for &ef in efs {
-        let opts = SearchOptions {
-            k: K,
-            ef: Some(ef),
-            filter: None,
-            ..Default::default()
-        };
-        let next = AtomicUsize::new(0);
-        let nq = queries.len() / DIM;
-        let t = Instant::now();
-        let answers: Vec<Vec<(usize, Vec<usize>)>> = (0..QUERY_THREADS)
-            .into_par_iter()
-            .map(|_| {
-                let mut mine = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= nq {
-                        return Ok(mine);
-                    }
-                    let hits = db.search("scale", &queries[i * DIM..(i + 1) * DIM], &opts)?;
-                    let ids = hits.iter().filter_map(|h| h.id.parse().ok()).collect();
-                    mine.push((i, ids));
-                }
-            })
-            .collect::<Result<_>>()?;
-        let qps = nq as f64 / t.elapsed().as_secs_f64();
-        let mut hits = 0;
-        for (i, ids) in answers.iter().flatten() {
-            if let Some(want) = gt.get(*i) {
-                hits += ids.iter().filter(|x| want.contains(x)).count();
-            }
-        }
-        let recall = hits as f64 / (gt.len() * K) as f64;
+    for &ef in &k.efs {
+        let (recall, qps) = measure(&db, queries, gt, ef, k.min_secs)?;
         eprintln!("  {shards} shard(s), ef {ef}: recall@10 {recall:.4}, {qps:.0} QPS");
         runs.push(json!({"ef": ef, "recall": recall, "qps": qps}));
     }
-    db.close()?;
+    drop(db);
     let per_million = |mib: f64| mib * 1e6 / n as f64;
-    eprintln!(
-        "  {shards} shard(s): build {build_s:.0} s, engine {:.0} MiB",
-        stats.engine_memory_bytes as f64 / (1 << 20) as f64
-    );
+    let engine = stats.engine_memory_bytes as f64 / MIB;
+    eprintln!("  {shards} shard(s): build {build_s:.0} s, engine {engine:.0} MiB");
     Ok(json!({
+        "system": "vektagraf-hnsw via Wasm",
         "shards": shards,
+        "build_threads": shards,
         "n": n,
         "build_s": build_s,
         "build_vps": n as f64 / build_s,
         "final_snapshot_s": final_snapshot_s,
-        "engine_mib_per_million": per_million(stats.engine_memory_bytes as f64 / (1 << 20) as f64),
+        "engine_mib_per_million": per_million(engine),
         "rss_growth_mib_per_million": per_million(rss_growth),
+        "rss_over_engine": rss_growth / engine,
         "disk_mib_per_million": per_million(disk),
         "cold_start_s": cold_start_s,
         "query_threads": QUERY_THREADS,
@@ -238,30 +313,89 @@ fn run_shards(
     }))
 }
 
+/// hnswlib or faiss in bench/anchors.py: build with `threads` threads, then the same efs with
+/// `QUERY_THREADS` query threads (every row in one call, repeated for `min_secs`).
+fn run_anchor(a: &mut Anchors, system: &str, threads: u32, n: usize, k: &Knobs) -> Result<Value> {
+    eprintln!("{system}: build with {threads} thread(s)...");
+    let b = a.call(&format!("build {system} {threads}"))?;
+    let per_million = |mib: f64| mib * 1e6 / n as f64;
+    let (mut disk, mut cold) = (Value::Null, Value::Null);
+    if system == "hnswlib" {
+        let s = a.call("save hnswlib")?;
+        disk = json!(s["disk_mib"].as_f64().map(per_million));
+        cold = s["cold_start_s"].clone();
+    }
+    let mut runs = Vec::new();
+    for &ef in &k.efs {
+        let v = a.call(&format!(
+            "query {system} {ef} {QUERY_THREADS} {}",
+            k.min_secs
+        ))?;
+        eprintln!(
+            "  {system}, ef {ef}: recall@10 {:.4}, {:.0} QPS",
+            v["recall"].as_f64().unwrap_or(0.0),
+            v["qps"].as_f64().unwrap_or(0.0)
+        );
+        runs.push(json!({"ef": ef, "recall": v["recall"], "qps": v["qps"]}));
+    }
+    a.call(&format!("free {system}"))?;
+    Ok(json!({
+        "system": if system == "faiss" { "faiss-hnsw" } else { system },
+        "build_threads": threads,
+        "n": n,
+        "build_s": b["build_s"],
+        "build_vps": b["build_vps"],
+        "rss_growth_mib_per_million": b["memory_mib"].as_f64().map(per_million),
+        "disk_mib_per_million": disk,
+        "cold_start_s": cold,
+        "query_threads": QUERY_THREADS,
+        "runs": runs,
+    }))
+}
+
 fn markdown(report: &Value) -> String {
     let (begin, end) = markers("scale");
-    let mut s =
-        format!(
+    let mut s = format!(
         "{}\n## Scale: {} x {DIM} synthetic vectors\n\nWritten by `just bench-scale` \
-         (`cargo bench -p vektagraf --bench scale`) on {} ({} cores, load average at start: \
-         {}). Seeded clustered data ({CLUSTERS} centres of uneven popularity in a \
-         {LATENT}-d latent space with Gaussian spread, mapped to {DIM}-d by a random matrix, \
-         plus isotropic noise; unit norm, inner product); recall@10 against brute force over the first \
-         {GT_QUERIES} of {QUERIES} queries; queries from {QUERY_THREADS} threads at once; \
-         M = 16, ef_construction = 200; inserts in durable batches of {BATCH} from one \
-         writer.\n\n",
-        begin, report["n"], report["date"].as_str().unwrap_or(""), report["cores"],
-        report["loadavg"].as_str().unwrap_or("")
+         (`cargo bench -p vektagraf --bench scale`) on {} ({} cores, {}; load average at \
+         start: {}, at the end: {}). Seeded clustered data ({CLUSTERS} centres of uneven \
+         popularity in a {LATENT}-d latent space with Gaussian spread, mapped to {DIM}-d by a \
+         random matrix, plus isotropic noise; unit norm, inner product); recall@10 against \
+         exact top-10 of the first {GT_QUERIES} of {QUERIES} queries ({}), shared by every \
+         system; M = 16, ef_construction = 200 for every HNSW. Ours: inserts in durable \
+         batches of {BATCH} from one writer (the shards applied in parallel), then reopened \
+         with {} engine instance(s) per shard (`read_replicas`) for the queries. Queries: \
+         {QUERY_THREADS} threads, every row answered in batched calls (ours: each thread its \
+         share of the rows, {QUERY_BATCH} rows per `search_batch`; hnswlib one `knn_query` \
+         over all rows with `num_threads={QUERY_THREADS}`; faiss one `search` with \
+         {QUERY_THREADS} OpenMP threads), repeated for at least {} s; QPS = rows / wall \
+         time. hnswlib and faiss (bench/anchors.py) build the same vectors in the same run; \
+         their memory is the growth of the Python process's resident set, their disk \
+         hnswlib's `save_index` file. Engine memory is what `stats` reports.\n\n",
+        begin,
+        report["n"],
+        report["date"].as_str().unwrap_or(""),
+        report["cores"],
+        report["cpu"].as_str().unwrap_or(""),
+        report["loadavg"].as_str().unwrap_or(""),
+        report["loadavg_end"].as_str().unwrap_or(""),
+        report["ground_truth"].as_str().unwrap_or(""),
+        report["replicas"],
+        report["min_secs"],
     );
-    s += "| shards | build s | vectors/s | engine MiB per 1M | RSS growth MiB per 1M | disk MiB \
-          per 1M | cold start s |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+    s += "| system | shards | build threads | build s | vectors/s | engine MiB per 1M | RSS \
+          growth MiB per 1M | disk MiB per 1M | open + first query s |\n\
+          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     let f = |v: &Value, d: usize| v.as_f64().map_or("-".into(), |x| format!("{x:.d$}"));
+    let shards = |c: &Value| c["shards"].as_u64().map_or("-".into(), |x| x.to_string());
     let empty = Vec::new();
     let configs = report["configs"].as_array().unwrap_or(&empty);
     for c in configs {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            c["shards"],
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            c["system"].as_str().unwrap_or(""),
+            shards(c),
+            c["build_threads"],
             f(&c["build_s"], 0),
             f(&c["build_vps"], 0),
             f(&c["engine_mib_per_million"], 0),
@@ -270,12 +404,16 @@ fn markdown(report: &Value) -> String {
             f(&c["cold_start_s"], 2)
         );
     }
-    s += "\n| shards | ef | recall@10 | QPS (2 threads) |\n| --- | --- | --- | --- |\n";
+    s += &format!(
+        "\n| system | shards | ef | recall@10 | QPS ({QUERY_THREADS} threads) |\n\
+         | --- | --- | --- | --- | --- |\n"
+    );
     for c in configs {
         for r in c["runs"].as_array().unwrap_or(&empty) {
             s += &format!(
-                "| {} | {} | {} | {} |\n",
-                c["shards"],
+                "| {} | {} | {} | {} | {} |\n",
+                c["system"].as_str().unwrap_or(""),
+                shards(c),
                 r["ef"],
                 f(&r["recall"], 4),
                 f(&r["qps"], 0)
@@ -289,34 +427,79 @@ fn markdown(report: &Value) -> String {
 }
 
 fn main() -> Result<()> {
-    let list = |name: &str, default: &str| -> Result<Vec<u32>> {
-        Ok(arg(name)
-            .unwrap_or_else(|| default.into())
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()?)
-    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let n: usize = arg("--n").map_or(Ok(1_000_000), |s| s.parse())?;
-    let shard_counts = list("--shards", "1,2,4")?;
-    let efs = list("--efs", "32,64,128")?;
+    let shard_counts: Vec<u32> = list("--shards", "1,2,4")?;
+    let knobs = Knobs {
+        efs: list("--efs", "16,32,64,128")?,
+        replicas: arg("--replicas").map_or(Ok(QUERY_THREADS), |s| s.parse())?,
+        min_secs: arg("--min-secs").map_or(Ok(1.0), |s| s.parse())?,
+    };
+    let anchor_threads: Vec<u32> = list("--anchor-build-threads", "1")?;
     let load = common::loadavg();
+    let date = common::utc_now();
+    let (cpu, cores) = common::machine();
     eprintln!("generating {n} x {DIM} clustered vectors and {QUERIES} queries...");
     let m = model();
     let base = clustered(n, 1, &m);
     let queries = clustered(QUERIES, 2, &m);
-    eprintln!("exact ground truth for {GT_QUERIES} queries...");
-    let gt = ground_truth(&base, &queries);
+    let files = tempfile::tempdir()?;
+    let mut anchors = None;
+    let (gt, how) = if has("--skip-anchors") {
+        eprintln!("exact ground truth for {GT_QUERIES} queries (plain Rust loop)...");
+        (
+            ground_truth(&base, &queries),
+            "a plain Rust loop, not the engine's distance code",
+        )
+    } else {
+        let (b, q) = (
+            files.path().join("base.f32"),
+            files.path().join("queries.f32"),
+        );
+        write_f32(&b, &base)?;
+        write_f32(&q, &queries)?;
+        let mut a = Anchors::start(
+            &root,
+            &[
+                "--base".into(),
+                b.display().to_string(),
+                "--queries".into(),
+                q.display().to_string(),
+                "--dim".into(),
+                DIM.to_string(),
+            ],
+        )?;
+        eprintln!("exact ground truth for {GT_QUERIES} queries (numpy)...");
+        let v = a.call(&format!("gt {GT_QUERIES}"))?;
+        let gt: Vec<Vec<usize>> = serde_json::from_value(v["ids"].clone())?;
+        anchors = Some(a);
+        (gt, "numpy brute force in float64")
+    };
     let mut configs = Vec::new();
     for &s in &shard_counts {
-        configs.push(run_shards(s, &base, &queries, &gt, &efs)?);
+        configs.push(run_shards(s, &base, &queries, &gt, &knobs)?);
     }
-    let date = common::utc_now();
+    let mut versions = Value::Null;
+    if let Some(mut a) = anchors {
+        for &t in &anchor_threads {
+            configs.push(run_anchor(&mut a, "hnswlib", t, n, &knobs)?);
+        }
+        let t = anchor_threads.first().copied().unwrap_or(1);
+        configs.push(run_anchor(&mut a, "faiss", t, n, &knobs)?);
+        versions = a.hello["versions"].clone();
+    }
     let report = json!({
         "date": date,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "cores": cores,
         "loadavg": load.trim(),
+        "loadavg_end": common::loadavg().trim(),
         "command": "cargo bench -p vektagraf --bench scale",
         "n": n, "dim": DIM, "clusters": CLUSTERS,
+        "ground_truth": how,
+        "replicas": knobs.replicas,
+        "min_secs": knobs.min_secs,
+        "anchor_versions": versions,
         "configs": configs,
     });
     let md = markdown(&report);
@@ -324,7 +507,6 @@ fn main() -> Result<()> {
     if has("--no-write") {
         return Ok(());
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     std::fs::write(
         root.join("docs/benchmarks-scale.json"),
         serde_json::to_string_pretty(&report)?,

@@ -2,6 +2,9 @@
 //! resident memory and the sections of docs/BENCHMARKS.md; `load` has what the node and http
 //! benches share.
 
+// Only the ann and scale benches use it.
+#[allow(dead_code)]
+pub mod anchors;
 // Only the node and http benches use it.
 #[allow(dead_code)]
 pub mod load;
@@ -75,6 +78,20 @@ pub fn machine() -> (String, usize) {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     (cpu, cores)
+}
+
+/// Bytes of every file under `p` (a file: its own size), walking subdirectories.
+#[allow(dead_code)]
+pub fn dir_bytes(p: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(p)
+        .map(|d| d.flatten().map(|e| dir_bytes(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// Resident set size of this process, MiB.
