@@ -91,6 +91,17 @@ impl Collection {
         Ok((self.lock(shard, r)?, r))
     }
 
+    /// A shard with a free replica right now (the first one if none is): for calls any
+    /// instance can answer, such as traversals, so they do not queue behind k-NN on one shard.
+    pub fn free_shard(&self) -> u32 {
+        for (s, replicas) in self.shards.iter().enumerate() {
+            if replicas.iter().any(|m| m.try_lock().is_ok()) {
+                return s as u32;
+            }
+        }
+        0
+    }
+
     /// Whether `a` ranks before `b` for this collection's metric.
     pub fn better(&self, a: f32, b: f32) -> std::cmp::Ordering {
         match self.spec.metric {
@@ -125,6 +136,23 @@ impl Collection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_any_shard_can_answer_go_to_a_free_one() {
+        let spec = CollectionSpec::new("c", 3);
+        let slots = (0..3)
+            .map(|s| vec![Slot::Broken(format!("shard {s}"))])
+            .collect();
+        let coll = Collection::new(spec, slots);
+        assert_eq!(coll.free_shard(), 0);
+        let busy0 = coll.lock(0, 0).expect("shard 0");
+        assert_eq!(coll.free_shard(), 1, "shard 0 is busy");
+        let busy1 = coll.lock(1, 0).expect("shard 1");
+        assert_eq!(coll.free_shard(), 2);
+        let busy2 = coll.lock(2, 0).expect("shard 2");
+        assert_eq!(coll.free_shard(), 0, "all busy: wait on the first");
+        drop((busy0, busy1, busy2));
+    }
 
     #[test]
     fn shard_assignment_is_stable_and_spreads() {

@@ -302,8 +302,9 @@ impl Bounded<'_> {
             depth: opts.depth,
             limit: opts.limit,
         };
-        // Edges come from storage, so any shard's instance can walk them.
-        let steps = on_shard(self.inner, &coll, 0, self.deadline, |inst, t| {
+        // Edges come from storage, so any shard's instance can walk them: one that is free.
+        let shard = coll.free_shard();
+        let steps = on_shard(self.inner, &coll, shard, self.deadline, |inst, t| {
             inst.traverse(&req, t)
         })?;
         Ok(steps

@@ -23,6 +23,8 @@ pub struct HostState {
     pub(super) snapshot_out: SnapshotOut,
     /// What `shard.restore` reads from.
     pub(super) snapshot_in: Option<SnapshotIn>,
+    /// During a traversal, the one storage view every hop reads edges from.
+    pub(super) view: Option<crate::store::ReadView>,
 }
 
 /// Snapshot bytes coming out of the engine, streamed into a file and capped so a misbehaving
@@ -100,7 +102,11 @@ impl host_api::Host for HostState {
             wit::Direction::In => Direction::In,
             wit::Direction::Both => Direction::Both,
         };
-        match self.store.edges(&key, label.as_deref(), dir) {
+        let edges = match &self.view {
+            Some(view) => self.store.edges_at(view, &key, label.as_deref(), dir),
+            None => self.store.edges(&key, label.as_deref(), dir),
+        };
+        match edges {
             Ok(edges) => Ok(edges
                 .into_iter()
                 .map(|e| {

@@ -119,6 +119,7 @@ impl Runtime {
             label: label.clone(),
             snapshot_out: host::SnapshotOut::default(),
             snapshot_in: None,
+            view: None,
         };
         let mut s = Store::new(&self.engine, state);
         s.limiter(|st| &mut st.limits);
@@ -221,7 +222,14 @@ impl ShardInstance {
         req: &wit::TraverseRequest,
         timeout: Duration,
     ) -> CallResult<Vec<wit::Step>> {
-        call!(self, timeout, call_traverse, req)
+        // Every hop reads the same storage view, not a new transaction each.
+        let view = self.store.data().store.read_view().map_err(|e| {
+            CallError::Engine(wit::EngineError::State(format!("opening a read view: {e}")))
+        })?;
+        self.store.data_mut().view = Some(view);
+        let result = call!(self, timeout, call_traverse, req);
+        self.store.data_mut().view = None;
+        result
     }
 
     /// Streams the shard's snapshot into `file`, and gives the file back with every byte

@@ -34,6 +34,8 @@ pub use snapshots::{Finished, Location, SnapshotWriter};
 /// is and is marked 3, so that a build which cannot read the new rows refuses it.
 pub const FORMAT_VERSION: u64 = 3;
 pub const DB_FILE: &str = "vektagraf.redb";
+/// redb's page cache.
+const CACHE_BYTES: usize = 64 << 20;
 /// Index snapshot files, beside the database file.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
@@ -75,6 +77,9 @@ pub struct SnapshotMeta {
     pub size: u64,
     pub location: Location,
 }
+
+/// A read transaction held across several reads (see [`Store::read_view`]).
+pub struct ReadView(redb::ReadTransaction);
 
 /// A snapshot's bytes, a chunk at a time.
 pub type SnapshotBytes = Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>;
@@ -170,10 +175,15 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join(DB_FILE);
-        let db = Redb::create(&path).map_err(|e| Error::Format {
-            path: path.clone(),
-            reason: format!("cannot open as a Vektagraf database: {e}"),
-        })?;
+        // redb's default cache is 1 GiB: a restore that reads every object would keep them
+        // all in memory twice (its cache and the engine). The OS caches the file anyway.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| Error::Format {
+                path: path.clone(),
+                reason: format!("cannot open as a Vektagraf database: {e}"),
+            })?;
         let txn = db.begin_write()?;
         let node_id;
         {
@@ -380,12 +390,29 @@ impl Store {
     /// object it points to, or keep a link that raced with the delete of one of its ends
     /// (docs/replication.md, "Links and deletes").
     pub fn edges(&self, node: &NodeKey, label: Option<&str>, dir: Direction) -> Result<Vec<Edge>> {
+        self.edges_at(&self.read_view()?, node, label, dir)
+    }
+
+    /// One consistent view of storage, for several reads that must agree (a traversal's
+    /// hops).
+    pub fn read_view(&self) -> Result<ReadView> {
+        Ok(ReadView(self.redb().begin_read()?))
+    }
+
+    /// [`Store::edges`] as `view` sees them.
+    pub fn edges_at(
+        &self,
+        view: &ReadView,
+        node: &NodeKey,
+        label: Option<&str>,
+        dir: Direction,
+    ) -> Result<Vec<Edge>> {
         let mut prefix = keys::node(&node.collection, &node.id);
         if let Some(l) = label {
             keys::part(&mut prefix, l);
         }
         let end = keys::prefix_end(&prefix);
-        let txn = self.redb().begin_read()?;
+        let txn = &view.0;
         let objects = txn.open_table(OBJECTS)?;
         let exists = |k: &NodeKey| -> Result<bool> {
             Ok(objects
