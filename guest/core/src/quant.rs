@@ -25,6 +25,8 @@ pub struct Codes {
     scale: Vec<f32>,
     sum: Vec<i32>,
     norm2: Vec<f32>,
+    /// `‖v - scale·code‖`: how far the code is from the vector (for [`Codes::error_bound`]).
+    err: Vec<f32>,
 }
 
 /// A vector quantised as a query: 7-bit codes shifted to `1..=127`.
@@ -33,6 +35,8 @@ pub struct Query {
     shifted: Vec<u8>,
     scale: f32,
     norm2: f32,
+    /// `‖v - scale·code‖` (set by [`Query::set`] only: the re-rank bound needs it).
+    err: f32,
 }
 
 fn max_abs(v: &[f32]) -> f32 {
@@ -41,6 +45,18 @@ fn max_abs(v: &[f32]) -> f32 {
 
 fn norm2(v: &[f32]) -> f32 {
     crate::distance::dot(v, v)
+}
+
+/// `‖v - scale·code‖`, from the codes `code(i)` of `v`.
+fn residual(v: &[f32], scale: f32, code: impl Iterator<Item = i32>) -> f32 {
+    v.iter()
+        .zip(code)
+        .map(|(&x, c)| {
+            let e = x - scale * c as f32;
+            e * e
+        })
+        .sum::<f32>()
+        .sqrt()
 }
 
 /// `v` as integers in `-levels..=levels`, and the scale that maps them back (`x ≈ scale · q`).
@@ -63,6 +79,7 @@ impl Query {
         self.shifted.extend(codes.map(|c| (c + SHIFT) as u8));
         self.scale = scale;
         self.norm2 = norm2(v);
+        self.err = residual(v, scale, self.shifted.iter().map(|&c| c as i32 - SHIFT));
     }
 
     /// Stored vector `i` as a query: its 8-bit code halved to 7 bits, with no float work.
@@ -77,6 +94,8 @@ impl Query {
         );
         self.scale = codes.scale[i] * 2.0;
         self.norm2 = codes.norm2[i];
+        // Not used for codes playing the query (the build never re-ranks).
+        self.err = f32::INFINITY;
     }
 }
 
@@ -89,6 +108,7 @@ impl Codes {
             scale: Vec::new(),
             sum: Vec::new(),
             norm2: Vec::new(),
+            err: Vec::new(),
         }
     }
 
@@ -107,6 +127,8 @@ impl Codes {
         self.sum.push(self.tmp.iter().map(|&c| c as i32).sum());
         self.scale.push(scale);
         self.norm2.push(norm2(v));
+        self.err
+            .push(residual(v, scale, self.tmp.iter().map(|&c| c as i32)));
     }
 
     #[inline]
@@ -116,7 +138,11 @@ impl Codes {
 
     pub fn memory_bytes(&self) -> usize {
         self.codes.memory_bytes()
-            + (self.scale.capacity() + self.sum.capacity() + self.norm2.capacity()) * 4
+            + (self.scale.capacity()
+                + self.sum.capacity()
+                + self.norm2.capacity()
+                + self.err.capacity())
+                * 4
     }
 
     /// The estimated index distance (smaller is closer, as [`crate::distance::distance`])
@@ -124,12 +150,67 @@ impl Codes {
     #[inline]
     pub fn distance(&self, metric: Metric, q: &Query, i: u32) -> f32 {
         let i = i as usize;
-        let raw = dot_i8_u7(self.code(i), &q.shifted) - SHIFT * self.sum[i];
+        self.finish(metric, q, i, dot_i8_u7(self.code(i), &q.shifted))
+    }
+
+    /// The estimated distance from the raw integer dot product of code `i` and `q`.
+    #[inline]
+    fn finish(&self, metric: Metric, q: &Query, i: usize, dot: i32) -> f32 {
+        let raw = dot - SHIFT * self.sum[i];
         let dot = raw as f32 * self.scale[i] * q.scale;
         match metric {
             Metric::Cosine | Metric::Dot => -dot,
             Metric::Euclidean => self.norm2[i] + q.norm2 - 2.0 * dot,
         }
+    }
+
+    /// [`Codes::distance`] to each of `ids`, into `out[..ids.len()]`, four codes at a time
+    /// (one pass over the query for four rows: independent accumulators, loads in flight
+    /// together). Same values as one call per id.
+    pub fn distances(&self, metric: Metric, q: &Query, ids: &[u32], out: &mut [f32]) {
+        let out = &mut out[..ids.len()];
+        let mut quads = ids.chunks_exact(4);
+        let mut outs = out.chunks_exact_mut(4);
+        for (id, o) in (&mut quads).zip(&mut outs) {
+            let rows = [
+                self.code(id[0] as usize),
+                self.code(id[1] as usize),
+                self.code(id[2] as usize),
+                self.code(id[3] as usize),
+            ];
+            let raw = dot4_i8_u7(rows, &q.shifted);
+            for j in 0..4 {
+                o[j] = self.finish(metric, q, id[j] as usize, raw[j]);
+            }
+        }
+        for (&id, o) in quads.remainder().iter().zip(outs.into_remainder()) {
+            *o = self.distance(metric, q, id);
+        }
+    }
+
+    /// A bound on `|exact - estimate|` for the distance between `q` (set by [`Query::set`])
+    /// and stored vector `i`: the exact distance lies within `estimate ± bound`.
+    ///
+    /// With `x = x̂ + e_x` and `q = q̂ + e_q` (`x̂`, `q̂` the dequantised codes), the estimate
+    /// is `x̂·q̂` computed exactly in integers, and `x·q - x̂·q̂ = x·e_q + e_x·q̂`, so by
+    /// Cauchy-Schwarz `|x·q - x̂·q̂| ≤ ‖x‖‖e_q‖ + ‖e_x‖(‖q‖ + ‖e_q‖)`. Euclidean distance
+    /// carries the dot product twice (`‖x‖² + ‖q‖² - 2x·q`, the norms are exact on both
+    /// sides). The bound is widened for float rounding on both sides (f32 sums over `dim`
+    /// terms: at most `dim·ε` relative to `(‖x‖ + ‖q‖)²`, the integer-to-float conversion and
+    /// the scale products) so that it holds for the computed values, not only the real ones.
+    #[inline]
+    pub fn error_bound(&self, metric: Metric, q: &Query, i: u32) -> f32 {
+        let i = i as usize;
+        let (nx, nq) = (self.norm2[i].sqrt(), q.norm2.sqrt());
+        let (ex, eq) = (self.err[i], q.err);
+        let dot = nx * eq + ex * (nq + eq);
+        let twice = match metric {
+            Metric::Cosine | Metric::Dot => 1.0,
+            Metric::Euclidean => 2.0,
+        };
+        let span = nx + nq + ex + eq;
+        let rounding = (self.dim as f32 + 16.0) * f32::EPSILON * span * span;
+        twice * dot * 1.001 + 2.0 * rounding
     }
 }
 
@@ -162,6 +243,15 @@ pub fn portable_dot(a: &[i8], b: &[u8]) -> i32 {
         total += a[k] as i32 * b[k] as i32;
     }
     total
+}
+
+/// [`dot_i8_u7`] of four rows against one `b`.
+#[inline]
+pub fn dot4_i8_u7(a: [&[i8]; 4], b: &[u8]) -> [i32; 4] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::dot4(a, b);
+    #[allow(unreachable_code)]
+    a.map(|r| portable_dot(r, b))
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
@@ -201,6 +291,37 @@ mod relaxed {
             total += a[k] as i32 * b[k] as i32;
         }
         total
+    }
+
+    #[inline]
+    fn hsum(v: v128) -> i32 {
+        i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v)
+    }
+
+    #[inline]
+    pub fn dot4(a: [&[i8]; 4], b: &[u8]) -> [i32; 4] {
+        let n = a.iter().fold(b.len(), |n, r| n.min(r.len()));
+        let split = n / 16 * 16;
+        let mut acc = [i32x4_splat(0); 4];
+        let mut i = 0;
+        while i < split {
+            let q = load(b, i);
+            for (slot, row) in acc.iter_mut().zip(a) {
+                *slot = i32x4_relaxed_dot_i8x16_i7x16_add(load(row, i), q, *slot);
+            }
+            i += 16;
+        }
+        let mut out = [0; 4];
+        for ((o, v), row) in out.iter_mut().zip(acc).zip(a) {
+            *o = hsum(v);
+            for k in split..n {
+                *o += row[k] as i32 * b[k] as i32;
+            }
+        }
+        out
     }
 }
 
@@ -248,6 +369,47 @@ mod tests {
                         (exact - est).abs() <= tol,
                         "{metric:?} {i}: {exact} vs {est}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_bound_holds_for_every_metric_and_scale() {
+        let mut s = 11u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for dim in [1usize, 7, 16, 33, 384] {
+            let rows: Vec<Vec<f32>> = (0..60)
+                .map(|r| {
+                    (0..dim)
+                        .map(|_| next() * (1 + r % 5) as f32 * 3.0)
+                        .collect()
+                })
+                .collect();
+            let mut codes = Codes::new(dim);
+            rows.iter().for_each(|x| codes.push(x));
+            for metric in [Metric::Dot, Metric::Euclidean] {
+                for q in rows.iter().take(10) {
+                    let shifted: Vec<f32> = q.iter().map(|x| x * 0.7 + 0.01).collect();
+                    let query = query_of(&shifted);
+                    let ids: Vec<u32> = (0..rows.len() as u32).collect();
+                    let mut est = vec![0.0; ids.len()];
+                    codes.distances(metric, &query, &ids, &mut est);
+                    for (i, x) in rows.iter().enumerate() {
+                        let exact = distance(metric, &shifted, x);
+                        assert_eq!(est[i], codes.distance(metric, &query, i as u32));
+                        let bound = codes.error_bound(metric, &query, i as u32);
+                        assert!(
+                            (exact - est[i]).abs() <= bound,
+                            "{metric:?} dim {dim} row {i}: {exact} vs {} ± {bound}",
+                            est[i]
+                        );
+                    }
                 }
             }
         }
