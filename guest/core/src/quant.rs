@@ -17,17 +17,31 @@ const SHIFT: i32 = 64;
 pub const MAX_DIMENSION: usize = 65_536;
 
 /// Codes of the stored vectors, in slot order.
+///
+/// Each row is the code (`dim` bytes, zero-padded to a multiple of 16) followed by 16 bytes of
+/// the numbers a distance needs, so that estimating a distance reads one row and nothing else
+/// (separate arrays cost a cache miss each): the scale, the sum of the code, the vector's
+/// squared norm and `‖v - scale·code‖` (how far the code is from the vector, for
+/// [`Codes::error_bound`]).
 pub struct Codes {
     dim: usize,
-    codes: Rows<i8>,
-    /// The code being built by `push`.
+    /// Where the numbers start in a row: `dim` rounded up to a multiple of 16.
+    meta: usize,
+    rows: Rows<i8>,
+    /// The row being built by `push`.
     tmp: Vec<i8>,
-    scale: Vec<f32>,
-    sum: Vec<i32>,
-    norm2: Vec<f32>,
-    /// `‖v - scale·code‖`: how far the code is from the vector (for [`Codes::error_bound`]).
-    err: Vec<f32>,
 }
+
+/// The numbers kept after a row's code.
+#[derive(Clone, Copy)]
+struct Meta {
+    scale: f32,
+    sum: i32,
+    norm2: f32,
+    err: f32,
+}
+
+const META_BYTES: usize = 16;
 
 /// A vector quantised as a query: 7-bit codes shifted to `1..=127`.
 #[derive(Default, Clone)]
@@ -77,6 +91,8 @@ impl Query {
         let (scale, codes) = quantise(v, 63.0);
         self.shifted.clear();
         self.shifted.extend(codes.map(|c| (c + SHIFT) as u8));
+        // Padded like the stored codes (a zero code), so the kernels run whole 16-byte steps.
+        self.shifted.resize(v.len().div_ceil(16) * 16, SHIFT as u8);
         self.scale = scale;
         self.norm2 = norm2(v);
         self.err = residual(v, scale, self.shifted.iter().map(|&c| c as i32 - SHIFT));
@@ -92,8 +108,9 @@ impl Query {
                 .iter()
                 .map(|&c| (((c as i32 + 1) >> 1).clamp(-63, 63) + SHIFT) as u8),
         );
-        self.scale = codes.scale[i] * 2.0;
-        self.norm2 = codes.norm2[i];
+        let m = codes.meta(i);
+        self.scale = m.scale * 2.0;
+        self.norm2 = m.norm2;
         // Not used for codes playing the query (the build never re-ranks).
         self.err = f32::INFINITY;
     }
@@ -101,14 +118,12 @@ impl Query {
 
 impl Codes {
     pub fn new(dim: usize) -> Self {
+        let meta = dim.div_ceil(16) * 16;
         Self {
             dim,
-            codes: Rows::new(dim),
-            tmp: Vec::with_capacity(dim),
-            scale: Vec::new(),
-            sum: Vec::new(),
-            norm2: Vec::new(),
-            err: Vec::new(),
+            meta,
+            rows: Rows::new(meta + META_BYTES),
+            tmp: Vec::with_capacity(meta + META_BYTES),
         }
     }
 
@@ -123,26 +138,53 @@ impl Codes {
         let (scale, codes) = quantise(v, 127.0);
         self.tmp.clear();
         self.tmp.extend(codes.map(|c| c as i8));
-        self.codes.push(&self.tmp);
-        self.sum.push(self.tmp.iter().map(|&c| c as i32).sum());
-        self.scale.push(scale);
-        self.norm2.push(norm2(v));
-        self.err
-            .push(residual(v, scale, self.tmp.iter().map(|&c| c as i32)));
+        let sum = self.tmp.iter().map(|&c| c as i32).sum::<i32>();
+        let err = residual(v, scale, self.tmp.iter().map(|&c| c as i32));
+        self.tmp.resize(self.meta, 0);
+        for x in [
+            scale.to_bits(),
+            sum as u32,
+            norm2(v).to_bits(),
+            err.to_bits(),
+        ] {
+            self.tmp.extend(x.to_le_bytes().map(|b| b as i8));
+        }
+        self.rows.push(&self.tmp);
+    }
+
+    /// Code `i`, padded with zeros to a multiple of 16 bytes (zeros add nothing to a dot
+    /// product, so kernels need no tail).
+    #[inline]
+    fn code(&self, i: usize) -> &[i8] {
+        &self.rows.row(i)[..self.meta]
     }
 
     #[inline]
-    fn code(&self, i: usize) -> &[i8] {
-        self.codes.row(i)
+    fn meta(&self, i: usize) -> Meta {
+        let row = self.rows.row(i);
+        let word = |k: usize| {
+            let b = &row[self.meta + 4 * k..self.meta + 4 * k + 4];
+            u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+        };
+        Meta {
+            scale: f32::from_bits(word(0)),
+            sum: word(1) as i32,
+            norm2: f32::from_bits(word(2)),
+            err: f32::from_bits(word(3)),
+        }
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.codes.memory_bytes()
-            + (self.scale.capacity()
-                + self.sum.capacity()
-                + self.norm2.capacity()
-                + self.err.capacity())
-                * 4
+        self.rows.memory_bytes()
+    }
+
+    /// Reads the first and the last byte of row `i`: Wasm has no prefetch instruction, so a
+    /// walk touches the rows of all the neighbours it is about to score first, and their cache
+    /// misses overlap instead of coming one after the other inside the kernel.
+    #[inline]
+    pub fn touch(&self, i: u32) -> i8 {
+        let row = self.rows.row(i as usize);
+        row.first().copied().unwrap_or(0) ^ row.last().copied().unwrap_or(0)
     }
 
     /// The estimated index distance (smaller is closer, as [`crate::distance::distance`])
@@ -156,11 +198,12 @@ impl Codes {
     /// The estimated distance from the raw integer dot product of code `i` and `q`.
     #[inline]
     fn finish(&self, metric: Metric, q: &Query, i: usize, dot: i32) -> f32 {
-        let raw = dot - SHIFT * self.sum[i];
-        let dot = raw as f32 * self.scale[i] * q.scale;
+        let m = self.meta(i);
+        let raw = dot - SHIFT * m.sum;
+        let dot = raw as f32 * m.scale * q.scale;
         match metric {
             Metric::Cosine | Metric::Dot => -dot,
-            Metric::Euclidean => self.norm2[i] + q.norm2 - 2.0 * dot,
+            Metric::Euclidean => m.norm2 + q.norm2 - 2.0 * dot,
         }
     }
 
@@ -201,8 +244,9 @@ impl Codes {
     #[inline]
     pub fn error_bound(&self, metric: Metric, q: &Query, i: u32) -> f32 {
         let i = i as usize;
-        let (nx, nq) = (self.norm2[i].sqrt(), q.norm2.sqrt());
-        let (ex, eq) = (self.err[i], q.err);
+        let m = self.meta(i);
+        let (nx, nq) = (m.norm2.sqrt(), q.norm2.sqrt());
+        let (ex, eq) = (m.err, q.err);
         let dot = nx * eq + ex * (nq + eq);
         let twice = match metric {
             Metric::Cosine | Metric::Dot => 1.0,
