@@ -50,35 +50,61 @@ impl Ord for Near {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Far(std::cmp::Reverse<Near>);
 
-/// Generation-stamped visited marks, reused across searches.
+/// Visited marks, reused across searches: one bit per slot, so the marks of a whole shard sit
+/// in a few cache lines' worth of L1/L2 (61k slots: 7.7 KiB). The words a search set are
+/// remembered and only those are cleared by the next reset, so a reset costs what the
+/// search touched, not the shard's size.
 #[derive(Default)]
 struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    bits: Vec<u64>,
+    /// Indexes of the words set since the last reset.
+    touched: Vec<u32>,
 }
 
 impl Visited {
     fn reset(&mut self, n: usize) {
-        if self.marks.len() < n {
-            self.marks.resize(n, 0);
+        let words = n.div_ceil(64);
+        if self.touched.len() * 8 > self.bits.len() {
+            self.bits.iter_mut().for_each(|w| *w = 0);
+        } else {
+            for &w in &self.touched {
+                self.bits[w as usize] = 0;
+            }
         }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.iter_mut().for_each(|m| *m = 0);
-            self.epoch = 1;
+        self.touched.clear();
+        if self.bits.len() < words {
+            self.bits.resize(words, 0);
         }
     }
     /// Marks `i`; true if it was not marked yet.
     #[inline]
     fn insert(&mut self, i: u32) -> bool {
-        let m = &mut self.marks[i as usize];
-        if *m == self.epoch {
-            false
-        } else {
-            *m = self.epoch;
-            true
+        let w = (i >> 6) as usize;
+        let bit = 1u64 << (i & 63);
+        let word = self.bits[w];
+        if word & bit != 0 {
+            return false;
         }
+        if word == 0 {
+            self.touched.push(w as u32);
+        }
+        self.bits[w] = word | bit;
+        true
     }
+}
+
+/// One entry of the search beam: estimated distance, slot, and whether it was expanded.
+#[derive(Clone, Copy)]
+struct Cand {
+    d: f32,
+    id: u32,
+    done: bool,
+}
+
+/// `(d, id)` strictly before `(e, jd)`: distance, then slot (deterministic ties).
+#[inline]
+fn before(d: f32, id: u32, e: f32, jd: u32) -> bool {
+    d < e || (d == e && id < jd)
 }
 
 pub struct Hnsw {
@@ -104,8 +130,11 @@ pub struct Hnsw {
     scratch: Scratch,
     /// The quantised query of the current search or insert.
     query: Query,
-    /// Quantised neighbours kept by the heuristic, reused between calls.
-    kept: Vec<Query>,
+    /// Working memory of inserts, reused between calls.
+    build: Build,
+    /// Whether any slot is deleted; `None` until a search asks (a snapshot's tombstones are
+    /// counted once, on the first search after reading it).
+    any_deleted: Option<bool>,
     /// Set between reading a format-2 snapshot and [`VectorIndex::seal`].
     filling: Option<Filling>,
 }
@@ -114,8 +143,34 @@ pub struct Hnsw {
 #[derive(Default)]
 struct Scratch {
     visited: Visited,
+    /// Filtered searches: the candidates still to expand, closest on top.
     candidates: BinaryHeap<Far>,
-    results: BinaryHeap<Near>,
+    /// Unfiltered searches: the `ef` closest found so far, sorted, each marked once expanded
+    /// (results and candidates in one array: a candidate farther than the `ef`-th result is
+    /// never expanded, so it need not be kept).
+    beam: Vec<Cand>,
+    /// The `ef` closest accepted nodes found, sorted closest first (the output).
+    results: Vec<Near>,
+    /// Unvisited neighbours of the node being expanded, and their estimated distances.
+    ids: Vec<u32>,
+    dists: Vec<f32>,
+}
+
+/// Per-insert working memory.
+#[derive(Default)]
+struct Build {
+    /// Quantised neighbours kept by the heuristic.
+    pool: Vec<Query>,
+    /// A neighbour's code as a query while its list is pruned.
+    base: Query,
+    /// Candidates of a pruned list.
+    cands: Vec<Near>,
+    /// Neighbours chosen by the heuristic.
+    kept: Vec<u32>,
+    /// The new node's neighbours on each of its layers, top layer first, flat.
+    chosen: Vec<u32>,
+    /// Where each layer's neighbours end in `chosen`.
+    ends: Vec<usize>,
 }
 
 impl Hnsw {
@@ -139,7 +194,8 @@ impl Hnsw {
             rng: 0x9e37_79b9_7f4a_7c15,
             scratch: Scratch::default(),
             query: Query::default(),
-            kept: Vec::new(),
+            build: Build::default(),
+            any_deleted: None,
             filling: None,
         }
     }
@@ -193,11 +249,20 @@ impl Hnsw {
     }
 
     /// Greedy descent on one upper layer: move to any closer neighbour until none is closer.
-    fn greedy(&self, q: &Query, mut cur: u32, mut cur_d: f32, level: u8) -> (u32, f32) {
+    fn greedy(
+        &self,
+        sc: &mut Scratch,
+        q: &Query,
+        mut cur: u32,
+        mut cur_d: f32,
+        level: u8,
+    ) -> (u32, f32) {
         loop {
+            let links = self.links(cur, level);
+            sc.dists.resize(links.len().max(sc.dists.len()), 0.0);
+            self.codes.distances(self.metric, q, links, &mut sc.dists);
             let mut changed = false;
-            for &n in self.links(cur, level) {
-                let d = self.dist_to(q, n);
+            for (&n, &d) in links.iter().zip(&sc.dists) {
                 if d < cur_d {
                     cur_d = d;
                     cur = n;
@@ -210,7 +275,24 @@ impl Hnsw {
         }
     }
 
-    /// Beam search on one layer. Leaves the `ef` closest accepted nodes in `sc.results`.
+    /// Marks the unvisited neighbours of `c` on `level` and puts them and their estimated
+    /// distances in `sc.ids` and `sc.dists` (computed together, four at a time).
+    #[inline]
+    fn expand(&self, sc: &mut Scratch, q: &Query, c: u32, level: u8) {
+        sc.ids.clear();
+        for &n in self.links(c, level) {
+            if sc.visited.insert(n) {
+                sc.ids.push(n);
+            }
+        }
+        if sc.dists.len() < sc.ids.len() {
+            sc.dists.resize(sc.ids.len(), 0.0);
+        }
+        self.codes.distances(self.metric, q, &sc.ids, &mut sc.dists);
+    }
+
+    /// Beam search on one layer. Leaves the `ef` closest accepted nodes in `sc.results`,
+    /// closest first. Without `accept` every node is accepted.
     /// Takes the scratch apart from `self` so the loop reads the graph without re-borrowing.
     fn search_layer(
         &self,
@@ -219,52 +301,111 @@ impl Hnsw {
         entry: (u32, f32),
         ef: usize,
         level: u8,
+        accept: Option<&dyn Fn(u32) -> bool>,
+    ) {
+        let ef = ef.max(1);
+        sc.visited.reset(self.levels.len());
+        sc.visited.insert(entry.0);
+        match accept {
+            None => self.search_beam(sc, q, entry, ef, level),
+            Some(accept) => self.search_filtered(sc, q, entry, ef, level, accept),
+        }
+    }
+
+    /// [`Hnsw::search_layer`] accepting every node: hnswlib's search with its two heaps
+    /// folded into one sorted array of at most `ef` entries. The next node expanded is the
+    /// closest not yet expanded; the search ends when every entry was expanded (hnswlib's
+    /// "closest candidate farther than the farthest result"). Same nodes expanded in the same
+    /// order as with the heaps.
+    fn search_beam(&self, sc: &mut Scratch, q: &Query, entry: (u32, f32), ef: usize, level: u8) {
+        sc.beam.clear();
+        sc.beam.push(Cand {
+            d: entry.1,
+            id: entry.0,
+            done: false,
+        });
+        let mut cur = 0;
+        while cur < sc.beam.len() {
+            sc.beam[cur].done = true;
+            let c = sc.beam[cur].id;
+            self.expand(sc, q, c, level);
+            // Every entry before `next` has been expanded.
+            let mut next = cur + 1;
+            let beam = &mut sc.beam;
+            for (&n, &dn) in sc.ids.iter().zip(&sc.dists) {
+                let full = beam.len() >= ef;
+                if full && beam.last().is_some_and(|w| !before(dn, n, w.d, w.id)) {
+                    continue;
+                }
+                let pos = beam.partition_point(|e| before(e.d, e.id, dn, n));
+                if full {
+                    beam.pop();
+                }
+                beam.insert(
+                    pos,
+                    Cand {
+                        d: dn,
+                        id: n,
+                        done: false,
+                    },
+                );
+                next = next.min(pos);
+            }
+            cur = next;
+            while cur < beam.len() && beam[cur].done {
+                cur += 1;
+            }
+        }
+        sc.results.clear();
+        sc.results.extend(sc.beam.iter().map(|c| Near(c.d, c.id)));
+    }
+
+    /// [`Hnsw::search_layer`] with a filter: rejected nodes are still walked through (they
+    /// are candidates) but never results, so the candidates need their own heap.
+    fn search_filtered(
+        &self,
+        sc: &mut Scratch,
+        q: &Query,
+        entry: (u32, f32),
+        ef: usize,
+        level: u8,
         accept: &dyn Fn(u32) -> bool,
     ) {
-        sc.visited.reset(self.levels.len());
         sc.candidates.clear();
         sc.results.clear();
-        sc.visited.insert(entry.0);
         sc.candidates
             .push(Far(std::cmp::Reverse(Near(entry.1, entry.0))));
         if accept(entry.0) {
             sc.results.push(Near(entry.1, entry.0));
         }
-        let mut worst = if sc.results.is_empty() {
-            f32::INFINITY
-        } else {
-            entry.1
-        };
         while let Some(Far(std::cmp::Reverse(Near(d, c)))) = sc.candidates.pop() {
-            if sc.results.len() >= ef && d > worst {
+            let full = sc.results.len() >= ef;
+            if full && sc.results.last().is_some_and(|w| d > w.0) {
                 break;
             }
-            for &n in self.links(c, level) {
-                if !sc.visited.insert(n) {
+            self.expand(sc, q, c, level);
+            for (&n, &dn) in sc.ids.iter().zip(&sc.dists) {
+                let full = sc.results.len() >= ef;
+                if full && sc.results.last().is_some_and(|w| dn >= w.0) {
                     continue;
                 }
-                let dn = self.dist_to(q, n);
-                if sc.results.len() < ef || dn < worst {
-                    sc.candidates.push(Far(std::cmp::Reverse(Near(dn, n))));
-                    if accept(n) {
-                        sc.results.push(Near(dn, n));
-                        if sc.results.len() > ef {
-                            sc.results.pop();
-                        }
-                        worst = sc.results.peek().map_or(f32::INFINITY, |w| w.0);
-                    }
+                sc.candidates.push(Far(std::cmp::Reverse(Near(dn, n))));
+                if accept(n) {
+                    let pos = sc.results.partition_point(|e| before(e.0, e.1, dn, n));
+                    sc.results.insert(pos, Near(dn, n));
+                    sc.results.truncate(ef);
                 }
             }
         }
     }
 
     /// Descends from the entry point to `level + 1`, returning the closest node found.
-    fn descend(&self, q: &Query, to_level: u8) -> Option<(u32, f32)> {
+    fn descend(&self, sc: &mut Scratch, q: &Query, to_level: u8) -> Option<(u32, f32)> {
         let entry = self.entry?;
         let mut cur = (entry, self.dist_to(q, entry));
         let mut level = self.max_level;
         while level > to_level {
-            cur = self.greedy(q, cur.0, cur.1, level);
+            cur = self.greedy(sc, q, cur.0, cur.1, level);
             level -= 1;
         }
         Some(cur)
@@ -273,64 +414,74 @@ impl Hnsw {
     /// hnswlib's neighbour heuristic: keep a candidate only if it is closer to the base than to
     /// every neighbour kept so far. `cands` is sorted closest first; `pool` holds the kept
     /// neighbours quantised as queries. With `fill`, slots the heuristic left empty take the
-    /// closest pruned candidates ("keepPrunedConnections" in the HNSW paper).
-    fn select(&self, cands: &[Near], max: usize, pool: &mut Vec<Query>, fill: bool) -> Vec<u32> {
-        let mut kept: Vec<u32> = Vec::with_capacity(max);
+    /// closest pruned candidates ("keepPrunedConnections" in the HNSW paper). The chosen
+    /// slots are appended to `kept`.
+    fn select(
+        &self,
+        cands: &[Near],
+        max: usize,
+        pool: &mut Vec<Query>,
+        fill: bool,
+        kept: &mut Vec<u32>,
+    ) {
+        let start = kept.len();
         for c in cands {
-            if kept.len() >= max {
+            let n = kept.len() - start;
+            if n >= max {
                 break;
             }
-            if pool[..kept.len()]
-                .iter()
-                .all(|k| self.dist_to(k, c.1) > c.0)
-            {
-                if pool.len() == kept.len() {
+            if pool[..n].iter().all(|k| self.dist_to(k, c.1) > c.0) {
+                if pool.len() == n {
                     pool.push(Query::default());
                 }
-                pool[kept.len()].set_from_code(&self.codes, c.1);
+                pool[n].set_from_code(&self.codes, c.1);
                 kept.push(c.1);
             }
         }
         if fill {
             for c in cands {
-                if kept.len() >= max {
+                if kept.len() - start >= max {
                     break;
                 }
-                if !kept.contains(&c.1) {
+                if !kept[start..].contains(&c.1) {
                     kept.push(c.1);
                 }
             }
         }
-        kept
     }
 
     /// Links `node` from `neighbour`, pruning `neighbour`'s list with the heuristic when full.
-    /// `base` and `pool` are scratch space.
-    fn connect(
-        &mut self,
-        node: u32,
-        neighbour: u32,
-        level: u8,
-        base: &mut Query,
-        pool: &mut Vec<Query>,
-    ) {
+    fn connect(&mut self, b: &mut Build, node: u32, neighbour: u32, level: u8) {
         let cap = if level == 0 { self.m0 } else { self.m };
         let current = self.links(neighbour, level);
         if current.len() < cap {
-            let mut next = current.to_vec();
-            next.push(node);
-            self.set_links(neighbour, level, &next);
+            let (block, n) = self.block_mut(neighbour, level);
+            block[1 + n] = node;
+            block[0] = n as u32 + 1;
             return;
         }
-        base.set_from_code(&self.codes, neighbour);
-        let mut cands: Vec<Near> = current
-            .iter()
-            .chain(std::iter::once(&node))
-            .map(|&c| Near(self.dist_to(base, c), c))
-            .collect();
-        cands.sort();
-        let kept = self.select(&cands, cap, pool, false);
-        self.set_links(neighbour, level, &kept);
+        b.base.set_from_code(&self.codes, neighbour);
+        b.cands.clear();
+        for &c in current.iter().chain(std::iter::once(&node)) {
+            b.cands.push(Near(self.dist_to(&b.base, c), c));
+        }
+        b.cands.sort_unstable();
+        b.kept.clear();
+        self.select(&b.cands, cap, &mut b.pool, false, &mut b.kept);
+        self.set_links(neighbour, level, &b.kept);
+    }
+
+    /// The link block of `i` on `level` (`[count, links..]`, `cap + 1` words) and its count.
+    fn block_mut(&mut self, i: u32, level: u8) -> (&mut [u32], usize) {
+        let block = if level == 0 {
+            let s = i as usize * (self.m0 + 1);
+            &mut self.layer0[s..s + self.m0 + 1]
+        } else {
+            let s = (level as usize - 1) * (self.m + 1);
+            &mut self.upper[i as usize][s..s + self.m + 1]
+        };
+        let n = block[0] as usize;
+        (block, n)
     }
 
     fn read_inner(r: &mut Reader<'_>) -> Result<Self, EngineError> {
@@ -476,21 +627,21 @@ impl VectorIndex for Hnsw {
 
         let mut q = std::mem::take(&mut self.query);
         q.set(v);
-        let Some(mut ep) = self.descend(&q, level) else {
+        let mut sc = std::mem::take(&mut self.scratch);
+        let Some(mut ep) = self.descend(&mut sc, &q, level) else {
             self.query = q;
+            self.scratch = sc;
             self.entry = Some(slot);
             self.max_level = level;
             return Ok(());
         };
         let top = level.min(self.max_level);
-        let mut sc = std::mem::take(&mut self.scratch);
-        let mut pool = std::mem::take(&mut self.kept);
-        let mut chosen_per_level = Vec::with_capacity(top as usize + 1);
+        let mut b = std::mem::take(&mut self.build);
+        b.chosen.clear();
+        b.ends.clear();
         for l in (0..=top).rev() {
-            self.search_layer(&mut sc, &q, ep, self.ef_construction, l, &|_| true);
-            let mut found: Vec<Near> = sc.results.drain().collect();
-            found.sort();
-            if let Some(best) = found.first() {
+            self.search_layer(&mut sc, &q, ep, self.ef_construction, l, None);
+            if let Some(best) = sc.results.first() {
                 ep = (best.1, best.0);
             }
             // A new node gets a full list. On debian-pkgs (real MiniLM embeddings) that lifts
@@ -498,18 +649,23 @@ impl VectorIndex for Hnsw {
             // bench-scale` it lowers it (0.79 -> 0.77 at ef 16, 1 shard): a trade-off, not a
             // free win. Pruning existing lists stays pure heuristic (filling those too cost
             // ~15% of build speed).
-            let chosen = self.select(&found, self.m, &mut pool, true);
-            self.set_links(slot, l, &chosen);
-            chosen_per_level.push((l, chosen));
+            let start = b.chosen.len();
+            self.select(&sc.results, self.m, &mut b.pool, true, &mut b.chosen);
+            self.set_links(slot, l, &b.chosen[start..]);
+            b.ends.push(b.chosen.len());
         }
-        for (l, chosen) in chosen_per_level {
-            for n in chosen {
-                self.connect(slot, n, l, &mut q, &mut pool);
+        let mut start = 0;
+        for (i, l) in (0..=top).rev().enumerate() {
+            let end = b.ends[i];
+            for j in start..end {
+                let n = b.chosen[j];
+                self.connect(&mut b, slot, n, l);
             }
+            start = end;
         }
         self.query = q;
         self.scratch = sc;
-        self.kept = pool;
+        self.build = b;
         if level > self.max_level {
             self.max_level = level;
             self.entry = Some(slot);
@@ -520,6 +676,7 @@ impl VectorIndex for Hnsw {
     fn remove(&mut self, slot: u32) {
         if let Some(d) = self.deleted.get_mut(slot as usize) {
             *d = true;
+            self.any_deleted = Some(true);
         }
     }
 
@@ -528,29 +685,52 @@ impl VectorIndex for Hnsw {
         q: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<Scored> {
         let mut query = std::mem::take(&mut self.query);
         query.set(q);
-        let Some(ep) = self.descend(&query, 0) else {
+        let mut sc = std::mem::take(&mut self.scratch);
+        let Some(ep) = self.descend(&mut sc, &query, 0) else {
             self.query = query;
+            self.scratch = sc;
             return Vec::new();
         };
-        let mut sc = std::mem::take(&mut self.scratch);
+        let any_deleted = *self
+            .any_deleted
+            .get_or_insert_with(|| self.deleted.iter().any(|d| *d));
         let deleted = &self.deleted;
-        self.search_layer(&mut sc, &query, ep, ef.max(k), 0, &|s| {
-            !deleted[s as usize] && accept(s)
-        });
+        let live = |s: u32| !deleted[s as usize];
+        let both = |s: u32| live(s) && accept.is_none_or(|a| a(s));
+        let filter: Option<&dyn Fn(u32) -> bool> = match (accept, any_deleted) {
+            (None, false) => None,
+            (None, true) => Some(&live),
+            (Some(_), _) => Some(&both),
+        };
+        self.search_layer(&mut sc, &query, ep, ef.max(k), 0, filter);
+        // The walk ranked by 8-bit estimates; the answer is ranked by exact distances. A
+        // candidate whose estimate minus its error bound is already farther than the k-th
+        // exact distance found cannot be in the answer, so its vector is never read: same
+        // answer as re-ranking every candidate.
+        let mut out: Vec<Scored> = Vec::with_capacity(k + 1);
+        for n in &sc.results {
+            if k == 0 {
+                break;
+            }
+            if out.len() == k {
+                let kth = out[k - 1].1;
+                if n.0 - self.codes.error_bound(self.metric, &query, n.1) > kth {
+                    continue;
+                }
+            }
+            let d = distance(self.metric, q, self.vec(n.1));
+            let pos = out.partition_point(|e| before(e.1, e.0, d, n.1));
+            if pos < k {
+                out.insert(pos, (n.1, d));
+                out.truncate(k);
+            }
+        }
         self.query = query;
-        // The walk ranked by 8-bit estimates; the answer is ranked by exact distances.
-        let mut out: Vec<Scored> = sc
-            .results
-            .drain()
-            .map(|n| (n.1, distance(self.metric, q, self.vec(n.1))))
-            .collect();
         self.scratch = sc;
-        out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        out.truncate(k);
         out
     }
 
@@ -574,7 +754,7 @@ impl VectorIndex for Hnsw {
                 .sum::<usize>()
             + self.levels.capacity()
             + self.deleted.capacity()
-            + self.scratch.visited.marks.capacity() * 4
+            + self.scratch.visited.bits.capacity() * 8
     }
 
     fn fill(&mut self, slot: u32, vector: &[f32]) -> bool {
@@ -689,11 +869,7 @@ mod tests {
         let queries = points(50, 24, 99);
         let mut hits = 0;
         for q in &queries {
-            let got: Vec<u32> = h
-                .search(q, 10, 64, &|_| true)
-                .into_iter()
-                .map(|x| x.0)
-                .collect();
+            let got: Vec<u32> = h.search(q, 10, 64, None).into_iter().map(|x| x.0).collect();
             assert!(
                 got.iter().all(|g| !deleted.contains(g)),
                 "deleted slot returned"
@@ -703,6 +879,32 @@ mod tests {
         }
         let recall = hits as f64 / 500.0;
         assert!(recall > 0.9, "recall {recall}");
+    }
+
+    #[test]
+    fn beam_and_filtered_walks_agree_when_nothing_is_filtered() {
+        let data = points(1500, 16, 21);
+        let mut h = Hnsw::new(16, Metric::Dot, 8, 60);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        for q in points(30, 16, 4) {
+            for ef in [1, 10, 50] {
+                let fast = h.search(&q, 10, ef, None);
+                let all = |_: u32| true;
+                assert_eq!(fast, h.search(&q, 10, ef, Some(&all)), "ef {ef}");
+                // The bounded re-rank answers as re-ranking every candidate would.
+                let mut full: Vec<Scored> = h
+                    .scratch
+                    .results
+                    .iter()
+                    .map(|n| (n.1, distance(Metric::Dot, &q, h.vec(n.1))))
+                    .collect();
+                full.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                full.truncate(10);
+                assert_eq!(fast, full, "ef {ef}");
+            }
+        }
     }
 
     #[test]
@@ -744,10 +946,7 @@ mod tests {
             assert_eq!(back.vec(i), h.vec(i), "slot {i}");
         }
         for q in points(20, 8, 5) {
-            assert_eq!(
-                h.search(&q, 5, 40, &|_| true),
-                back.search(&q, 5, 40, &|_| true)
-            );
+            assert_eq!(h.search(&q, 5, 40, None), back.search(&q, 5, 40, None));
         }
         // Corrupt a link count: reading must fail instead of trusting it.
         let bad = &buf[..buf.len() / 2];

@@ -95,7 +95,7 @@ impl VectorIndex for HoraIndex {
         q: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<Scored> {
         if self.deleted.is_empty() {
             return Vec::new();
@@ -103,7 +103,7 @@ impl VectorIndex for HoraIndex {
         let found = self.inner.search(q, ef.max(k));
         let mut out: Vec<Scored> = found
             .into_iter()
-            .filter(|&s| !self.deleted[s as usize] && accept(s))
+            .filter(|&s| !self.deleted[s as usize] && accept.is_none_or(|a| a(s)))
             .filter_map(|s| self.vector(s).map(|v| (s, distance(self.metric, q, v))))
             .collect();
         out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));

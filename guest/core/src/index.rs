@@ -17,13 +17,14 @@ pub trait VectorIndex {
     }
     /// Marks a slot as gone. It may still route searches but is never returned.
     fn remove(&mut self, slot: u32);
-    /// The `k` nearest accepted slots, closest first, exploring `ef` candidates.
+    /// The `k` nearest accepted slots, closest first, exploring `ef` candidates. `None`
+    /// accepts every slot (and lets an index take a faster path).
     fn search(
         &mut self,
         query: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<Scored>;
     /// The stored vector of a live slot (for exact search and rebuilds).
     fn vector(&self, slot: u32) -> Option<&[f32]>;

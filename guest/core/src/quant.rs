@@ -17,15 +17,31 @@ const SHIFT: i32 = 64;
 pub const MAX_DIMENSION: usize = 65_536;
 
 /// Codes of the stored vectors, in slot order.
+///
+/// Each row is the code (`dim` bytes, zero-padded to a multiple of 16) followed by 16 bytes of
+/// the numbers a distance needs, so that estimating a distance reads one row and nothing else
+/// (separate arrays cost a cache miss each): the scale, the sum of the code, the vector's
+/// squared norm and `‖v - scale·code‖` (how far the code is from the vector, for
+/// [`Codes::error_bound`]).
 pub struct Codes {
     dim: usize,
-    codes: Rows<i8>,
-    /// The code being built by `push`.
+    /// Where the numbers start in a row: `dim` rounded up to a multiple of 16.
+    meta: usize,
+    rows: Rows<i8>,
+    /// The row being built by `push`.
     tmp: Vec<i8>,
-    scale: Vec<f32>,
-    sum: Vec<i32>,
-    norm2: Vec<f32>,
 }
+
+/// The numbers kept after a row's code.
+#[derive(Clone, Copy)]
+struct Meta {
+    scale: f32,
+    sum: i32,
+    norm2: f32,
+    err: f32,
+}
+
+const META_BYTES: usize = 16;
 
 /// A vector quantised as a query: 7-bit codes shifted to `1..=127`.
 #[derive(Default, Clone)]
@@ -33,6 +49,8 @@ pub struct Query {
     shifted: Vec<u8>,
     scale: f32,
     norm2: f32,
+    /// `‖v - scale·code‖` (set by [`Query::set`] only: the re-rank bound needs it).
+    err: f32,
 }
 
 fn max_abs(v: &[f32]) -> f32 {
@@ -41,6 +59,18 @@ fn max_abs(v: &[f32]) -> f32 {
 
 fn norm2(v: &[f32]) -> f32 {
     crate::distance::dot(v, v)
+}
+
+/// `‖v - scale·code‖`, from the codes `code(i)` of `v`.
+fn residual(v: &[f32], scale: f32, code: impl Iterator<Item = i32>) -> f32 {
+    v.iter()
+        .zip(code)
+        .map(|(&x, c)| {
+            let e = x - scale * c as f32;
+            e * e
+        })
+        .sum::<f32>()
+        .sqrt()
 }
 
 /// `v` as integers in `-levels..=levels`, and the scale that maps them back (`x ≈ scale · q`).
@@ -61,8 +91,11 @@ impl Query {
         let (scale, codes) = quantise(v, 63.0);
         self.shifted.clear();
         self.shifted.extend(codes.map(|c| (c + SHIFT) as u8));
+        // Padded like the stored codes (a zero code), so the kernels run whole 16-byte steps.
+        self.shifted.resize(v.len().div_ceil(16) * 16, SHIFT as u8);
         self.scale = scale;
         self.norm2 = norm2(v);
+        self.err = residual(v, scale, self.shifted.iter().map(|&c| c as i32 - SHIFT));
     }
 
     /// Stored vector `i` as a query: its 8-bit code halved to 7 bits, with no float work.
@@ -75,20 +108,22 @@ impl Query {
                 .iter()
                 .map(|&c| (((c as i32 + 1) >> 1).clamp(-63, 63) + SHIFT) as u8),
         );
-        self.scale = codes.scale[i] * 2.0;
-        self.norm2 = codes.norm2[i];
+        let m = codes.meta(i);
+        self.scale = m.scale * 2.0;
+        self.norm2 = m.norm2;
+        // Not used for codes playing the query (the build never re-ranks).
+        self.err = f32::INFINITY;
     }
 }
 
 impl Codes {
     pub fn new(dim: usize) -> Self {
+        let meta = dim.div_ceil(16) * 16;
         Self {
             dim,
-            codes: Rows::new(dim),
-            tmp: Vec::with_capacity(dim),
-            scale: Vec::new(),
-            sum: Vec::new(),
-            norm2: Vec::new(),
+            meta,
+            rows: Rows::new(meta + META_BYTES),
+            tmp: Vec::with_capacity(meta + META_BYTES),
         }
     }
 
@@ -103,20 +138,53 @@ impl Codes {
         let (scale, codes) = quantise(v, 127.0);
         self.tmp.clear();
         self.tmp.extend(codes.map(|c| c as i8));
-        self.codes.push(&self.tmp);
-        self.sum.push(self.tmp.iter().map(|&c| c as i32).sum());
-        self.scale.push(scale);
-        self.norm2.push(norm2(v));
+        let sum = self.tmp.iter().map(|&c| c as i32).sum::<i32>();
+        let err = residual(v, scale, self.tmp.iter().map(|&c| c as i32));
+        self.tmp.resize(self.meta, 0);
+        for x in [
+            scale.to_bits(),
+            sum as u32,
+            norm2(v).to_bits(),
+            err.to_bits(),
+        ] {
+            self.tmp.extend(x.to_le_bytes().map(|b| b as i8));
+        }
+        self.rows.push(&self.tmp);
+    }
+
+    /// Code `i`, padded with zeros to a multiple of 16 bytes (zeros add nothing to a dot
+    /// product, so kernels need no tail).
+    #[inline]
+    fn code(&self, i: usize) -> &[i8] {
+        &self.rows.row(i)[..self.meta]
     }
 
     #[inline]
-    fn code(&self, i: usize) -> &[i8] {
-        self.codes.row(i)
+    fn meta(&self, i: usize) -> Meta {
+        let row = self.rows.row(i);
+        let word = |k: usize| {
+            let b = &row[self.meta + 4 * k..self.meta + 4 * k + 4];
+            u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+        };
+        Meta {
+            scale: f32::from_bits(word(0)),
+            sum: word(1) as i32,
+            norm2: f32::from_bits(word(2)),
+            err: f32::from_bits(word(3)),
+        }
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.codes.memory_bytes()
-            + (self.scale.capacity() + self.sum.capacity() + self.norm2.capacity()) * 4
+        self.rows.memory_bytes()
+    }
+
+    /// Reads the first and the last byte of row `i`: Wasm has no prefetch instruction, so a
+    /// walk touches the rows of all the neighbours it is about to score first, and their cache
+    /// misses overlap instead of coming one after the other inside the kernel.
+    #[inline]
+    pub fn touch(&self, i: u32) -> i8 {
+        let row = self.rows.row(i as usize);
+        row.first().copied().unwrap_or(0) ^ row.last().copied().unwrap_or(0)
     }
 
     /// The estimated index distance (smaller is closer, as [`crate::distance::distance`])
@@ -124,12 +192,69 @@ impl Codes {
     #[inline]
     pub fn distance(&self, metric: Metric, q: &Query, i: u32) -> f32 {
         let i = i as usize;
-        let raw = dot_i8_u7(self.code(i), &q.shifted) - SHIFT * self.sum[i];
-        let dot = raw as f32 * self.scale[i] * q.scale;
+        self.finish(metric, q, i, dot_i8_u7(self.code(i), &q.shifted))
+    }
+
+    /// The estimated distance from the raw integer dot product of code `i` and `q`.
+    #[inline]
+    fn finish(&self, metric: Metric, q: &Query, i: usize, dot: i32) -> f32 {
+        let m = self.meta(i);
+        let raw = dot - SHIFT * m.sum;
+        let dot = raw as f32 * m.scale * q.scale;
         match metric {
             Metric::Cosine | Metric::Dot => -dot,
-            Metric::Euclidean => self.norm2[i] + q.norm2 - 2.0 * dot,
+            Metric::Euclidean => m.norm2 + q.norm2 - 2.0 * dot,
         }
+    }
+
+    /// [`Codes::distance`] to each of `ids`, into `out[..ids.len()]`, four codes at a time
+    /// (one pass over the query for four rows: independent accumulators, loads in flight
+    /// together). Same values as one call per id.
+    pub fn distances(&self, metric: Metric, q: &Query, ids: &[u32], out: &mut [f32]) {
+        let out = &mut out[..ids.len()];
+        let mut quads = ids.chunks_exact(4);
+        let mut outs = out.chunks_exact_mut(4);
+        for (id, o) in (&mut quads).zip(&mut outs) {
+            let rows = [
+                self.code(id[0] as usize),
+                self.code(id[1] as usize),
+                self.code(id[2] as usize),
+                self.code(id[3] as usize),
+            ];
+            let raw = dot4_i8_u7(rows, &q.shifted);
+            for j in 0..4 {
+                o[j] = self.finish(metric, q, id[j] as usize, raw[j]);
+            }
+        }
+        for (&id, o) in quads.remainder().iter().zip(outs.into_remainder()) {
+            *o = self.distance(metric, q, id);
+        }
+    }
+
+    /// A bound on `|exact - estimate|` for the distance between `q` (set by [`Query::set`])
+    /// and stored vector `i`: the exact distance lies within `estimate ± bound`.
+    ///
+    /// With `x = x̂ + e_x` and `q = q̂ + e_q` (`x̂`, `q̂` the dequantised codes), the estimate
+    /// is `x̂·q̂` computed exactly in integers, and `x·q - x̂·q̂ = x·e_q + e_x·q̂`, so by
+    /// Cauchy-Schwarz `|x·q - x̂·q̂| ≤ ‖x‖‖e_q‖ + ‖e_x‖(‖q‖ + ‖e_q‖)`. Euclidean distance
+    /// carries the dot product twice (`‖x‖² + ‖q‖² - 2x·q`, the norms are exact on both
+    /// sides). The bound is widened for float rounding on both sides (f32 sums over `dim`
+    /// terms: at most `dim·ε` relative to `(‖x‖ + ‖q‖)²`, the integer-to-float conversion and
+    /// the scale products) so that it holds for the computed values, not only the real ones.
+    #[inline]
+    pub fn error_bound(&self, metric: Metric, q: &Query, i: u32) -> f32 {
+        let i = i as usize;
+        let m = self.meta(i);
+        let (nx, nq) = (m.norm2.sqrt(), q.norm2.sqrt());
+        let (ex, eq) = (m.err, q.err);
+        let dot = nx * eq + ex * (nq + eq);
+        let twice = match metric {
+            Metric::Cosine | Metric::Dot => 1.0,
+            Metric::Euclidean => 2.0,
+        };
+        let span = nx + nq + ex + eq;
+        let rounding = (self.dim as f32 + 16.0) * f32::EPSILON * span * span;
+        twice * dot * 1.001 + 2.0 * rounding
     }
 }
 
@@ -162,6 +287,15 @@ pub fn portable_dot(a: &[i8], b: &[u8]) -> i32 {
         total += a[k] as i32 * b[k] as i32;
     }
     total
+}
+
+/// [`dot_i8_u7`] of four rows against one `b`.
+#[inline]
+pub fn dot4_i8_u7(a: [&[i8]; 4], b: &[u8]) -> [i32; 4] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::dot4(a, b);
+    #[allow(unreachable_code)]
+    a.map(|r| portable_dot(r, b))
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
@@ -201,6 +335,37 @@ mod relaxed {
             total += a[k] as i32 * b[k] as i32;
         }
         total
+    }
+
+    #[inline]
+    fn hsum(v: v128) -> i32 {
+        i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v)
+    }
+
+    #[inline]
+    pub fn dot4(a: [&[i8]; 4], b: &[u8]) -> [i32; 4] {
+        let n = a.iter().fold(b.len(), |n, r| n.min(r.len()));
+        let split = n / 16 * 16;
+        let mut acc = [i32x4_splat(0); 4];
+        let mut i = 0;
+        while i < split {
+            let q = load(b, i);
+            for (slot, row) in acc.iter_mut().zip(a) {
+                *slot = i32x4_relaxed_dot_i8x16_i7x16_add(load(row, i), q, *slot);
+            }
+            i += 16;
+        }
+        let mut out = [0; 4];
+        for ((o, v), row) in out.iter_mut().zip(acc).zip(a) {
+            *o = hsum(v);
+            for k in split..n {
+                *o += row[k] as i32 * b[k] as i32;
+            }
+        }
+        out
     }
 }
 
@@ -248,6 +413,47 @@ mod tests {
                         (exact - est).abs() <= tol,
                         "{metric:?} {i}: {exact} vs {est}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_bound_holds_for_every_metric_and_scale() {
+        let mut s = 11u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for dim in [1usize, 7, 16, 33, 384] {
+            let rows: Vec<Vec<f32>> = (0..60)
+                .map(|r| {
+                    (0..dim)
+                        .map(|_| next() * (1 + r % 5) as f32 * 3.0)
+                        .collect()
+                })
+                .collect();
+            let mut codes = Codes::new(dim);
+            rows.iter().for_each(|x| codes.push(x));
+            for metric in [Metric::Dot, Metric::Euclidean] {
+                for q in rows.iter().take(10) {
+                    let shifted: Vec<f32> = q.iter().map(|x| x * 0.7 + 0.01).collect();
+                    let query = query_of(&shifted);
+                    let ids: Vec<u32> = (0..rows.len() as u32).collect();
+                    let mut est = vec![0.0; ids.len()];
+                    codes.distances(metric, &query, &ids, &mut est);
+                    for (i, x) in rows.iter().enumerate() {
+                        let exact = distance(metric, &shifted, x);
+                        assert_eq!(est[i], codes.distance(metric, &query, i as u32));
+                        let bound = codes.error_bound(metric, &query, i as u32);
+                        assert!(
+                            (exact - est[i]).abs() <= bound,
+                            "{metric:?} dim {dim} row {i}: {exact} vs {} ± {bound}",
+                            est[i]
+                        );
+                    }
                 }
             }
         }

@@ -311,7 +311,8 @@ impl Shard {
             let accept = |s: u32| allowed.as_ref().is_none_or(|a| a[s as usize]);
             let mut found: Vec<Scored> = Vec::new();
             if !req.exact && (allowed.is_none() || matching > EXACT_FILTER_MAX) {
-                found = self.index.search(&q, req.k, ef, &accept);
+                let filter = allowed.is_some().then_some(&accept as &dyn Fn(u32) -> bool);
+                found = self.index.search(&q, req.k, ef, filter);
             }
             if req.exact || found.len() < want {
                 found = self.exact(&q, req.k, &accept);
