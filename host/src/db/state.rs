@@ -144,6 +144,9 @@ impl Committer {
             }
         }
         let n = writes.len() as u64;
+        // A snapshot taken before these rows and still being published would come back (and
+        // its publishing waits for the write transaction below: flush before it begins).
+        self.publisher.flush();
         let mut txn = self.inner.store.begin_write()?;
         let mut pending = Pending::default();
         let mut get = collections(self.inner.clone());
@@ -171,8 +174,6 @@ impl Committer {
         // Engines changed outside the log: a restart must not replay the log over their
         // snapshots (it would miss these), so they go until the next checkpoint.
         let changed: BTreeSet<&String> = m.changed.keys().collect();
-        // A snapshot taken before these rows and still being published would come back.
-        self.publisher.flush();
         let committed = (|| -> Result<()> {
             for c in &changed {
                 txn.forget_snapshots(c)?;
