@@ -114,7 +114,7 @@ pub fn markers(name: &str) -> (String, String) {
 
 /// The sections other benchmarks own, in the order they appear in the file.
 #[allow(dead_code)]
-pub const SECTIONS: [&str; 4] = ["scale", "node", "http", "replication"];
+pub const SECTIONS: [&str; 5] = ["scale", "node", "http", "replication", "plugins"];
 
 /// Prints a benchmark's section of docs/BENCHMARKS.md (`md`, which carries its markers) and,
 /// unless `--no-write`, puts it into the file under `root`.

@@ -31,7 +31,9 @@ pub(crate) enum Job {
     Remote(Vec<RemoteEntry>, SyncSender<Applied>),
     CreateCollection(CollectionSpec, SyncSender<Result<bool>>),
     DropCollection(String, SyncSender<Result<bool>>),
-    Checkpoint(SyncSender<Result<()>>),
+    /// Answered once every snapshot is written, with what says when they are all durable
+    /// (the caller waits for that, not the committer).
+    Checkpoint(SyncSender<Result<super::snapshots::Flushed>>),
     /// Forget tombstones covered by this stable clock.
     Collect(Clock, SyncSender<Result<u64>>),
     /// Merge another node's state (a bootstrap snapshot, an anti-entropy repair).
@@ -136,7 +138,10 @@ impl Committer {
                 }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
-                    let _ = reply.send(self.checkpoint(false, true));
+                    let flushed = self
+                        .checkpoint(false, false)
+                        .map(|()| self.publisher.flushed());
+                    let _ = reply.send(flushed);
                 }
                 Job::Plugin(change, reply) => {
                     self.commit_writes(std::mem::take(&mut writes));

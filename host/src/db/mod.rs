@@ -609,7 +609,9 @@ impl Database {
     /// operation log the snapshots cover: nothing else would ever read it. A node with peers
     /// trims only what every peer has acknowledged (docs/replication.md).
     pub fn checkpoint(&self) -> Result<()> {
-        self.submit(Job::Checkpoint)?;
+        // The committer answers once the snapshots are written; making them durable is the
+        // snapshot thread's work, waited for here, so writes queued behind do not wait too.
+        self.submit(Job::Checkpoint)?.wait();
         if self.inner.store.meta(REPLICATED)?.unwrap_or(0) == 0 {
             self.trim_log(None, std::time::Duration::ZERO)?;
         }

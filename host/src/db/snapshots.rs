@@ -76,12 +76,26 @@ impl Publisher {
 
     /// Waits until every snapshot handed over so far is published (or has failed).
     pub fn flush(&self) {
+        self.flushed().wait();
+    }
+
+    /// What says when every snapshot handed over so far is published (or has failed).
+    pub fn flushed(&self) -> Flushed {
         let (tx, rx) = channel();
-        if self
-            .jobs
-            .as_ref()
-            .is_some_and(|j| j.send(Job::Flush(tx)).is_ok())
-        {
+        match &self.jobs {
+            Some(j) if j.send(Job::Flush(tx)).is_ok() => Flushed(Some(rx)),
+            _ => Flushed(None),
+        }
+    }
+}
+
+/// Waits for the snapshot thread to reach a point (see [`Publisher::flushed`]).
+pub(crate) struct Flushed(Option<std::sync::mpsc::Receiver<()>>);
+
+impl Flushed {
+    pub fn wait(self) {
+        if let Some(rx) = self.0 {
+            // An error means the thread is gone, and with it anything left to wait for.
             let _ = rx.recv();
         }
     }
