@@ -138,9 +138,7 @@ impl Committer {
                 }
                 Job::Checkpoint(reply) => {
                     self.commit_writes(std::mem::take(&mut writes));
-                    let flushed = self
-                        .checkpoint(false, false)
-                        .map(|()| self.publisher.flushed());
+                    let flushed = self.checkpoint(false).map(|()| self.publisher.flushed());
                     let _ = reply.send(flushed);
                 }
                 Job::Plugin(change, reply) => {
@@ -516,7 +514,7 @@ impl Committer {
 
     pub(super) fn snapshot_if_due(&mut self) {
         if self.dirty.iter().any(|(c, n)| self.due(c, *n)) {
-            if let Err(e) = self.checkpoint(true, false) {
+            if let Err(e) = self.checkpoint(true) {
                 tracing::warn!(error = %e, "writing index snapshots failed");
             }
         }
@@ -524,8 +522,8 @@ impl Committer {
 
     /// Snapshots dirty collections (only those past the threshold when `due_only`). Each
     /// shard's engine streams its state into a file here; the file is made durable and
-    /// published by the snapshot thread. With `wait`, returns once all of them are.
-    pub(super) fn checkpoint(&mut self, due_only: bool, wait: bool) -> Result<()> {
+    /// published by the snapshot thread (`publisher.flush()` waits for that).
+    pub(super) fn checkpoint(&mut self, due_only: bool) -> Result<()> {
         let names: Vec<String> = self
             .dirty
             .iter()
@@ -559,9 +557,6 @@ impl Committer {
             }
             self.snapshot_size.insert(name.clone(), objects);
             self.dirty.remove(name);
-        }
-        if wait {
-            self.publisher.flush();
         }
         Ok(())
     }

@@ -102,7 +102,8 @@ impl Committer {
             Some(&self.inner.cache_dir),
         )?);
         // The new engine restores what the old one holds now.
-        self.checkpoint(false, true)?;
+        self.checkpoint(false)?;
+        self.publisher.flush();
         let specs = self.inner.specs();
         let mut loaded = Vec::with_capacity(specs.len());
         for spec in specs {

@@ -277,10 +277,10 @@ impl Inner {
     }
 }
 
-/// An open database directory. Cheap to share between threads (`&Database` is enough).
 /// Meta key: set once a node with peers ran on this database.
 const REPLICATED: &str = "replicated";
 
+/// An open database directory. Cheap to share between threads (`&Database` is enough).
 pub struct Database {
     inner: Arc<Inner>,
     tokens: Tokens,

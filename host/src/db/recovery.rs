@@ -24,12 +24,12 @@ pub struct LoadReport {
     pub rebuilt: u64,
 }
 
-pub(crate) fn upsert_of(id: String, o: StoredObject) -> wit::Mutation {
-    wit::Mutation::Upsert(wit::Object {
+fn object_of(id: String, o: StoredObject) -> wit::Object {
+    wit::Object {
         id,
         properties: o.properties,
         vector: o.vector,
-    })
+    }
 }
 
 fn apply(inst: &mut ShardInstance, batch: &[wit::Mutation]) -> Result<()> {
@@ -117,11 +117,7 @@ fn scan_shard(
         let batch: Vec<wit::Object> = rows
             .into_iter()
             .filter(|(id, _)| shard_of(id, spec.shards) == shard)
-            .map(|(id, o)| wit::Object {
-                id,
-                properties: o.properties,
-                vector: o.vector,
-            })
+            .map(|(id, o)| object_of(id, o))
             .collect();
         total += batch.len() as u64;
         each(batch)?;
@@ -210,7 +206,7 @@ fn replay(
         let mut batch = Vec::with_capacity(chunk.len());
         for id in chunk {
             batch.push(match store.get_object(&spec.name, id)? {
-                Some(o) => upsert_of((*id).clone(), o),
+                Some(o) => wit::Mutation::Upsert(object_of((*id).clone(), o)),
                 None => wit::Mutation::Delete((*id).clone()),
             });
         }

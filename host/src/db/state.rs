@@ -89,7 +89,7 @@ impl Committer {
                 self.publish();
                 // The merged rows changed engines outside the log: snapshot them now, so a
                 // restart restores rather than rebuilds.
-                self.checkpoint(false, false)?;
+                self.checkpoint(false)?;
                 Ok(0)
             }
         }

@@ -630,11 +630,6 @@ impl Store {
         self.snapshots.sweep(&keep)
     }
 
-    /// Bytes of the database file and of the snapshot files.
-    pub fn disk_bytes(&self) -> Result<(u64, u64)> {
-        Ok((file_len(&self.path)?, self.snapshots.bytes()?))
-    }
-
     /// A collection's node-local metadata (JSON text), read in one transaction with the check
     /// that the collection exists: `Err(UnknownCollection)` if it does not, `Ok(None)` if it
     /// has none.

@@ -152,17 +152,6 @@ impl SnapshotDir {
         }
         Ok(removed)
     }
-
-    /// Total bytes of the snapshot files.
-    pub fn bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for name in self.names()? {
-            if let Ok(m) = std::fs::metadata(self.dir.join(&name)) {
-                total += m.len();
-            }
-        }
-        Ok(total)
-    }
 }
 
 /// A snapshot being written. Write errors are remembered (the engine's stream cannot fail)
