@@ -342,3 +342,59 @@ fn a_write_after_a_collected_tombstone_has_seen_it_everywhere() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_collection_created_twice_with_other_dimensions_does_not_stall_replication() -> Result<()> {
+    let (_d1, a) = open()?;
+    let (_d2, b) = open()?;
+    // Two regions create `c` at once: `a` with 2 dimensions, `b` with 3.
+    a.create_collection(spec(ConflictPolicy::LastWriteWins))?;
+    b.create_collection(CollectionSpec {
+        metric: Metric::Euclidean,
+        ..CollectionSpec::new("c", 3)
+    })?;
+    put(&a, "two", 1)?;
+    let mut three = Batch::new();
+    three.upsert("c", "three", json!({"v": 3}), Some(vec![3.0, 0.0, 0.0]));
+    b.write(three)?;
+    // Later writes of both, into a collection both agree on.
+    for db in [&a, &b] {
+        db.create_collection(CollectionSpec::new("d", 2))?;
+    }
+    let mut later = Batch::new();
+    later.upsert("d", "after", json!({}), Some(vec![1.0, 0.0]));
+    b.write(later)?;
+
+    // Nothing refuses the other's entries: everything after the differing create arrives.
+    sync(&a, &b)?;
+    sync(&b, &a)?;
+    assert_eq!(a.applied_clock(), b.applied_clock());
+    assert!(a.get("d", "after")?.is_some(), "b's later write reached a");
+    for db in [&a, &b] {
+        // Every object is stored on both (the data converges); a vector the collection here
+        // cannot take is kept but not indexed.
+        assert!(db.get("c", "two")?.is_some());
+        assert!(db.get("c", "three")?.is_some());
+        assert_eq!(db.unindexed_vectors(), 1);
+        let (conflicts, _) = db.conflict_counts();
+        assert!(
+            conflicts.iter().any(|(_, n)| *n > 0),
+            "the differing create is a conflict"
+        );
+    }
+    assert_eq!(a.digest("c")?, b.digest("c")?);
+    let hits = a.search("c", &[1.0, 0.0], &vektagraf::model::SearchOptions::k(5))?;
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["two"],
+        "a's index holds only the vector that fits its collection"
+    );
+    // A restart rebuilds or restores the same way.
+    let a_dir = _d1.path().to_owned();
+    drop(a);
+    let a = Database::open(&a_dir, DatabaseConfig::default())?;
+    let hits = a.search("c", &[1.0, 0.0], &vektagraf::model::SearchOptions::k(5))?;
+    assert_eq!(hits.len(), 1);
+    assert!(a.get("c", "three")?.is_some());
+    Ok(())
+}

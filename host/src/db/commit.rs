@@ -6,6 +6,7 @@
 //! and every shard a batch of it changed is rebuilt from storage.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -387,14 +388,25 @@ impl Committer {
             txn,
             collection: get,
         };
-        let m = Materialised::compute(&mut cx, source, writes)
+        let mut m = Materialised::compute(&mut cx, source, writes)
             .map_err(Staged::classify)?
             .finish(&self.inner.plugins);
-        let mut collections = HashMap::new();
-        for (c, _) in m.engine.keys() {
+        let mut collections: HashMap<String, Arc<Collection>> = HashMap::new();
+        for ((c, _), muts) in m.engine.iter_mut() {
             if !collections.contains_key(c) {
                 let coll = (cx.collection)(c).map_err(Staged::Rejected)?;
                 collections.insert(c.clone(), coll);
+            }
+            let spec = &collections[c].spec;
+            for mutation in muts.iter_mut() {
+                if let wit::Mutation::Upsert(o) = mutation {
+                    if super::validate::fit_for_index(spec, o) {
+                        self.inner
+                            .counters
+                            .unindexed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
         // A refused entry leaves the engine as it was (`apply_to_engine` rebuilt what took it).

@@ -170,6 +170,9 @@ pub(crate) struct Counters {
     pub conflicts: [AtomicU64; 4],
     /// Remote writes into collections dropped here.
     pub discarded: AtomicU64,
+    /// Vectors kept out of the index because the collection here cannot take them (a remote
+    /// write into a collection created elsewhere with another dimension, a resolver's output).
+    pub unindexed: AtomicU64,
     /// Engine upgrades (or rollbacks) this node could not carry out.
     pub engine_switch_failures: AtomicU64,
 }
@@ -477,6 +480,13 @@ impl Database {
             out[i] = (*p, c.conflicts[i].load(Ordering::Relaxed));
         }
         (out, c.discarded.load(Ordering::Relaxed))
+    }
+
+    /// Vectors kept in storage but out of the index since open, because the collection here
+    /// cannot take them: remote writes into a collection another region created with other
+    /// parameters at the same time, or a resolver plugin's output (`validate::fit_for_index`).
+    pub fn unindexed_vectors(&self) -> u64 {
+        self.inner.counters.unindexed.load(Ordering::Relaxed)
     }
 
     /// Forgets tombstones every node has seen (`stable`: the clock every peer has confirmed,

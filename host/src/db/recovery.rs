@@ -24,12 +24,14 @@ pub struct LoadReport {
     pub rebuilt: u64,
 }
 
-fn object_of(id: String, o: StoredObject) -> wit::Object {
-    wit::Object {
+fn object_of(spec: &CollectionSpec, id: String, o: StoredObject) -> wit::Object {
+    let mut object = wit::Object {
         id,
         properties: o.properties,
         vector: o.vector,
-    }
+    };
+    super::validate::fit_for_index(spec, &mut object);
+    object
 }
 
 fn apply(inst: &mut ShardInstance, batch: &[wit::Mutation]) -> Result<()> {
@@ -117,7 +119,7 @@ fn scan_shard(
         let batch: Vec<wit::Object> = rows
             .into_iter()
             .filter(|(id, _)| shard_of(id, spec.shards) == shard)
-            .map(|(id, o)| object_of(id, o))
+            .map(|(id, o)| object_of(spec, id, o))
             .collect();
         total += batch.len() as u64;
         each(batch)?;
@@ -206,7 +208,7 @@ fn replay(
         let mut batch = Vec::with_capacity(chunk.len());
         for id in chunk {
             batch.push(match store.get_object(&spec.name, id)? {
-                Some(o) => wit::Mutation::Upsert(object_of((*id).clone(), o)),
+                Some(o) => wit::Mutation::Upsert(object_of(spec, (*id).clone(), o)),
                 None => wit::Mutation::Delete((*id).clone()),
             });
         }

@@ -62,3 +62,26 @@ pub fn check_vector(spec: &CollectionSpec, id: &str, v: &[f32]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Keeps a vector the collection's index cannot take out of the index: the object is indexed
+/// without it, and storage keeps it as written. Local writes never get here with such a vector
+/// (`check_vector` refused them); a remote write can — its region created the collection with
+/// other parameters at the same time (docs/replication.md) — and so can a resolver plugin's
+/// output. Refusing it instead would stop that origin's log at this entry for good. Returns
+/// whether the vector was left out.
+pub(crate) fn fit_for_index(
+    spec: &CollectionSpec,
+    object: &mut crate::runtime::wit::Object,
+) -> bool {
+    let Some(v) = &object.vector else {
+        return false;
+    };
+    match check_vector(spec, &object.id, v) {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::warn!(collection = %spec.name, error = %e, "a vector this collection cannot index is kept in storage only");
+            object.vector = None;
+            true
+        }
+    }
+}

@@ -227,6 +227,7 @@ pub struct Metrics {
     shard_rebuilds: Counter,
     conflicts: Family<PolicyLabel, Counter>,
     discarded_writes: Counter,
+    unindexed_vectors: Counter,
     oplog_entries: Gauge,
     replication: ReplicationMetrics,
 }
@@ -252,6 +253,7 @@ impl Metrics {
             shard_rebuilds: Counter::default(),
             conflicts: Family::default(),
             discarded_writes: Counter::default(),
+            unindexed_vectors: Counter::default(),
             oplog_entries: Gauge::default(),
             replication: ReplicationMetrics::new(),
             registry: Registry::with_prefix("vektagraf"),
@@ -315,6 +317,11 @@ impl Metrics {
             "replication_discarded_writes",
             "Replicated writes discarded because their collection was dropped here",
             m.discarded_writes.clone(),
+        );
+        m.registry.register(
+            "unindexed_vectors",
+            "Vectors kept in storage but out of the index because the collection here cannot take them (a replicated write into a collection another region created with another dimension, or a resolver's output)",
+            m.unindexed_vectors.clone(),
         );
         m.registry.register(
             "oplog_entries",
@@ -383,6 +390,7 @@ impl Metrics {
             catch_up(&self.conflicts.get_or_create(&label), n);
         }
         catch_up(&self.discarded_writes, discarded);
+        catch_up(&self.unindexed_vectors, db.unindexed_vectors());
         if let Ok(n) = db.log_len() {
             self.oplog_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -456,6 +464,11 @@ mod tests {
         }
         assert_eq!(
             sample(&text, "vektagraf_replication_discarded_writes_total"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "vektagraf_unindexed_vectors_total"),
             Some(0.0),
             "{text}"
         );
