@@ -1008,8 +1008,11 @@ mod tests {
         // A replaced object is a retired slot and a new one.
         for d in [0, 7, 150, 299] {
             h.remove(d);
-            h.insert(h.slots(), &data[d as usize].iter().map(|x| -x).collect::<Vec<_>>())
-                .expect("insert");
+            h.insert(
+                h.slots(),
+                &data[d as usize].iter().map(|x| -x).collect::<Vec<_>>(),
+            )
+            .expect("insert");
         }
         h.remove(42);
         assert_eq!(h.fingerprints, recomputed(&h));
