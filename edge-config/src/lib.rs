@@ -12,7 +12,7 @@
 //!                             # is applied to each
 //!
 //! [storage]
-//! snapshot_every_ops = 10000  # write index snapshots after this many logged mutations (or a quarter of the collection)
+//! snapshot_every_ops = 1000   # write index snapshots after this many logged mutations (or 2% of the collection, if more)
 //! group_commit_max = 64       # most write batches folded into one durable commit
 //! commit_queue = 1024         # write batches that may wait for the committer; beyond it a
 //!                             # node answers `overloaded` (an embedded write waits)
@@ -163,7 +163,7 @@ impl Default for DatabaseConfig {
             },
             plugins: PluginLimits::default(),
             read_replicas: 1,
-            snapshot_every_ops: 10_000,
+            snapshot_every_ops: 1_000,
             group_commit_max: 64,
             commit_queue: 1024,
         }

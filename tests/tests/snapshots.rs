@@ -248,3 +248,31 @@ fn disk_per_object_stays_within_bound() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn automatic_snapshots_bound_what_a_crash_replays_to_a_fiftieth_of_the_collection() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = DatabaseConfig {
+        snapshot_every_ops: 20,
+        ..DatabaseConfig::default()
+    };
+    {
+        let db = Database::open(dir.path(), config.clone())?;
+        create(&db, Metric::Euclidean)?;
+        for start in (0..1500).step_by(10) {
+            upsert_range(&db, start..start + 10, 1)?;
+        }
+        // Stopped without a checkpoint, as a crash would leave it.
+    }
+    let db = Database::open(dir.path(), config)?;
+    let report = &db.startup()[0].1[0];
+    // The last snapshot came at most max(20, its size / 50) mutations (plus the rest of a
+    // batch) before the end: at most 1490 objects then, so 29, plus 9.
+    assert!(
+        report.restored_snapshot && report.rebuilt == 0 && report.replayed <= 38,
+        "{report:?}"
+    );
+    assert_eq!(db.stats("c")?.objects, 1500);
+    assert_eq!(answers(&db, false)?, answers(&db, true)?);
+    Ok(())
+}

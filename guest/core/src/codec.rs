@@ -104,12 +104,20 @@ impl<'s> Writer<'s> {
     pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    /// 4-byte words, no length prefix, flushing a chunk at a time.
+    /// 4-byte words, no length prefix, flushing a chunk at a time. Each piece fills the
+    /// buffer up to a whole chunk in one resize and one tight copy loop (on little-endian
+    /// targets a memcpy), not word by word.
     fn words<T: Copy>(&mut self, v: &[T], le: impl Fn(T) -> [u8; 4]) {
-        for piece in v.chunks(CHUNK / 4) {
-            for &x in piece {
-                self.buf.extend_from_slice(&le(x));
+        let mut rest = v;
+        while !rest.is_empty() {
+            let room = (CHUNK.saturating_sub(self.buf.len()) / 4).max(1);
+            let (piece, tail) = rest.split_at(room.min(rest.len()));
+            let start = self.buf.len();
+            self.buf.resize(start + piece.len() * 4, 0);
+            for (out, &x) in self.buf[start..].chunks_exact_mut(4).zip(piece) {
+                out.copy_from_slice(&le(x));
             }
+            rest = tail;
             if self.buf.len() >= CHUNK {
                 self.flush();
             }

@@ -297,6 +297,41 @@ fn updates_and_deletes_are_reflected_and_tombstones_get_compacted() {
 }
 
 #[test]
+fn a_snapshot_of_a_restored_shard_is_the_same_bytes() {
+    let mut shard = Shard::new(config(IndexKind::Hnsw), 0).expect("shard");
+    let up = |id: String, v: Option<Vec<f32>>| {
+        Mutation::Upsert(Object {
+            id,
+            properties: "{}".into(),
+            vector: v,
+        })
+    };
+    let v = |x: f32| Some(vec![x, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -x]);
+    // Objects with and without vectors, replaced, deleted, given a vector later.
+    let mut batch: Vec<Mutation> = (0..200).map(|i| up(format!("o{i}"), v(i as f32))).collect();
+    batch.extend((0..20).map(|i| up(format!("bare{i}"), None)));
+    shard.apply(batch).expect("insert");
+    shard
+        .apply(vec![
+            up("o3".into(), v(-3.0)),
+            up("bare2".into(), v(0.5)),
+            up("o9".into(), None),
+            Mutation::Delete("o4".into()),
+            Mutation::Delete("bare5".into()),
+        ])
+        .expect("update");
+    let bytes = shard.snapshot().expect("snapshot");
+    assert_eq!(bytes, shard.snapshot().expect("again"), "deterministic");
+    let mut back = Shard::new(config(IndexKind::Hnsw), 0).expect("shard");
+    assert_eq!(
+        back.restore(&bytes, shard.export()).expect("restore"),
+        Vec::<String>::new()
+    );
+    assert_eq!(back.export(), shard.export());
+    assert_eq!(back.snapshot().expect("snapshot"), bytes);
+}
+
+#[test]
 fn a_broad_filter_is_applied_inside_the_graph_search() {
     // 6,000 objects, half of them matching: more than the exact-search cut-off, so the graph
     // walk filters; every hit must match and the answer must be near-exact.
