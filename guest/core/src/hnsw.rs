@@ -552,6 +552,7 @@ impl Hnsw {
                 return Err(bad("array sizes disagree"));
             }
             let zero = vec![0f32; dim];
+            h.vectors.reserve(n);
             let mut dead_rows = dead_rows.chunks_exact(dim);
             for &d in &h.deleted {
                 match if d { dead_rows.next() } else { None } {
@@ -805,6 +806,7 @@ impl VectorIndex for Hnsw {
             return Vec::new();
         };
         self.codes = Codes::new(self.dim);
+        self.codes.reserve(self.vectors.len());
         for run in self.vectors.runs() {
             self.codes.extend_flat(run);
         }

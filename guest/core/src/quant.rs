@@ -127,6 +127,11 @@ impl Codes {
         }
     }
 
+    /// Makes room for `rows` more codes (see [`Rows::reserve`]).
+    pub fn reserve(&mut self, rows: usize) {
+        self.rows.reserve(rows);
+    }
+
     /// Appends the codes of whole rows of a flat slice.
     pub fn extend_flat(&mut self, flat: &[f32]) {
         for v in flat.chunks_exact(self.dim.max(1)) {

@@ -42,11 +42,12 @@ impl<T: Copy> Rows<T> {
     /// Appends one row; `row.len()` must be the width.
     pub fn push(&mut self, row: &[T]) {
         debug_assert_eq!(row.len(), self.width);
-        if self.len.is_multiple_of(self.per_block) {
+        let b = self.len >> self.shift;
+        if b == self.blocks.len() {
             self.blocks.push(Vec::new());
         }
         let full = self.per_block * self.width;
-        if let Some(block) = self.blocks.last_mut() {
+        if let Some(block) = self.blocks.get_mut(b) {
             if block.len() == block.capacity() {
                 let grow = block.len().max(16 * self.width);
                 block.reserve_exact(grow.min(full - block.len()));
@@ -57,6 +58,26 @@ impl<T: Copy> Rows<T> {
     }
 
     /// Appends rows from a flat slice of whole rows.
+    /// Makes room for `additional` more rows: the blocks they go into get their final size
+    /// at once, so pushing them neither copies a block as it grows nor leaves the smaller
+    /// allocations it outgrew behind.
+    pub fn reserve(&mut self, additional: usize) {
+        let end = self.len.saturating_add(additional);
+        let mut at = self.len;
+        while at < end {
+            let b = at >> self.shift;
+            let block_end = ((b + 1) << self.shift).min(end);
+            if b == self.blocks.len() {
+                self.blocks.push(Vec::new());
+            }
+            let need = (block_end - (b << self.shift)) * self.width;
+            if let Some(block) = self.blocks.get_mut(b) {
+                block.reserve_exact(need.saturating_sub(block.len()));
+            }
+            at = block_end;
+        }
+    }
+
     pub fn extend_flat(&mut self, flat: &[T]) {
         for row in flat.chunks_exact(self.width.max(1)) {
             self.push(row);
@@ -92,6 +113,29 @@ impl<T: Copy> Rows<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_rows_are_pushed_without_growing_a_block() {
+        let width = 3000; // 1,024 rows of f32 per block
+        let mut rows = Rows::<f32>::new(width);
+        rows.push(&vec![-1.0; width]);
+        rows.reserve(2_500);
+        assert_eq!(rows.runs().count(), 3);
+        let before = rows.memory_bytes();
+        for i in 0..2_500 {
+            rows.push(&vec![i as f32; width]);
+        }
+        assert_eq!(rows.memory_bytes(), before, "no block grew");
+        assert_eq!(rows.len(), 2_501);
+        assert_eq!(rows.row(0)[0], -1.0);
+        for i in 0..2_500 {
+            assert_eq!(rows.row(i + 1)[width - 1], i as f32);
+        }
+        // Pushing past the reservation still works.
+        rows.push(&vec![7.0; width]);
+        assert_eq!(rows.row(2_501)[0], 7.0);
+        assert_eq!(rows.runs().map(<[f32]>::len).sum::<usize>(), 2_502 * width);
+    }
 
     #[test]
     fn rows_cross_block_boundaries_intact() {

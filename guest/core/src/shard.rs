@@ -30,8 +30,35 @@ const REBUILD_MIN_DEAD: u32 = 256;
 const EXACT_FILTER_MAX: usize = 2048;
 
 struct Obj {
-    props: Map<String, Value>,
+    props: Props,
     slot: Option<u32>,
+}
+
+/// An object's properties: parsed, or (after a restore) the stored JSON text, checked to be
+/// a JSON object and parsed when a filter first needs it ([`Shard::parse_all`]). A restore
+/// then builds no map per object: that was most of its time and of the shard's memory.
+enum Props {
+    Parsed(Map<String, Value>),
+    Text(Box<str>),
+}
+
+impl Props {
+    /// The parsed map; empty for text (callers parse every text first).
+    fn map(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        match self {
+            Props::Parsed(m) => m,
+            Props::Text(_) => EMPTY.get_or_init(Map::new),
+        }
+    }
+
+    /// An estimate of the bytes this takes beyond the object itself.
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Props::Parsed(m) => m.len() * 48,
+            Props::Text(t) => t.len(),
+        }
+    }
 }
 
 /// A k-NN query against one shard.
@@ -68,6 +95,8 @@ pub struct Shard {
     /// A format-2 snapshot read and waiting for its objects; the shard above is unchanged
     /// until [`Shard::restore_finish`].
     restoring: Option<Box<Restoring>>,
+    /// Whether some object's properties are still text ([`Props::Text`]).
+    unparsed: bool,
 }
 
 struct Restoring {
@@ -122,6 +151,19 @@ fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Checks that `text` is a JSON object without building it (no allocation per value): what
+/// [`parse_props`] would accept, so the text can be parsed later without failing.
+fn check_props(id: &str, text: &str) -> Result<(), EngineError> {
+    if !text.trim_start().starts_with('{') {
+        return parse_props(id, text).map(|_| ());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| {
+            EngineError::invalid(format!("object `{id}`: properties are not valid JSON: {e}"))
+        })
+}
+
 fn parse_props(id: &str, text: &str) -> Result<Map<String, Value>, EngineError> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
@@ -163,6 +205,7 @@ impl Shard {
             slot_owner: Vec::new(),
             dead: 0,
             restoring: None,
+            unparsed: false,
         })
     }
 
@@ -228,7 +271,13 @@ impl Shard {
                 None => None,
             }
         };
-        self.objects.insert(id, Obj { props, slot });
+        self.objects.insert(
+            id,
+            Obj {
+                props: Props::Parsed(props),
+                slot,
+            },
+        );
         Ok(())
     }
 
@@ -272,7 +321,7 @@ impl Shard {
     /// The id and properties of the object owning `slot` (none for a tombstone).
     fn object_of_slot(&self, slot: u32) -> Option<(&str, &Map<String, Value>)> {
         let id = self.slot_owner.get(slot as usize)?.as_ref()?;
-        Some((id, &self.objects.get(id)?.props))
+        Some((id, self.objects.get(id)?.props.map()))
     }
 
     /// k-NN for each query row, best first.
@@ -285,6 +334,9 @@ impl Shard {
             )));
         }
         let filter = req.filter.map(Filter::parse).transpose()?;
+        if filter.is_some() {
+            self.parse_all();
+        }
         // One pass over the shard per request (not per query row) decides who matches.
         let allowed: Option<Vec<bool>> = filter.as_ref().map(|f| {
             (0..self.index.slots())
@@ -353,12 +405,13 @@ impl Shard {
 
     /// Ids of objects matching `expression`, in id order ([`crate::id_order`]), at most
     /// `limit`: the first `limit` are selected before only they are sorted.
-    pub fn filter(&self, expression: &str, limit: usize) -> Result<Vec<String>, EngineError> {
+    pub fn filter(&mut self, expression: &str, limit: usize) -> Result<Vec<String>, EngineError> {
         let f = Filter::parse(expression)?;
+        self.parse_all();
         let mut ids: Vec<&String> = self
             .objects
             .iter()
-            .filter(|(id, o)| f.matches(id, &o.props))
+            .filter(|(id, o)| f.matches(id, o.props.map()))
             .map(|(id, _)| id)
             .collect();
         let by = |a: &&String, b: &&String| id_order(a, b);
@@ -370,6 +423,20 @@ impl Shard {
         }
         ids.sort_unstable_by(by);
         Ok(ids.into_iter().cloned().collect())
+    }
+
+    /// Parses the properties a restore left as text (once: the first filter after it).
+    fn parse_all(&mut self) {
+        if !std::mem::take(&mut self.unparsed) {
+            return;
+        }
+        for (id, o) in self.objects.iter_mut() {
+            if let Props::Text(t) = &o.props {
+                // The text was checked at the restore, so this does not fail; if it did, the
+                // object would match as one without properties rather than stop the shard.
+                o.props = Props::Parsed(parse_props(id, t).unwrap_or_default());
+            }
+        }
     }
 
     pub fn traverse(
@@ -384,7 +451,7 @@ impl Shard {
         let props: usize = self
             .objects
             .iter()
-            .map(|(id, o)| id.len() + 64 + o.props.len() * 48)
+            .map(|(id, o)| id.len() + 64 + o.props.memory_bytes())
             .sum();
         ShardStats {
             objects: self.objects.len() as u64,
@@ -451,7 +518,10 @@ impl Shard {
             .iter()
             .map(|(id, o)| crate::Object {
                 id: id.clone(),
-                properties: Value::Object(o.props.clone()).to_string(),
+                properties: match &o.props {
+                    Props::Parsed(m) => Value::Object(m.clone()).to_string(),
+                    Props::Text(t) => t.to_string(),
+                },
                 vector: o
                     .slot
                     .and_then(|s| self.index.vector(s))
@@ -499,16 +569,19 @@ impl Shard {
             )));
         }
         let n = r.u64("object count")?;
-        let mut objects = HashMap::new();
-        let mut slots = Vec::new();
+        // Sized up front (each object takes at least 12 bytes, so a damaged count cannot
+        // reserve more than the snapshot could hold).
+        let cap = usize::try_from(n.min(total / 12)).unwrap_or(0);
+        let mut objects = HashMap::with_capacity(cap);
+        let mut slots = Vec::with_capacity(cap);
         for _ in 0..n {
             let id = r.string("object id")?;
-            let props = if format == 1 {
+            let props = Props::Parsed(if format == 1 {
                 parse_props(&id, &r.string("properties")?)
                     .map_err(|e| EngineError::State(format!("snapshot: {e}")))?
             } else {
                 Map::new()
-            };
+            });
             let slot = r.u32("slot")?;
             let slot = (slot != u32::MAX).then_some(slot);
             if objects.contains_key(&id) {
@@ -541,6 +614,7 @@ impl Shard {
             self.slot_owner = owners;
             self.index = index;
             self.restoring = None;
+            self.unparsed = false;
         } else {
             self.restoring = Some(Box::new(Restoring {
                 unfilled: objects.keys().cloned().collect(),
@@ -570,16 +644,20 @@ impl Shard {
             if !r.unfilled.remove(&o.id) {
                 continue;
             }
-            let props = parse_props(&o.id, &o.properties)
+            check_props(&o.id, &o.properties)
                 .map_err(|e| EngineError::State(format!("restoring: {e}")))?;
             let Some(obj) = r.objects.get_mut(&o.id) else {
                 continue;
             };
-            obj.props = props;
+            obj.props = Props::Text(o.properties.into_boxed_str());
             taken += 1;
             let same = match (obj.slot, &o.vector) {
                 (Some(s), Some(v)) if v.len() == dim && v.iter().all(|x| x.is_finite()) => {
-                    r.index.fill(s, &prepared(metric, v))
+                    if metric == Metric::Cosine {
+                        r.index.fill(s, &prepared(metric, v))
+                    } else {
+                        r.index.fill(s, v)
+                    }
                 }
                 (None, None) => true,
                 _ => false,
@@ -613,6 +691,7 @@ impl Shard {
         self.objects = r.objects;
         self.slot_owner = r.slot_owner;
         self.index = r.index;
+        self.unparsed = true;
         Ok(differ)
     }
 }
