@@ -1300,7 +1300,8 @@ fn markdown(r: &Value, systems: &[System]) -> String {
     }
     s += "\nBuild time of ours includes durable redb commits of 1,000-row batches (one \
           writer; each batch is applied to the engine, then committed, before the next is \
-          sent) and the index snapshot the committer takes on its own after 50,000 writes; ours with 2 shards applies a batch to both shards in parallel, so its 2-thread \
+          sent) and the index snapshots the committer takes on its own (one after every max(1,000, size / 50) \
+          writes, so that a crash replays little; their files are written by the snapshot thread); ours with 2 shards applies a batch to both shards in parallel, so its 2-thread \
           build makes a different index (two graphs, each query searching both) from \
           hnswlib's 2-thread build (one graph): what that costs at search time is in the \
           Summary and the Queries table. Memory is the growth of the measuring process's \
