@@ -34,8 +34,12 @@ pub use snapshots::{Finished, Location, SnapshotWriter};
 /// is and is marked 3, so that a build which cannot read the new rows refuses it.
 pub const FORMAT_VERSION: u64 = 3;
 pub const DB_FILE: &str = "vektagraf.redb";
-/// redb's page cache.
-const CACHE_BYTES: usize = 64 << 20;
+/// redb's page cache (reads, and half of it for pages a write transaction has not yet
+/// written). Small on purpose: an open reads every object once, and redb keeps what it read
+/// until the cache is full; the OS caches the file anyway. 16 MiB instead of 64 took the peak
+/// RSS of opening the 61k dataset for one query from 1.70x to 1.33x the engine's memory, with
+/// the import time and write latencies of the ann bench unchanged.
+const CACHE_BYTES: usize = 16 << 20;
 /// Index snapshot files, beside the database file.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
