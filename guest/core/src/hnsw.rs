@@ -11,14 +11,44 @@ use crate::quant::{Codes, Query};
 use crate::rows::Rows;
 use crate::{EngineError, IndexKind, Metric};
 
-/// Format 2 holds no vector of a live slot (the host's stored objects have them, and a restore
-/// fills them in; a fingerprint per slot catches one that changed since); format 1 held every
-/// vector and is still read.
-const FORMAT: u32 = 2;
+/// Format 2 and later hold no vector of a live slot (the host's stored objects have them, and
+/// a restore fills them in; a fingerprint per slot catches one that changed since); format 3
+/// changed the fingerprint ([`fingerprint`]; format 2's is [`serial_fingerprint`]); format 1
+/// held every vector. All three are read.
+const FORMAT: u32 = 3;
+const FORMAT_SERIAL_FINGERPRINTS: u32 = 2;
 
-/// FNV-1a over a vector's bits, folded to 32 bits: tells whether a filled-in vector is the one
-/// a slot was indexed with.
+/// Lanes of [`fingerprint`]: independent FNV-1a chains, so the multiplies overlap (and
+/// vectorise) instead of each waiting for the one before.
+const FP_LANES: usize = 16;
+
+/// A vector's 32-bit fingerprint: tells whether a filled-in vector is the one a slot was
+/// indexed with. 32-bit FNV-1a over its bits in [`FP_LANES`] interleaved chains (component
+/// `i` goes to chain `i % FP_LANES`), the chains then folded by 64-bit FNV-1a with the length.
 fn fingerprint(v: &[f32]) -> u32 {
+    const BASIS: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let mut lanes = [BASIS; FP_LANES];
+    let mut chunks = v.chunks_exact(FP_LANES);
+    for c in &mut chunks {
+        for j in 0..FP_LANES {
+            lanes[j] = (lanes[j] ^ c[j].to_bits()).wrapping_mul(PRIME);
+        }
+    }
+    for (j, x) in chunks.remainder().iter().enumerate() {
+        lanes[j] = (lanes[j] ^ x.to_bits()).wrapping_mul(PRIME);
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in lanes.into_iter().chain([v.len() as u32]) {
+        h ^= u64::from(w);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// Format 2's fingerprint: one FNV-1a chain over the bits, folded to 32 bits (every multiply
+/// waits for the one before; kept to check restores of format-2 snapshots).
+fn serial_fingerprint(v: &[f32]) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for x in v {
         h ^= u64::from(x.to_bits());
@@ -31,6 +61,8 @@ fn fingerprint(v: &[f32]) -> u32 {
 /// count as filled). The fingerprints to check them against are [`Hnsw::fingerprints`].
 struct Filling {
     filled: Vec<bool>,
+    /// The snapshot's fingerprints are format 2's ([`serial_fingerprint`]).
+    serial: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -492,7 +524,7 @@ impl Hnsw {
     fn read_inner(r: &mut Reader<'_>) -> Result<Self, EngineError> {
         let bad = |what: &str| EngineError::State(format!("hnsw snapshot: {what}"));
         let format = r.u32("hnsw format")?;
-        if !matches!(format, 1 | FORMAT) {
+        if !matches!(format, 1 | FORMAT_SERIAL_FINGERPRINTS | FORMAT) {
             return Err(bad("unknown format version"));
         }
         let dim = r.u32("dimension")? as usize;
@@ -539,7 +571,7 @@ impl Hnsw {
             }
             h.upper.push(block);
         }
-        if format == FORMAT {
+        if format != 1 {
             let fingerprints = r.u32s("fingerprints")?;
             let dead = h.deleted.iter().filter(|d| **d).count();
             // Every slot gets a row now; deleted ones their stored vector, live ones theirs
@@ -551,14 +583,11 @@ impl Hnsw {
             if fingerprints.len() != n || floats != dead * dim || h.deleted.len() != n {
                 return Err(bad("array sizes disagree"));
             }
-            let zero = vec![0f32; dim];
-            h.vectors.reserve(n);
-            let mut dead_rows = dead_rows.chunks_exact(dim);
-            for &d in &h.deleted {
-                match if d { dead_rows.next() } else { None } {
-                    Some(row) => h.vectors.push(row),
-                    None => h.vectors.push(&zero),
-                }
+            // Zero rows (not written: fresh memory), then the deleted slots' vectors.
+            h.vectors.extend_zeroed(n);
+            let dead_slots = h.deleted.iter().enumerate().filter(|(_, d)| **d);
+            for ((i, _), row) in dead_slots.zip(dead_rows.chunks_exact(dim)) {
+                h.vectors.row_mut(i).copy_from_slice(row);
             }
             // 0 for deleted slots, whatever the writer put there.
             h.fingerprints = fingerprints;
@@ -569,6 +598,7 @@ impl Hnsw {
             }
             h.filling = Some(Filling {
                 filled: h.deleted.clone(),
+                serial: format == FORMAT_SERIAL_FINGERPRINTS,
             });
         }
         if h.vectors.len() != n || h.layer0.len() != n * (h.m0 + 1) || h.deleted.len() != n {
@@ -794,7 +824,12 @@ impl VectorIndex for Hnsw {
         }
         f.filled[i] = true;
         let fp = fingerprint(vector);
-        let same = self.fingerprints[i] == fp;
+        let was = if f.serial {
+            serial_fingerprint(vector)
+        } else {
+            fp
+        };
+        let same = self.fingerprints[i] == was;
         // The slot now holds this vector (the shard retires it if it is not the snapshot's).
         self.fingerprints[i] = fp;
         self.vectors.row_mut(i).copy_from_slice(vector);
@@ -805,6 +840,7 @@ impl VectorIndex for Hnsw {
         let Some(f) = self.filling.take() else {
             return Vec::new();
         };
+        // One pass over every row (quantising in `fill` instead measured slower).
         self.codes = Codes::new(self.dim);
         self.codes.reserve(self.vectors.len());
         for run in self.vectors.runs() {
@@ -816,7 +852,20 @@ impl VectorIndex for Hnsw {
     }
 
     fn write(&self, w: &mut Writer) -> Result<(), EngineError> {
-        w.u32(FORMAT);
+        // Maintained by insert/fill/remove: no vector is read here.
+        self.write_as(w, FORMAT, &self.fingerprints)
+    }
+}
+
+impl Hnsw {
+    /// The snapshot body in `format` (2 or 3), with these fingerprints.
+    fn write_as(
+        &self,
+        w: &mut Writer,
+        format: u32,
+        fingerprints: &[u32],
+    ) -> Result<(), EngineError> {
+        w.u32(format);
         w.u32(self.dim as u32);
         w.u8(match self.metric {
             Metric::Cosine => 0,
@@ -838,8 +887,7 @@ impl VectorIndex for Hnsw {
             }
         }
         let n = self.levels.len() as u32;
-        // Maintained by insert/fill/remove: no vector is read here.
-        w.u32s(&self.fingerprints);
+        w.u32s(fingerprints);
         let dead: Vec<u32> = (0..n).filter(|&i| self.deleted[i as usize]).collect();
         w.f32_runs(dead.len() * self.dim, dead.iter().map(|&i| self.vec(i)));
         Ok(())
@@ -997,6 +1045,74 @@ mod tests {
         h.write(&mut w).expect("write");
         let total = w.finish().expect("finish");
         Hnsw::read(&mut Reader::new(&mut SliceSource(&buf), total).expect("reader")).expect("read")
+    }
+
+    #[test]
+    fn a_restore_quantises_what_it_is_filled_with_as_a_build_did() {
+        let data = points(300, 20, 9);
+        let mut h = Hnsw::new(20, Metric::Euclidean, 8, 40);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        h.remove(12);
+        let mut back = round_trip(&h);
+        for i in (0..h.slots()).rev() {
+            if !h.deleted[i as usize] {
+                assert!(back.fill(i, h.vec(i)), "slot {i}");
+            }
+        }
+        assert!(back.seal().is_empty());
+        // Dead slots from the snapshot's bytes, live ones from their fill: the same codes.
+        for i in 0..h.slots() as usize {
+            assert_eq!(back.codes.row(i), h.codes.row(i), "slot {i}");
+        }
+        for q in points(10, 20, 3) {
+            assert_eq!(h.search(&q, 5, 40, None), back.search(&q, 5, 40, None));
+        }
+    }
+
+    #[test]
+    fn a_format_2_snapshot_is_checked_with_its_own_fingerprints() {
+        let data = points(200, 8, 5);
+        let mut h = Hnsw::new(8, Metric::Dot, 8, 40);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        h.remove(3);
+        let serial: Vec<u32> = (0..h.slots())
+            .map(|i| {
+                if h.deleted[i as usize] {
+                    0
+                } else {
+                    serial_fingerprint(h.vec(i))
+                }
+            })
+            .collect();
+        assert_ne!(serial, h.fingerprints, "the two hashes differ");
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        h.write_as(&mut w, FORMAT_SERIAL_FINGERPRINTS, &serial)
+            .expect("write");
+        let total = w.finish().expect("finish");
+        let mut back = Hnsw::read(&mut Reader::new(&mut SliceSource(&buf), total).expect("reader"))
+            .expect("read");
+        for i in 0..h.slots() {
+            if h.deleted[i as usize] {
+                continue;
+            }
+            let v: Vec<f32> = if i == 17 {
+                vec![0.5; 8]
+            } else {
+                h.vec(i).to_vec()
+            };
+            // Its own vectors match format 2's hashes; the one that changed does not.
+            assert_eq!(back.fill(i, &v), i != 17, "slot {i}");
+        }
+        assert!(back.seal().is_empty());
+        // From now on the slots hold format 3's fingerprints.
+        back.remove(17);
+        assert_eq!(back.fingerprints, recomputed(&back));
+        assert_eq!(round_trip(&back).fingerprints, recomputed(&back));
     }
 
     #[test]

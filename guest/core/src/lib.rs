@@ -103,7 +103,8 @@ pub fn validate_vector(config: &CollectionConfig, id: &str, v: &[f32]) -> Result
             config.dimension
         )));
     }
-    if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
+    if !all_finite(v) {
+        let pos = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
         return Err(EngineError::invalid(format!(
             "object `{id}`: vector component {pos} is {} (only finite numbers are allowed)",
             v[pos]
@@ -115,6 +116,22 @@ pub fn validate_vector(config: &CollectionConfig, id: &str, v: &[f32]) -> Result
         )));
     }
     Ok(())
+}
+
+/// Whether every component is finite: the largest magnitude's bits (an integer max per lane,
+/// which vectorises, where `all(is_finite)` stops at each element) below infinity's.
+pub fn all_finite(v: &[f32]) -> bool {
+    const ABS: u32 = 0x7fff_ffff;
+    const INF: u32 = 0x7f80_0000;
+    let mut lanes = [0u32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for j in 0..16 {
+            lanes[j] = lanes[j].max(c[j].to_bits() & ABS);
+        }
+    }
+    let tail = chunks.remainder().iter().map(|x| x.to_bits() & ABS);
+    lanes.into_iter().chain(tail).all(|m| m < INF)
 }
 
 /// Id order, in which `filter` answers: ids that are canonical unsigned decimal integers
@@ -165,6 +182,24 @@ mod tests {
         "a",
         "é",
     ];
+
+    #[test]
+    fn all_finite_finds_any_non_finite_component_anywhere() {
+        for len in [0, 1, 15, 16, 17, 384, 385] {
+            let v: Vec<f32> = (0..len).map(|i| (i as f32 - 7.5) * 1e30).collect();
+            assert!(crate::all_finite(&v), "len {len}");
+            for pos in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                    let mut w = v.clone();
+                    w[pos] = bad;
+                    assert!(!crate::all_finite(&w), "len {len}, {bad} at {pos}");
+                }
+                let mut w = v.clone();
+                w[pos] = f32::MAX;
+                assert!(crate::all_finite(&w));
+            }
+        }
+    }
 
     #[test]
     fn id_order_puts_numbers_first_by_value_then_bytes() {

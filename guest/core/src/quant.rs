@@ -47,55 +47,109 @@ const META_BYTES: usize = 16;
 #[derive(Default, Clone)]
 pub struct Query {
     shifted: Vec<u8>,
+    /// `set`'s signed codes before the shift (kept to reuse the buffer).
+    codes: Vec<i8>,
     scale: f32,
     norm2: f32,
     /// `‖v - scale·code‖` (set by [`Query::set`] only: the re-rank bound needs it).
     err: f32,
 }
 
+/// Lanes of the quantiser's loops: fixed-size arrays of independent accumulators, which the
+/// compiler turns into SIMD (four `v128` per step in Wasm) where one running sum could not be.
+const LANES: usize = 16;
+
+/// `max |x|` over `v` (finite: a NaN is skipped).
 fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+    let bigger = |m: f32, x: f32| if x > m { x } else { m };
+    let mut lanes = [0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            lanes[j] = bigger(lanes[j], c[j].abs());
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0f32, |m, x| bigger(m, x.abs()));
+    lanes.into_iter().fold(tail, bigger)
 }
 
 fn norm2(v: &[f32]) -> f32 {
     crate::distance::dot(v, v)
 }
 
-/// `‖v - scale·code‖`, from the codes `code(i)` of `v`.
-fn residual(v: &[f32], scale: f32, code: impl Iterator<Item = i32>) -> f32 {
-    v.iter()
-        .zip(code)
-        .map(|(&x, c)| {
-            let e = x - scale * c as f32;
-            e * e
-        })
-        .sum::<f32>()
-        .sqrt()
+/// What quantising a vector gives besides its codes.
+struct Quantised {
+    /// `x ≈ scale · code`.
+    scale: f32,
+    /// The sum of the codes.
+    sum: i32,
+    /// `‖v - scale·code‖`.
+    err: f32,
 }
 
-/// `v` as integers in `-levels..=levels`, and the scale that maps them back (`x ≈ scale · q`).
-fn quantise(v: &[f32], levels: f32) -> (f32, impl Iterator<Item = i32> + '_) {
+/// Quantises `v` to integers in `-levels..=levels`, written to `out[..v.len()]` (`out` is at
+/// least as long as `v`), in one pass.
+fn quantise(v: &[f32], levels: f32, out: &mut [i8]) -> Quantised {
     let top = max_abs(v);
     let scale = if top > 0.0 { top / levels } else { 1.0 };
     let inv = 1.0 / scale;
-    // `round_ties_even` is one instruction (f32.nearest); `round` is a libm call.
-    let codes = v
-        .iter()
-        .map(move |x| (x * inv).round_ties_even().clamp(-levels, levels) as i32);
-    (scale, codes)
+    // `round_ties_even` is one instruction (f32.nearest); `round` is a libm call. The bounds
+    // are selects rather than `clamp`, whose NaN rules cost more (`|x · inv| <= levels` but
+    // for rounding anyway).
+    let code = |x: f32| {
+        let q = (x * inv).round_ties_even();
+        let q = if q > levels { levels } else { q };
+        if q < -levels {
+            -levels
+        } else {
+            q
+        }
+    };
+    let (mut sum, mut err) = ([0i32; LANES], [0f32; LANES]);
+    let out = &mut out[..v.len()];
+    let mut chunks = v.chunks_exact(LANES);
+    let mut outs = out.chunks_exact_mut(LANES);
+    for (c, o) in (&mut chunks).zip(&mut outs) {
+        for j in 0..LANES {
+            let q = code(c[j]);
+            let e = c[j] - scale * q;
+            o[j] = q as i32 as i8;
+            sum[j] += q as i32;
+            err[j] += e * e;
+        }
+    }
+    let (mut sum_tail, mut err_tail) = (0i32, 0f32);
+    for (&x, o) in chunks.remainder().iter().zip(outs.into_remainder()) {
+        let q = code(x);
+        let e = x - scale * q;
+        *o = q as i32 as i8;
+        sum_tail += q as i32;
+        err_tail += e * e;
+    }
+    Quantised {
+        scale,
+        sum: sum.iter().sum::<i32>() + sum_tail,
+        err: (err.iter().sum::<f32>() + err_tail).sqrt(),
+    }
 }
 
 impl Query {
     /// Re-quantises `v` into this query, reusing its buffer.
     pub fn set(&mut self, v: &[f32]) {
-        let (scale, codes) = quantise(v, 63.0);
+        self.codes.clear();
+        self.codes.resize(v.len(), 0);
+        let q = quantise(v, 63.0, &mut self.codes);
         self.shifted.clear();
-        self.shifted.extend(codes.map(|c| (c + SHIFT) as u8));
+        self.shifted
+            .extend(self.codes.iter().map(|&c| (c as i32 + SHIFT) as u8));
         // Padded like the stored codes (a zero code), so the kernels run whole 16-byte steps.
         self.shifted.resize(v.len().div_ceil(16) * 16, SHIFT as u8);
-        self.scale = scale;
+        self.scale = q.scale;
         self.norm2 = norm2(v);
-        self.err = residual(v, scale, self.shifted.iter().map(|&c| c as i32 - SHIFT));
+        self.err = q.err;
     }
 
     /// Stored vector `i` as a query: its 8-bit code halved to 7 bits, with no float work.
@@ -140,21 +194,24 @@ impl Codes {
     }
 
     pub fn push(&mut self, v: &[f32]) {
-        let (scale, codes) = quantise(v, 127.0);
         self.tmp.clear();
-        self.tmp.extend(codes.map(|c| c as i8));
-        let sum = self.tmp.iter().map(|&c| c as i32).sum::<i32>();
-        let err = residual(v, scale, self.tmp.iter().map(|&c| c as i32));
         self.tmp.resize(self.meta, 0);
+        let q = quantise(v, 127.0, &mut self.tmp);
         for x in [
-            scale.to_bits(),
-            sum as u32,
+            q.scale.to_bits(),
+            q.sum as u32,
             norm2(v).to_bits(),
-            err.to_bits(),
+            q.err.to_bits(),
         ] {
             self.tmp.extend(x.to_le_bytes().map(|b| b as i8));
         }
         self.rows.push(&self.tmp);
+    }
+
+    /// Row `i` whole (code and numbers), for tests.
+    #[cfg(test)]
+    pub fn row(&self, i: usize) -> &[i8] {
+        self.rows.row(i)
     }
 
     /// Code `i`, padded with zeros to a multiple of 16 bytes (zeros add nothing to a dot

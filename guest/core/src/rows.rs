@@ -57,6 +57,33 @@ impl<T: Copy> Rows<T> {
         self.len += 1;
     }
 
+    /// Appends `n` rows of zeros. Whole blocks come zeroed from the allocator (`vec!` of a
+    /// zero asks for zeroed memory, which fresh Wasm pages already are), so a restore that
+    /// fills every row in afterwards writes each row once, not twice.
+    pub fn extend_zeroed(&mut self, n: usize)
+    where
+        T: Default,
+    {
+        let zero = vec![T::default(); self.width];
+        let mut left = n;
+        // The rest of a block already started, row by row.
+        while left > 0 && self.len & (self.per_block - 1) != 0 {
+            self.push(&zero);
+            left -= 1;
+        }
+        while left > 0 {
+            let rows = left.min(self.per_block);
+            let block = vec![T::default(); rows * self.width];
+            match self.blocks.get_mut(self.len >> self.shift) {
+                // An empty block that `reserve` made (`len` is at its start).
+                Some(empty) => *empty = block,
+                None => self.blocks.push(block),
+            }
+            self.len += rows;
+            left -= rows;
+        }
+    }
+
     /// Appends rows from a flat slice of whole rows.
     /// Makes room for `additional` more rows: the blocks they go into get their final size
     /// at once, so pushing them neither copies a block as it grows nor leaves the smaller
@@ -113,6 +140,36 @@ impl<T: Copy> Rows<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_rows_extend_like_pushed_ones() {
+        for (width, start, n) in [
+            (3, 0, 5),
+            (384, 7, 30_000),
+            (384, 0, 2 * 10_922 + 3),
+            (1, 5, 0),
+        ] {
+            let mut a: Rows<f32> = Rows::new(width);
+            let mut b: Rows<f32> = Rows::new(width);
+            let one: Vec<f32> = (0..width).map(|x| x as f32 + 1.0).collect();
+            for _ in 0..start {
+                a.push(&one);
+                b.push(&one);
+            }
+            if n % 2 == 1 {
+                b.reserve(n);
+            }
+            for _ in 0..n {
+                a.push(&vec![0.0; width]);
+            }
+            b.extend_zeroed(n);
+            assert_eq!(a.len(), b.len());
+            a.push(&one);
+            b.push(&one);
+            let flat = |r: &Rows<f32>| r.runs().flatten().copied().collect::<Vec<f32>>();
+            assert_eq!(flat(&a), flat(&b), "width {width}, start {start}, n {n}");
+        }
+    }
 
     #[test]
     fn reserved_rows_are_pushed_without_growing_a_block() {

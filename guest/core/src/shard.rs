@@ -104,8 +104,10 @@ struct Restoring {
     objects: HashMap<String, Obj>,
     slot_owner: Vec<Option<String>>,
     dead: u32,
-    /// Objects not filled in yet.
-    unfilled: std::collections::HashSet<String>,
+    /// Which slots were filled in (one flag per slot: no set of ids to hash twice per object).
+    filled: Vec<bool>,
+    /// Objects without a slot (no vector) not filled in yet.
+    unfilled_slotless: std::collections::HashSet<String>,
     /// Objects that differ from the snapshot (their slot was retired).
     changed: Vec<String>,
 }
@@ -617,7 +619,12 @@ impl Shard {
             self.unparsed = false;
         } else {
             self.restoring = Some(Box::new(Restoring {
-                unfilled: objects.keys().cloned().collect(),
+                filled: vec![false; owners.len()],
+                unfilled_slotless: objects
+                    .iter()
+                    .filter(|(_, o)| o.slot.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect(),
                 index,
                 objects,
                 slot_owner: owners,
@@ -641,18 +648,27 @@ impl Shard {
             .ok_or_else(|| EngineError::State("no restore is in progress".into()))?;
         let mut taken = 0;
         for o in objects {
-            if !r.unfilled.remove(&o.id) {
+            let Some(obj) = r.objects.get_mut(&o.id) else {
+                continue;
+            };
+            // Each object once: a slot's flag, or the set of those without one (a retired
+            // object has neither, and counts as filled).
+            let first = match obj.slot {
+                Some(s) => r
+                    .filled
+                    .get_mut(s as usize)
+                    .is_some_and(|f| !std::mem::replace(f, true)),
+                None => r.unfilled_slotless.remove(&o.id),
+            };
+            if !first {
                 continue;
             }
             check_props(&o.id, &o.properties)
                 .map_err(|e| EngineError::State(format!("restoring: {e}")))?;
-            let Some(obj) = r.objects.get_mut(&o.id) else {
-                continue;
-            };
             obj.props = Props::Text(o.properties.into_boxed_str());
             taken += 1;
             let same = match (obj.slot, &o.vector) {
-                (Some(s), Some(v)) if v.len() == dim && v.iter().all(|x| x.is_finite()) => {
+                (Some(s), Some(v)) if v.len() == dim && crate::all_finite(v) => {
                     if metric == Metric::Cosine {
                         r.index.fill(s, &prepared(metric, v))
                     } else {
@@ -684,7 +700,13 @@ impl Shard {
             }
         }
         let mut differ = std::mem::take(&mut r.changed);
-        differ.extend(r.unfilled.drain());
+        let unfilled = r.slot_owner.iter().zip(&r.filled);
+        differ.extend(
+            unfilled
+                .filter(|(_, &f)| !f)
+                .filter_map(|(id, _)| id.clone()),
+        );
+        differ.extend(r.unfilled_slotless.drain());
         differ.sort();
         differ.dedup();
         self.dead = r.dead;

@@ -127,8 +127,15 @@ fn scan_shard(
     Ok(total)
 }
 
+/// Chunks the reader thread of [`restore`] may have ready ahead of the engine.
+const AHEAD: usize = 2;
+
 /// Restores a snapshot of `size` bytes and fills it in with the shard's stored objects (the
 /// snapshot holds no properties or live vectors). Returns the ids that differ from it.
+///
+/// Storage is read on a second thread, [`AHEAD`] chunks ahead of the engine: reading and
+/// decoding the objects (about half of a cold start) overlaps with the engine reading its
+/// snapshot and taking the chunks before. A few chunks are in memory at once.
 fn restore(
     inst: &mut ShardInstance,
     store: &Store,
@@ -137,24 +144,51 @@ fn restore(
     size: u64,
     bytes: crate::store::SnapshotBytes,
 ) -> CallResult<Vec<String>> {
-    inst.restore(size, bytes)?;
-    let mut failed = None;
-    let scanned = scan_shard(store, spec, shard, |batch| {
-        inst.restore_fill(&batch).map(|_| ()).map_err(|e| {
-            let m = e.message();
-            failed = Some(e);
-            Error::Engine(m)
-        })
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if let Err(e) = scanned {
-        return Err(CallError::Engine(wit::EngineError::State(format!(
-            "reading the stored objects: {e}"
-        ))));
-    }
-    inst.restore_finish()
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<wit::Object>>(AHEAD);
+        // Taken chunks go back to the reader to be freed: they were allocated there, and
+        // freeing them (cross-thread, in the allocator's other arena) is not free.
+        let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<wit::Object>>();
+        let reader = std::thread::Builder::new()
+            .name("vektagraf-restore-read".into())
+            .spawn_scoped(scope, move || {
+                // A send fails only when the engine side stopped taking chunks (it failed).
+                let scanned = scan_shard(store, spec, shard, |batch| {
+                    spent_rx.try_iter().for_each(drop);
+                    tx.send(batch)
+                        .map_err(|_| Error::Engine("the restore stopped".into()))
+                });
+                drop(tx);
+                spent_rx.iter().for_each(drop);
+                scanned
+            })
+            .map_err(|e| {
+                CallError::Engine(wit::EngineError::State(format!(
+                    "starting the storage reader: {e}"
+                )))
+            })?;
+        let filled = inst.restore(size, bytes).and_then(|()| {
+            for batch in &rx {
+                inst.restore_fill(&batch)?;
+                let _ = spent_tx.send(batch);
+            }
+            Ok(())
+        });
+        // Dropping the receiver stops a reader still sending (after an engine error), and
+        // dropping the sender of spent chunks lets it finish.
+        drop(rx);
+        drop(spent_tx);
+        let scanned = reader
+            .join()
+            .unwrap_or_else(|_| Err(Error::Engine("the storage reader panicked".into())));
+        filled?;
+        if let Err(e) = scanned {
+            return Err(CallError::Engine(wit::EngineError::State(format!(
+                "reading the stored objects: {e}"
+            ))));
+        }
+        inst.restore_finish()
+    })
 }
 
 /// Feeds every object of the shard from storage.

@@ -49,10 +49,12 @@ pub fn check_vector(spec: &CollectionSpec, id: &str, v: &[f32]) -> Result<()> {
             spec.dimension
         )));
     }
-    if let Some((pos, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::invalid(format!(
-            "object `{id}`: vector component {pos} is {x}; only finite numbers are allowed"
-        )));
+    if !all_finite(v) {
+        if let Some((pos, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::invalid(format!(
+                "object `{id}`: vector component {pos} is {x}; only finite numbers are allowed"
+            )));
+        }
     }
     if spec.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
         return Err(Error::invalid(format!(
@@ -61,6 +63,22 @@ pub fn check_vector(spec: &CollectionSpec, id: &str, v: &[f32]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether every component is finite: the largest magnitude's bits (an integer max per lane,
+/// which vectorises) below infinity's. Recovery checks every stored vector with this.
+fn all_finite(v: &[f32]) -> bool {
+    const ABS: u32 = 0x7fff_ffff;
+    const INF: u32 = 0x7f80_0000;
+    let mut lanes = [0u32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for j in 0..16 {
+            lanes[j] = lanes[j].max(c[j].to_bits() & ABS);
+        }
+    }
+    let tail = chunks.remainder().iter().map(|x| x.to_bits() & ABS);
+    lanes.into_iter().chain(tail).all(|m| m < INF)
 }
 
 /// Keeps a vector the collection's index cannot take out of the index: the object is indexed

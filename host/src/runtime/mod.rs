@@ -6,6 +6,8 @@ mod bindings;
 pub(crate) mod cache;
 pub(crate) mod epoch;
 mod host;
+#[cfg(target_os = "linux")]
+mod memory;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,6 +70,13 @@ impl Runtime {
     ) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Engine memories on huge pages where the kernel allows (see `runtime::memory`).
+        // (Copy-on-write initialisation from the module image needs wasmtime's own memories;
+        // the engine's data segments are a few KiB, copied at instantiation instead.)
+        #[cfg(target_os = "linux")]
+        config
+            .with_host_memory(Arc::new(memory::HugePageCreator))
+            .memory_init_cow(false);
         // `VEKTAGRAF_WASM_PROFILE=perfmap` writes /tmp/perf-<pid>.map so `perf` names the
         // engine's compiled functions.
         if std::env::var("VEKTAGRAF_WASM_PROFILE").as_deref() == Ok("perfmap") {

@@ -122,6 +122,9 @@ pub struct Store {
     /// Held while a snapshot file is renamed and its row committed, and while unnamed files
     /// are swept, so a sweep never takes a file about to be named.
     snapshot_files: std::sync::Mutex<()>,
+    /// Set by the first write transaction after opening: `compact` has nothing to reclaim (and
+    /// skips its walk over every page) when this process wrote nothing.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 /// Storage faults injected on purpose, so tests can reach the paths where a write transaction
@@ -240,6 +243,7 @@ impl Store {
             faults: Arc::default(),
             snapshots: SnapshotDir::open(dir.join(SNAPSHOT_DIR))?,
             snapshot_files: std::sync::Mutex::default(),
+            wrote: Default::default(),
         };
         store.sweep_snapshots()?;
         Ok(store)
@@ -263,12 +267,22 @@ impl Store {
         self.db.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Write transactions of the store begin here (see `wrote`; `trim_log` marks it itself,
+    /// only when it removed something).
+    fn redb_write(&self) -> Result<redb::WriteTransaction> {
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.redb().begin_write()?)
+    }
+
     /// Gives the database file's free pages back to the file system when they are more than
     /// 40% of it (and at least 1 MiB; a B-tree's pages are never all full, so a compacted
     /// file still has a quarter or so): after a large import, say, whose log entries
     /// were trimmed. Needs no transaction to be open; if one is, nothing happens. Returns the
     /// bytes the file shrank by.
     pub fn compact(&self) -> Result<u64> {
+        if !self.wrote.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(0);
+        }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         let before = file_len(&self.path)?;
         let txn = db.begin_write()?;
@@ -579,7 +593,7 @@ impl Store {
             file.discard();
             return Err(e);
         }
-        let txn = self.redb().begin_write()?;
+        let txn = self.redb_write()?;
         if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
             drop(txn);
             self.snapshots.remove(&file.name);
@@ -651,7 +665,7 @@ impl Store {
     /// exists is made in the same write transaction, so it cannot race with a drop (redb runs
     /// one write transaction at a time): a drop either comes first (this fails) or removes it.
     pub fn put_collection_meta(&self, collection: &str, json: &str) -> Result<()> {
-        let txn = self.redb().begin_write()?;
+        let txn = self.redb_write()?;
         if txn.open_table(COLLECTIONS)?.get(collection)?.is_none() {
             return Err(Error::UnknownCollection(collection.to_owned()));
         }
@@ -662,7 +676,7 @@ impl Store {
 
     pub fn begin_write(&self) -> Result<WriteTxn> {
         Ok(WriteTxn {
-            txn: self.redb().begin_write()?,
+            txn: self.redb_write()?,
             faults: self.faults.clone(),
         })
     }
@@ -750,7 +764,7 @@ impl Store {
         stable: &crate::replication::version::Clock,
         limit: usize,
     ) -> Result<u64> {
-        let txn = self.redb().begin_write()?;
+        let txn = self.redb_write()?;
         let mut gone = Vec::new();
         {
             let versions = txn.open_table(VERSIONS)?;

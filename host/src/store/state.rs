@@ -330,6 +330,7 @@ impl Store {
     /// oldest first, so what is left stays contiguous), at most `limit` in one transaction.
     /// Returns how many went.
     pub fn trim_log(&self, upto: &Clock, before_hlc: u64, limit: usize) -> Result<u64> {
+        // Not `redb_write`: a trim that finds nothing leaves nothing for `compact` (below).
         let txn = self.redb().begin_write()?;
         let mut gone = 0u64;
         {
@@ -360,7 +361,12 @@ impl Store {
                 }
             }
         }
+        if gone == 0 {
+            txn.abort()?;
+            return Ok(0);
+        }
         txn.commit()?;
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(gone)
     }
 }

@@ -31,7 +31,7 @@ impl Store {
 
     /// Stores a token durably.
     pub fn put_token(&self, id: &str, token: &StoredToken) -> Result<()> {
-        let txn = self.redb().begin_write()?;
+        let txn = self.redb_write()?;
         txn.open_table(TOKENS)?
             .insert(id, encode(token)?.as_slice())?;
         txn.commit()?;
@@ -40,7 +40,7 @@ impl Store {
 
     /// Removes a token durably; false if there was none.
     pub fn delete_token(&self, id: &str) -> Result<bool> {
-        let txn = self.redb().begin_write()?;
+        let txn = self.redb_write()?;
         let existed = txn.open_table(TOKENS)?.remove(id)?.is_some();
         txn.commit()?;
         Ok(existed)
