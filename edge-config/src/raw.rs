@@ -114,6 +114,7 @@ struct RawEngine {
     query_timeout_ms: Option<u64>,
     apply_timeout_ms: Option<u64>,
     read_replicas: Option<usize>,
+    huge_pages: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +309,9 @@ impl RawConfig {
                 }
                 *slot = Duration::from_millis(ms);
             }
+        }
+        if let Some(h) = self.engine.huge_pages {
+            c.engine.huge_pages = h;
         }
         if let Some(n) = self.engine.read_replicas {
             if !(1..=16).contains(&n) {

@@ -269,6 +269,16 @@ fn run_shards(
     bar.finish_and_clear();
     let stats = db.stats("scale")?;
     let rss_growth = rss_mib() - before;
+    // Stopped without a checkpoint (every batch durable, as after a crash): the next open
+    // restores the committer's last automatic snapshot and replays what came after it.
+    drop(db);
+    let t1 = Instant::now();
+    let db = Database::open(dir.path(), config(1))?;
+    db.search("scale", &queries[..DIM], &SearchOptions::k(K))?;
+    let recovery_s = t1.elapsed().as_secs_f64();
+    let replayed: u64 = db.startup()[0].1.iter().map(|r| r.replayed).sum();
+    let rebuilt: u64 = db.startup()[0].1.iter().map(|r| r.rebuilt).sum();
+    eprintln!("  {shards} shard(s): open after a stop without checkpoint {recovery_s:.1} s ({replayed} replayed, {rebuilt} rebuilt)");
     let t1 = Instant::now();
     db.close()?;
     let final_snapshot_s = t1.elapsed().as_secs_f64();
@@ -308,6 +318,9 @@ fn run_shards(
         "rss_over_engine": rss_growth / engine,
         "disk_mib_per_million": per_million(disk),
         "cold_start_s": cold_start_s,
+        "recovery_s": recovery_s,
+        "recovery_replayed": replayed,
+        "recovery_rebuilt": rebuilt,
         "query_threads": QUERY_THREADS,
         "runs": runs,
     }))
@@ -363,7 +376,10 @@ fn markdown(report: &Value) -> String {
          random matrix, plus isotropic noise; unit norm, inner product); recall@10 against \
          exact top-10 of the first {GT_QUERIES} of {QUERIES} queries ({}), shared by every \
          system; M = 16, ef_construction = 200 for every HNSW. Ours: inserts in durable \
-         batches of {BATCH} from one writer (the shards applied in parallel), then reopened \
+         batches of {BATCH} from one writer (the shards applied in parallel); dropped \
+         without a checkpoint and reopened (open after a crash: the committer's last automatic \
+         snapshot restored, the objects written after it replayed), closed (checkpoint), \
+         reopened (open + first query), then reopened \
          with {} engine instance(s) per shard (`read_replicas`) for the queries. Queries: \
          {QUERY_THREADS} threads, every row answered in batched calls (ours: each thread its \
          share of the rows, {QUERY_BATCH} rows per `search_batch`; hnswlib one `knn_query` \
@@ -384,15 +400,16 @@ fn markdown(report: &Value) -> String {
         report["min_secs"],
     );
     s += "| system | shards | build threads | build s | vectors/s | engine MiB per 1M | RSS \
-          growth MiB per 1M | disk MiB per 1M | open + first query s |\n\
-          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+          growth MiB per 1M | disk MiB per 1M | open + first query s | open after a crash s \
+          (objects replayed) |\n\
+          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     let f = |v: &Value, d: usize| v.as_f64().map_or("-".into(), |x| format!("{x:.d$}"));
     let shards = |c: &Value| c["shards"].as_u64().map_or("-".into(), |x| x.to_string());
     let empty = Vec::new();
     let configs = report["configs"].as_array().unwrap_or(&empty);
     for c in configs {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c["system"].as_str().unwrap_or(""),
             shards(c),
             c["build_threads"],
@@ -401,7 +418,11 @@ fn markdown(report: &Value) -> String {
             f(&c["engine_mib_per_million"], 0),
             f(&c["rss_growth_mib_per_million"], 0),
             f(&c["disk_mib_per_million"], 0),
-            f(&c["cold_start_s"], 2)
+            f(&c["cold_start_s"], 2),
+            match c["recovery_s"].as_f64() {
+                Some(r) => format!("{r:.2} ({})", c["recovery_replayed"]),
+                None => "-".into(),
+            }
         );
     }
     s += &format!(

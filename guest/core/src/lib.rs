@@ -119,7 +119,8 @@ pub fn validate_vector(config: &CollectionConfig, id: &str, v: &[f32]) -> Result
 }
 
 /// Whether every component is finite: the largest magnitude's bits (an integer max per lane,
-/// which vectorises, where `all(is_finite)` stops at each element) below infinity's.
+/// which vectorises, where `all(is_finite)` stops at each element) below infinity's. Twin of
+/// the host's `db::validate::all_finite` (the two workspaces share no crate).
 pub fn all_finite(v: &[f32]) -> bool {
     const ABS: u32 = 0x7fff_ffff;
     const INF: u32 = 0x7f80_0000;

@@ -66,7 +66,8 @@ pub fn check_vector(spec: &CollectionSpec, id: &str, v: &[f32]) -> Result<()> {
 }
 
 /// Whether every component is finite: the largest magnitude's bits (an integer max per lane,
-/// which vectorises) below infinity's. Recovery checks every stored vector with this.
+/// which vectorises) below infinity's. Recovery checks every stored vector with this. Twin of
+/// the engine's `vektagraf_engine_core::all_finite`.
 fn all_finite(v: &[f32]) -> bool {
     const ABS: u32 = 0x7fff_ffff;
     const INF: u32 = 0x7f80_0000;
@@ -100,6 +101,26 @@ pub(crate) fn fit_for_index(
             tracing::warn!(collection = %spec.name, error = %e, "a vector this collection cannot index is kept in storage only");
             object.vector = None;
             true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_finds_any_non_finite_component_anywhere() {
+        for len in [0, 1, 15, 16, 17, 384, 385] {
+            let v: Vec<f32> = (0..len).map(|i| (i as f32 - 7.5) * 1e30).collect();
+            assert!(all_finite(&v), "len {len}");
+            for pos in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                    let mut w = v.clone();
+                    w[pos] = bad;
+                    assert!(!all_finite(&w), "len {len}, {bad} at {pos}");
+                }
+            }
         }
     }
 }

@@ -74,9 +74,11 @@ impl Runtime {
         // (Copy-on-write initialisation from the module image needs wasmtime's own memories;
         // the engine's data segments are a few KiB, copied at instantiation instead.)
         #[cfg(target_os = "linux")]
-        config
-            .with_host_memory(Arc::new(memory::HugePageCreator))
-            .memory_init_cow(false);
+        if limits.huge_pages {
+            config
+                .with_host_memory(Arc::new(memory::HugePageCreator))
+                .memory_init_cow(false);
+        }
         // `VEKTAGRAF_WASM_PROFILE=perfmap` writes /tmp/perf-<pid>.map so `perf` names the
         // engine's compiled functions.
         if std::env::var("VEKTAGRAF_WASM_PROFILE").as_deref() == Ok("perfmap") {
