@@ -929,10 +929,7 @@ mod tests {
     #[test]
     fn recall_on_random_data_is_high_and_deletes_are_never_returned() {
         let data = points(2000, 24, 7);
-        let mut h = Hnsw::new(24, Metric::Euclidean, 16, 100);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Euclidean, 16, 100);
         let deleted: Vec<u32> = (0..2000).step_by(10).collect();
         for &d in &deleted {
             h.remove(d);
@@ -955,10 +952,7 @@ mod tests {
     #[test]
     fn beam_and_filtered_walks_agree_when_nothing_is_filtered() {
         let data = points(1500, 16, 21);
-        let mut h = Hnsw::new(16, Metric::Dot, 8, 60);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Dot, 8, 60);
         for q in points(30, 16, 4) {
             for ef in [1, 10, 50] {
                 let fast = h.search(&q, 10, ef, None);
@@ -981,10 +975,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip_answers_identically() {
         let data = points(500, 8, 3);
-        let mut h = Hnsw::new(8, Metric::Dot, 8, 50);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Dot, 8, 50);
         for d in [3, 4, 250, 499] {
             h.remove(d);
         }
@@ -1026,14 +1017,29 @@ mod tests {
         assert!(Hnsw::read(&mut r).is_err());
     }
 
+    /// An index of `data` (rows of one width) inserted in order.
+    fn built(data: &[Vec<f32>], metric: Metric, m: usize, ef_construction: usize) -> Hnsw {
+        let dim = data.first().map_or(0, Vec::len);
+        let mut h = Hnsw::new(dim, metric, m, ef_construction);
+        for (i, v) in data.iter().enumerate() {
+            h.insert(i as u32, v).expect("insert");
+        }
+        h
+    }
+
     /// What a snapshot used to compute by hashing every vector at write time.
     fn recomputed(h: &Hnsw) -> Vec<u32> {
+        recomputed_by(h, fingerprint)
+    }
+
+    /// Every slot's vector hashed with `hash` (0 for deleted slots).
+    fn recomputed_by(h: &Hnsw, hash: fn(&[f32]) -> u32) -> Vec<u32> {
         (0..h.slots())
             .map(|i| {
                 if h.deleted[i as usize] {
                     0
                 } else {
-                    fingerprint(h.vec(i))
+                    hash(h.vec(i))
                 }
             })
             .collect()
@@ -1050,10 +1056,7 @@ mod tests {
     #[test]
     fn a_restore_quantises_what_it_is_filled_with_as_a_build_did() {
         let data = points(300, 20, 9);
-        let mut h = Hnsw::new(20, Metric::Euclidean, 8, 40);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Euclidean, 8, 40);
         h.remove(12);
         let mut back = round_trip(&h);
         for i in (0..h.slots()).rev() {
@@ -1074,20 +1077,9 @@ mod tests {
     #[test]
     fn a_format_2_snapshot_is_checked_with_its_own_fingerprints() {
         let data = points(200, 8, 5);
-        let mut h = Hnsw::new(8, Metric::Dot, 8, 40);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Dot, 8, 40);
         h.remove(3);
-        let serial: Vec<u32> = (0..h.slots())
-            .map(|i| {
-                if h.deleted[i as usize] {
-                    0
-                } else {
-                    serial_fingerprint(h.vec(i))
-                }
-            })
-            .collect();
+        let serial = recomputed_by(&h, serial_fingerprint);
         assert_ne!(serial, h.fingerprints, "the two hashes differ");
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf);
@@ -1118,10 +1110,7 @@ mod tests {
     #[test]
     fn fingerprints_kept_up_to_date_equal_recomputed_ones() {
         let data = points(300, 8, 11);
-        let mut h = Hnsw::new(8, Metric::Euclidean, 8, 40);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Euclidean, 8, 40);
         assert_eq!(h.fingerprints, recomputed(&h));
         // A replaced object is a retired slot and a new one.
         for d in [0, 7, 150, 299] {
@@ -1163,10 +1152,7 @@ mod tests {
     #[test]
     fn a_format_1_snapshot_is_read_and_gets_its_fingerprints() {
         let data = points(200, 8, 13);
-        let mut h = Hnsw::new(8, Metric::Dot, 8, 40);
-        for (i, v) in data.iter().enumerate() {
-            h.insert(i as u32, v).expect("insert");
-        }
+        let mut h = built(&data, Metric::Dot, 8, 40);
         h.remove(3);
         // Format 1 as earlier builds wrote it: every vector, no fingerprints.
         let mut buf = Vec::new();
